@@ -1,0 +1,176 @@
+"""The container (SPEC.md sections 2-5), without Pillow."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from pillow_gcp import format as F
+from pillow_gcp.errors import GCPFormatError
+
+
+def _image(h=7, w=13, n=5, channels=3, seed=1):
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, n, size=(h, w), dtype=np.uint8)
+    palette = rng.integers(0, 256, size=(n, channels), dtype=np.uint8)
+    return indices, palette
+
+
+def _chunks(data: bytes):
+    """[(offset, type, length)] of every chunk in a file."""
+    out, pos = [], 8
+    while pos < len(data):
+        length, ctype = struct.unpack_from("<I4s", data, pos)
+        out.append((pos, ctype, length))
+        pos += 12 + length
+    return out
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack("<I4s", len(body), ctype) + body + struct.pack("<I", zlib.crc32(ctype + body))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("shape,n", [((1, 1), 1), ((7, 13), 5), ((3, 300), 256), ((64, 1), 2)])
+def test_roundtrip(shape, n, channels):
+    indices, palette = _image(*shape, n=n, channels=channels)
+    data = F.encode(indices, palette)
+    assert data[:8] == F.MAGIC and F.accept(data)
+    got, pal, meta = F.decode(data)
+    assert np.array_equal(got, indices)
+    assert np.array_equal(pal, palette)
+    assert meta == {}
+
+
+def test_layout_matches_spec():
+    indices, palette = _image(n=5, channels=4)
+    data = F.encode(indices, palette, {"comment": "hi"})
+    chunks = _chunks(data)
+    assert [c[1] for c in chunks] == [b"HEAD", b"PLTE", b"cmnt", b"DATA", b"DONE"]
+    version, channels, size, width, height = struct.unpack_from("<BBHII", data, 16)
+    assert (version, channels, size, width, height) == (1, 4, 5, 13, 7)
+    assert data[-12:] == bytes.fromhex("00000000444f4e451f0db826")
+
+
+def test_metadata_roundtrip_and_unknown_ancillary_skipped():
+    indices, palette = _image()
+    meta = {"icc_profile": b"\x00ICC" * 10, "exif": b"Exif\x00\x00MM", "xmp": b"<x/>", "comment": "caf\u00e9"}
+    data = F.encode(indices, palette, meta)
+    # insert an unknown ancillary chunk before DATA and another after it
+    pos_data = [c for c in _chunks(data) if c[1] == b"DATA"][0][0]
+    extra = _chunk(b"zzzz", b"whatever")
+    data2 = data[:pos_data] + extra + data[pos_data:-12] + extra + data[-12:]
+    got, pal, m = F.decode(data2)
+    assert np.array_equal(got, indices)
+    assert m == meta
+
+
+def test_unknown_critical_chunk_is_an_error():
+    indices, palette = _image()
+    data = F.encode(indices, palette)
+    pos_data = [c for c in _chunks(data) if c[1] == b"DATA"][0][0]
+    bad = data[:pos_data] + _chunk(b"ZZZZ", b"") + data[pos_data:]
+    with pytest.raises(GCPFormatError, match="critical chunk ZZZZ") as e:
+        F.decode(bad)
+    assert e.value.offset == pos_data + 4
+
+
+def test_every_strict_prefix_fails_with_oserror():
+    indices, palette = _image(5, 9, n=4)
+    data = F.encode(indices, palette)
+    for cut in range(len(data)):
+        with pytest.raises(OSError):
+            F.decode(data[:cut])
+
+
+def test_every_single_bit_flip_is_detected():
+    indices, palette = _image(3, 5, n=3)
+    data = F.encode(indices, palette)
+    for pos in range(len(data)):
+        for bit in (0, 3, 7):
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            with pytest.raises(OSError):
+                F.decode(bytes(bad))
+
+
+def test_crc_error_names_the_chunk_and_offset():
+    indices, palette = _image()
+    data = bytearray(F.encode(indices, palette))
+    off, _, length = [c for c in _chunks(bytes(data)) if c[1] == b"PLTE"][0]
+    data[off + 8] ^= 0xFF
+    with pytest.raises(GCPFormatError, match="CRC mismatch in PLTE") as e:
+        F.decode(bytes(data))
+    assert e.value.offset == off + 8 + length
+
+
+@pytest.mark.parametrize(
+    "field,offset,value,message",
+    [
+        ("version", 16, struct.pack("<B", 2), "unsupported format version 2"),
+        ("channels", 17, struct.pack("<B", 5), "palette channels"),
+        ("palette_size", 18, struct.pack("<H", 0), "palette size"),
+        ("palette_size", 18, struct.pack("<H", 257), "palette size"),
+        ("width", 20, struct.pack("<I", 0), "width"),
+        ("height", 24, struct.pack("<I", 2**31), "height"),
+    ],
+)
+def test_bad_header_fields(field, offset, value, message):
+    indices, palette = _image()
+    data = bytearray(F.encode(indices, palette))
+    data[offset : offset + len(value)] = value
+    head = bytes(data[12:28])
+    data[28:32] = struct.pack("<I", zlib.crc32(head))  # keep the CRC right: the field check must fire
+    with pytest.raises(GCPFormatError, match=message) as e:
+        F.decode(bytes(data))
+    assert e.value.offset == offset
+
+
+def test_lying_lengths_do_not_allocate():
+    indices, palette = _image()
+    data = bytearray(F.encode(indices, palette))
+    off = [c for c in _chunks(bytes(data)) if c[1] == b"DATA"][0][0]
+    data[off : off + 4] = struct.pack("<I", 2**31 - 1)
+    with pytest.raises(GCPFormatError, match="truncated"):
+        F.decode(bytes(data))
+    data[off : off + 4] = struct.pack("<I", 2**32 - 1)
+    with pytest.raises(GCPFormatError, match="exceeds"):
+        F.decode(bytes(data))
+
+
+def test_read_header_leaves_stream_at_payload():
+    indices, palette = _image()
+    data = F.encode(indices, palette)
+    fp = io.BytesIO(b"junk" + data)
+    fp.seek(4)
+    header = F.read_header(fp, offset=4)
+    assert fp.tell() == header.payload_offset
+    assert (header.width, header.height, header.channels) == (13, 7, 3)
+    raw = F.read_payload(fp, header)
+    assert np.array_equal(F.decode_payload(raw, header), indices)
+
+
+@pytest.mark.parametrize(
+    "indices,palette,exc",
+    [
+        (np.zeros((2, 2), np.int32), np.zeros((1, 3), np.uint8), TypeError),
+        (np.zeros((2, 2), np.uint8), np.zeros((1, 3), np.float32), TypeError),
+        (np.zeros((0, 2), np.uint8), np.zeros((1, 3), np.uint8), ValueError),
+        (np.zeros((2, 2), np.uint8), np.zeros((257, 3), np.uint8), ValueError),
+        (np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), ValueError),
+        (np.full((2, 2), 3, np.uint8), np.zeros((3, 3), np.uint8), ValueError),
+    ],
+)
+def test_encode_validates(indices, palette, exc):
+    with pytest.raises(exc):
+        F.encode(indices, palette)
+
+
+def test_encode_rejects_unknown_metadata():
+    indices, palette = _image()
+    with pytest.raises(ValueError, match="unknown metadata key"):
+        F.encode(indices, palette, {"bogus": b"x"})
