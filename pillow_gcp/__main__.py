@@ -1,0 +1,8 @@
+"""``python -m pillow_gcp``: the ``gcp`` command line (see :mod:`pillow_gcp.cli`)."""
+
+import sys
+
+from pillow_gcp.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
