@@ -179,6 +179,7 @@ class QuantParams:
     fixed_colors: tuple[tuple[int, int, int], ...] | None = None
     target_psnr: float | None = None
     target_de: float | None = None
+    strip: bool = False
 
     def kwargs(self, k: int) -> dict:
         kw = dict(k=k, algo=self.algo, seed=self.seed, metric=self.metric, space=self.space, dither=self.dither)
@@ -289,7 +290,8 @@ def search_k(images: list[Image.Image], params: QuantParams) -> Search:
 def encode(images: list[Image.Image], params: QuantParams) -> tuple[list[bytes], int, float | None]:
     """Quantize ``images`` (one palette per call) and encode each as .gcp bytes.
 
-    Returns (encoded files, k used, measured quality or None without a target).
+    The ICC profile, EXIF, XMP and comment of each image are kept unless
+    ``params.strip``.  Returns (encoded files, k used, measured quality or None without a target).
     """
     if params.target_psnr is not None or params.target_de is not None:
         s = search_k(images, params)
@@ -301,11 +303,30 @@ def encode(images: list[Image.Image], params: QuantParams) -> tuple[list[bytes],
         k = params.k
         pimgs, value = _quantize(images, params, k), None
     blobs = []
-    for p in pimgs:
+    for src, p in zip(images, pimgs):
+        meta = {} if params.strip else _metadata(src)
         buf = io.BytesIO()
-        p.save(buf, "GCP")
+        p.save(buf, "GCP", **meta)
         blobs.append(buf.getvalue())
     return blobs, k, value
+
+
+_META_KEYS = ("icc_profile", "exif", "xmp", "comment")
+
+
+def _metadata(im: Image.Image) -> dict:
+    """The metadata of ``im`` that .gcp keeps: ICC profile, EXIF, XMP, comment."""
+    info = dict(im.info)
+    if "xmp" not in info and "XML:com.adobe.xmp" in info:
+        info["xmp"] = info["XML:com.adobe.xmp"]
+    meta = {}
+    for key in _META_KEYS:
+        value = info.get(key)
+        if isinstance(value, Image.Exif):
+            value = value.tobytes()
+        if isinstance(value, (bytes, bytearray, str)) and value:
+            meta[key] = value
+    return meta
 
 
 # --------------------------------------------------------------------------
@@ -649,6 +670,7 @@ def _params(args: argparse.Namespace) -> QuantParams:
         fixed_colors=fixed,
         target_psnr=args.target_psnr,
         target_de=args.target_de,
+        strip=getattr(args, "strip", False),
     )
 
 
@@ -943,6 +965,8 @@ def _add_quant_options(p: argparse.ArgumentParser, with_jobs: bool) -> None:
     q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB",
                    help="a colour that must be in the palette, hex RRGGBB; repeat the option or give a "
                         "comma-separated list (e.g. --fixed-color ffffff,000000)")
+    q.add_argument("--strip", action="store_true",
+                   help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it into the .gcp")
     t = p.add_argument_group("quality target (instead of -k)")
     t.add_argument("--target-psnr", type=_positive_float, metavar="DB",
                    help="pick the smallest k whose PSNR is at least DB (k meets it, k/2 does not)")
