@@ -77,18 +77,37 @@ registered name or any callable following the protocol.  ``"kmeans"``
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+import numbers
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from . import colorspace, histogram
+from .kmeans import kmeans_palette
+from .nearest import METRICS, distance_to, nearest
 
 __all__ = [
+    "quantize",
+    "quantize_many",
+    "quantize_to_arrays",
     "register_quantizer",
     "registered_quantizers",
+    "kmeans_palette",
+    "METRICS",
+    "SPACES",
 ]
+
+SPACES = ("rgb", "oklab")
 
 _REGISTRY: Dict[str, Callable] = {}
 
 
 def register_quantizer(name: str, step: Callable) -> None:
-    """Register a palette step under ``name`` (see the module docstring protocol)."""
+    """Register a palette step under ``name`` (see the protocol above).
+
+    Registering an existing name replaces it.
+    """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
     if not callable(step):
@@ -96,6 +115,611 @@ def register_quantizer(name: str, step: Callable) -> None:
     _REGISTRY[name] = step
 
 
-def registered_quantizers() -> list:
+def registered_quantizers() -> List[str]:
     """Sorted list of registered palette-step names."""
     return sorted(_REGISTRY)
+
+
+register_quantizer("kmeans", kmeans_palette)
+try:  # written by the kmedoids helper
+    from .kmedoids import kmedoids_palette
+except ImportError:  # pragma: no cover - module not present yet
+    kmedoids_palette = None
+else:
+    register_quantizer("kmedoids", kmedoids_palette)
+    __all__.append("kmedoids_palette")
+
+
+# ----------------------------------------------------------------------------
+# validation
+
+
+def _check_k(k) -> int:
+    if k is None:
+        return 256
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int in 1..256 or None, got {type(k).__name__} {k!r}")
+    k = int(k)
+    if not 1 <= k <= 256:
+        raise ValueError(f"k must be in 1..256 (or None for 256), got {k}")
+    return k
+
+
+def _check_seed(seed) -> int:
+    if seed is None:
+        return 0
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a non-negative int or None, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
+    return int(seed)
+
+
+def _check_algo(algo) -> Callable:
+    if callable(algo):
+        return algo
+    if isinstance(algo, str) and algo in _REGISTRY:
+        return _REGISTRY[algo]
+    raise ValueError(
+        f"algo must be one of {registered_quantizers()} or a callable palette step, got {algo!r}")
+
+
+def _check_choice(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _check_bool(name, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _parse_colors(name, colors, allow_empty=False) -> np.ndarray:
+    """A sequence of (r, g, b) / (r, g, b, a) ints 0..255, or an (n, 3|4) array -> (n, 4) uint8.
+
+    3-tuples get alpha 255.  Fully transparent entries are normalised to (0, 0, 0, 0).
+    """
+    try:
+        rows = [tuple(c) for c in colors]
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of (r, g, b) or (r, g, b, a) tuples") from None
+    if not rows and not allow_empty:
+        raise ValueError(f"{name} must contain at least one colour")
+    out = np.empty((len(rows), 4), np.uint8)
+    for i, r in enumerate(rows):
+        if len(r) not in (3, 4):
+            raise ValueError(f"{name}[{i}] must have 3 or 4 components, got {r!r}")
+        for v in r:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or not 0 <= v <= 255:
+                raise ValueError(f"{name}[{i}] components must be ints in 0..255, got {r!r}")
+        out[i, :len(r)] = r
+        if len(r) == 3:
+            out[i, 3] = 255
+    out[out[:, 3] == 0] = 0
+    return out
+
+
+def _parse_palette(palette) -> np.ndarray:
+    """palette= argument -> (m, 4) uint8 (alpha 255 for RGB palettes)."""
+    if isinstance(palette, Image.Image):
+        if palette.mode not in ("P", "PA"):
+            raise ValueError(f"palette image must have mode 'P', got {palette.mode!r}")
+        mode, data = palette.palette.getdata() if palette.palette is not None else ("RGB", b"")
+        C = 4 if mode == "RGBA" else 3
+        arr = np.frombuffer(bytes(data), np.uint8)
+        arr = arr[: arr.size // C * C].reshape(-1, C)
+        out = np.full((arr.shape[0], 4), 255, np.uint8)
+        out[:, :C] = arr
+        trns = palette.info.get("transparency")
+        if isinstance(trns, int) and trns < out.shape[0]:
+            out[trns, 3] = 0
+        elif isinstance(trns, (bytes, bytearray)):
+            t = np.frombuffer(bytes(trns), np.uint8)[: out.shape[0]]
+            out[: t.size, 3] = t
+        out[out[:, 3] == 0] = 0
+        if out.shape[0] == 0:
+            raise ValueError("palette image has an empty palette")
+        if out.shape[0] > 256:
+            raise ValueError(f"palette must have at most 256 colours, got {out.shape[0]}")
+        return out
+    if isinstance(palette, (str, bytes)):
+        raise TypeError("palette must be a 'P' image or a sequence of colour tuples")
+    out = _parse_colors("palette", palette)
+    if out.shape[0] > 256:
+        raise ValueError(f"palette must have at most 256 colours, got {out.shape[0]}")
+    return out
+
+
+# ----------------------------------------------------------------------------
+# image -> (H, W, C) uint8
+
+
+def _to_array(img) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) RGB or (H, W, 4) RGBA uint8 array.
+
+    RGBA is returned only when some alpha < 255.  High-bit-depth greyscale
+    (I;16*, I, F) is scaled to 8 bits: I;16 by 1/257; I and F pass through when
+    they already lie in 0..255, else min..max is stretched to 0..255.
+    """
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"img must be a PIL.Image.Image, got {type(img).__name__}")
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if mode.startswith("I;16"):
+            a = a / 257.0
+        else:
+            finite = a[np.isfinite(a)]
+            lo = float(finite.min()) if finite.size else 0.0
+            hi = float(finite.max()) if finite.size else 0.0
+            if lo < 0 or hi > 255:
+                a = (a - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+            a = np.nan_to_num(a, nan=0.0)
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if mode == "P":
+        has_alpha = "transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA")
+        target = "RGBA" if has_alpha else "RGB"
+    elif mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        target = "RGBA"
+    elif mode in ("RGB", "L", "1"):
+        target = "RGB"
+    else:
+        target = "RGBA" if "A" in img.getbands() else "RGB"
+    arr = np.asarray(img.convert(target))
+    if target == "RGBA" and arr[..., 3].min() == 255:
+        arr = arr[..., :3]
+    return arr
+
+
+# ----------------------------------------------------------------------------
+# histogram of one or more images
+
+
+class _Hist:
+    """Weighted unique colours: keys (U,) uint32 sorted, counts (U,) int64, C 3 or 4.
+
+    For C == 4, every fully transparent colour is normalised to key 0 (0, 0, 0, 0).
+    """
+
+    def __init__(self, keys, counts, C):
+        self.keys = keys
+        self.counts = counts
+        self.C = C
+        self.colors = histogram.unpack(keys, C)
+
+
+def _image_keys(arr: np.ndarray, C: int) -> np.ndarray:
+    """(H, W, 3|4) uint8 -> (H*W,) uint32 keys in a C-channel histogram."""
+    if C == 3:
+        return histogram.pack(arr).ravel()
+    if arr.shape[2] == 3:
+        keys = histogram.pack(arr).ravel()
+        keys |= np.uint32(0xFF000000)
+        return keys
+    keys = histogram.pack(arr).ravel()
+    keys[arr[..., 3].ravel() == 0] = 0
+    return keys
+
+
+# ----------------------------------------------------------------------------
+# palette fitting
+
+
+def _split_budget(k, sizes, weights, fixed_counts):
+    """Split ``k`` entries between colour groups.
+
+    sizes: unique colours per group not already fixed, weights: pixel counts,
+    fixed_counts: fixed entries per group.  Each group gets its fixed entries, at
+    least one entry if it has colours, never more than it can use, and the rest in
+    proportion to ``weight ** 0.6`` (the high-resolution optimum allocation for
+    3-D squared error, ignoring spread), by largest remainder.
+    """
+    n = [f + (1 if s > 0 else 0) for s, f in zip(sizes, fixed_counts)]
+    cap = [s + f for s, f in zip(sizes, fixed_counts)]
+    left = k - sum(n)
+    while left > 0:
+        open_ = [g for g in range(len(n)) if n[g] < cap[g]]
+        if not open_:
+            break
+        share = np.array([float(weights[g]) ** 0.6 for g in open_])
+        share = share / share.sum() * left
+        give = np.floor(share).astype(int)
+        if give.sum() == 0:
+            give[int(np.argmax(share))] = 1
+        for g, d in zip(open_, give):
+            d = min(int(d), cap[g] - n[g], left)
+            n[g] += d
+            left -= d
+    return n
+
+
+def _repair(X, colors8, w, P8, target, nfix, metric, to_space):
+    """Make ``P8`` (m, C) uint8 exactly ``target`` distinct entries, all used.
+
+    X (U, C) colours in the mapping space, w (U,) weights, the first ``nfix`` rows of
+    P8 are fixed (kept even if unused).  Needs U + (fixed rows absent from X) >= target.
+    Unused or missing entries are replaced by the worst-represented colours; a final
+    fallback snaps every free entry onto one of its own member colours, which makes
+    each of them its own nearest entry.
+    """
+    P8 = _dedupe_rows(P8, nfix)
+    for attempt in range(12):
+        Ps = to_space(P8)
+        idx, d = nearest(X, Ps, metric, return_dist=True)
+        cnt = np.bincount(idx, minlength=P8.shape[0])
+        free_unused = np.flatnonzero(cnt[nfix:] == 0) + nfix
+        missing = target - P8.shape[0]
+        if missing <= 0 and free_unused.size == 0:
+            return P8
+        need = max(missing, 0) + free_unused.size
+        err = d.astype(np.float64) * w
+        err[d <= 0] = -1.0  # colours already in the palette
+        order = np.argsort(-err, kind="stable")[:need]
+        order = order[err[order] > 0]
+        newc = colors8[order]
+        keep = np.ones(P8.shape[0], bool)
+        n_replace = min(free_unused.size, newc.shape[0])
+        P8 = P8.copy()
+        P8[free_unused[:n_replace]] = newc[:n_replace]
+        extra = newc[n_replace:][: max(missing, 0)]
+        if free_unused.size > n_replace:
+            keep[free_unused[n_replace:]] = False
+        P8 = np.concatenate([P8[keep], extra])
+        P8 = _dedupe_rows(P8, nfix)
+        if attempt >= 3:
+            break
+    # fallback: every free entry becomes a true colour of its own cluster
+    Ps = to_space(P8)
+    idx, d = nearest(X, Ps, metric, return_dist=True)
+    m = P8.shape[0]
+    best_member = np.full(m, -1, np.int64)
+    order = np.lexsort((d, idx))  # by entry, then distance
+    first = np.ones(order.size, bool)
+    first[1:] = idx[order][1:] != idx[order][:-1]
+    best_member[idx[order][first]] = order[first]
+    P8 = P8.copy()
+    used_free = [j for j in range(nfix, m) if best_member[j] >= 0]
+    P8[used_free] = colors8[best_member[used_free]]
+    unused = [j for j in range(nfix, m) if best_member[j] < 0]
+    P8 = np.delete(P8, unused, axis=0)
+    need = target - P8.shape[0]
+    if need > 0:
+        present = np.isin(histogram.pack(colors8), histogram.pack(P8))
+        cand = np.flatnonzero(~present)
+        cand = cand[np.argsort(-(d[cand].astype(np.float64) * w[cand]), kind="stable")][:need]
+        P8 = np.concatenate([P8, colors8[cand]])
+    return P8
+
+
+def _dedupe_rows(P, nfix=0):
+    """Drop repeated rows (first occurrence wins, so fixed rows survive), keep order."""
+    if P.shape[0] == 0:
+        return P
+    _, first = np.unique(P, axis=0, return_index=True)
+    return P[np.sort(first)]
+
+
+def _to_space_fn(space):
+    if space == "rgb":
+        return lambda P8: P8
+    return colorspace.to_oklab
+
+
+def _from_step(out, colors_sp, colors8, space, C):
+    """Step output -> (m, C) uint8; float rows equal to an input row map back exactly."""
+    out = np.asarray(out)
+    if out.ndim != 2 or out.shape[1] != C:
+        raise ValueError(f"palette step returned shape {out.shape}, expected (m, {C})")
+    if space == "rgb":
+        if out.dtype != np.uint8:
+            out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return out
+    out = out.astype(np.float32)
+    res = colorspace.from_oklab(out)
+    if out.shape[0]:
+        idx, d = nearest(out, colors_sp, "euclidean", return_dist=True)
+        exact = d == 0
+        res[exact] = colors8[idx[exact]]
+    return res
+
+
+def _fit_group(colors8, weights, n, fixed8, step, metric, space, seed):
+    """Fit ``n`` entries to one alpha group. colors8 (U, C) uint8 distinct, fixed8 (F, C)."""
+    C = colors8.shape[1]
+    F = fixed8.shape[0]
+    if n <= 0:
+        return np.zeros((0, C), np.uint8)
+    to_space = _to_space_fn(space)
+    # lossless when everything fits
+    if colors8.shape[0] + F <= n:
+        allc = np.concatenate([fixed8, colors8])
+        return _dedupe_rows(allc)
+    X = to_space(colors8)
+    fixed_sp = to_space(fixed8) if F else None
+    out = step(X, weights, n, metric=metric, seed=seed, fixed=fixed_sp)
+    P8 = _from_step(out, X, colors8, space, C)
+    if F:
+        # fixed colours first and exact, whatever the step did with them
+        P8 = np.concatenate([fixed8, P8])
+    P8 = _dedupe_rows(P8, F)
+    return _repair(X, colors8, weights.astype(np.float64), P8, n, F, metric, to_space)
+
+
+# ----------------------------------------------------------------------------
+# the pipeline
+
+
+class _Opts:
+    __slots__ = ("k", "step", "seed", "metric", "space", "dither", "fixed", "palette")
+
+
+def _validate(k, algo, seed, metric, space, dither, fixed_colors, palette) -> _Opts:
+    o = _Opts()
+    o.k = _check_k(k)
+    o.step = _check_algo(algo)
+    o.seed = _check_seed(seed)
+    o.metric = _check_choice("metric", metric, METRICS)
+    o.space = _check_choice("space", space, SPACES)
+    o.dither = _check_bool("dither", dither)
+    o.palette = None if palette is None else _parse_palette(palette)
+    if fixed_colors is None:
+        o.fixed = np.zeros((0, 4), np.uint8)
+    else:
+        if o.palette is not None:
+            raise ValueError("fixed_colors and palette cannot be combined: palette= is used as is")
+        f = _parse_colors("fixed_colors", fixed_colors, allow_empty=True)
+        f = _dedupe_rows(f)
+        if f.shape[0] > o.k:
+            raise ValueError(f"fixed_colors has {f.shape[0]} distinct colours, more than k={o.k}")
+        o.fixed = f
+    return o
+
+
+def _alpha_groups(colors4: np.ndarray):
+    """(U, 4) uint8 -> boolean masks (transparent, opaque, semi)."""
+    a = colors4[:, 3]
+    return a == 0, a == 255, (a > 0) & (a < 255)
+
+
+def _luma_order(P):
+    """Stable order of palette rows by Rec.601 luma, then by the raw colour."""
+    if P.shape[0] < 2:
+        return np.arange(P.shape[0])
+    luma = P[:, :3].astype(np.int64) @ np.array([299, 587, 114])
+    keys = [P[:, c] for c in range(P.shape[1] - 1, -1, -1)] + [luma]
+    return np.lexsort(keys)
+
+
+def _map_group(colors_g, cand, P4, metric, space):
+    """Exact nearest entry of P4[cand] (cand: global indices) for colours_g (n, C) uint8."""
+    C = colors_g.shape[1]
+    to_space = _to_space_fn(space)
+    Pc = P4[cand][:, :C]
+    idx = nearest(to_space(colors_g), to_space(Pc), metric)
+    return cand[idx]
+
+
+def _assign(colors: np.ndarray, C: int, P4: np.ndarray, metric: str, space: str) -> np.ndarray:
+    """Global palette index for every unique colour (U, C) under the alpha rules.
+
+    P4 (m, 4) uint8 palette.  Opaque colours go to opaque entries (RGB metric),
+    transparent ones to a transparent entry, semi-transparent ones to any entry
+    (RGBA metric); a group whose kind of entry is absent uses all entries (RGBA).
+    """
+    U = colors.shape[0]
+    out = np.zeros(U, np.int64)
+    m = P4.shape[0]
+    allidx = np.arange(m)
+    if C == 3:
+        cand = np.flatnonzero(P4[:, 3] == 255)
+        if cand.size:
+            out[:] = _map_group(colors, cand, P4, metric, space)
+        else:
+            c4 = np.concatenate([colors, np.full((U, 1), 255, np.uint8)], axis=1)
+            out[:] = _map_group(c4, allidx, P4, metric, space)
+        return out
+    tr, op, se = _alpha_groups(colors)
+    pa = P4[:, 3]
+    if op.any():
+        cand = np.flatnonzero(pa == 255)
+        if cand.size:
+            out[op] = _map_group(colors[op][:, :3], cand, P4, metric, space)
+        else:
+            out[op] = _map_group(colors[op], allidx, P4, metric, space)
+    if tr.any():
+        cand = np.flatnonzero(pa == 0)
+        out[tr] = cand[0] if cand.size else _map_group(colors[tr], allidx, P4, metric, space)
+    if se.any():
+        cand = np.flatnonzero((pa > 0) & (pa < 255))
+        if not cand.size:
+            cand = allidx
+        out[se] = _map_group(colors[se], cand, P4, metric, space)
+    return out
+
+
+def _fit_palette(colors: np.ndarray, counts: np.ndarray, C: int, o: _Opts) -> np.ndarray:
+    """Fit the palette to a histogram. colors (U, C) uint8 distinct, counts (U,) -> (m, 4) uint8.
+
+    Order: the transparent entry (if any) first, then opaque entries, then
+    semi-transparent ones, each group sorted by luma.
+    """
+    fx = o.fixed
+    f_tr = fx[fx[:, 3] == 0]
+    f_op = fx[fx[:, 3] == 255][:, :3]
+    f_se = fx[(fx[:, 3] > 0) & (fx[:, 3] < 255)]
+    if C == 3:
+        c_op, w_op = colors, counts
+        c_se, w_se = np.zeros((0, 4), np.uint8), np.zeros(0, np.int64)
+        has_tr = False
+    else:
+        tr, op, se = _alpha_groups(colors)
+        c_op, w_op = colors[op][:, :3], counts[op]
+        c_se, w_se = colors[se], counts[se]
+        has_tr = bool(tr.any())
+    has_tr = has_tr or f_tr.shape[0] > 0
+
+    def absent(fixed_g, colors_g):
+        if not fixed_g.shape[0]:
+            return 0
+        return int((~np.isin(histogram.pack(fixed_g), histogram.pack(colors_g))).sum())
+
+    # group sizes counted without colours that are also fixed
+    sizes = [c_op.shape[0] - (f_op.shape[0] - absent(f_op, c_op)),
+             c_se.shape[0] - (f_se.shape[0] - absent(f_se, c_se))]
+    budget = o.k - (1 if has_tr else 0)
+    if budget < 0:
+        budget = 0
+    n_op, n_se = _split_budget(budget, sizes, [int(w_op.sum()), int(w_se.sum())],
+                               [f_op.shape[0], f_se.shape[0]])
+    if n_op + n_se > budget:  # k too small for every group: opaque first
+        n_op = min(n_op, budget)
+        n_se = budget - n_op
+    seed = o.seed
+    P_op = _fit_group(c_op, w_op, n_op, f_op, o.step, o.metric, o.space, seed) if c_op.shape[0] or f_op.shape[0] else np.zeros((0, 3), np.uint8)
+    P_se = _fit_group(c_se, w_se, n_se, f_se, o.step, o.metric, o.space, seed) if c_se.shape[0] or f_se.shape[0] else np.zeros((0, 4), np.uint8)
+    P_op = P_op[_luma_order(P_op)]
+    P_se = P_se[_luma_order(P_se)]
+    parts = []
+    if has_tr and (o.k > n_op + n_se or not (n_op + n_se)):
+        parts.append(np.zeros((1, 4), np.uint8))
+    parts.append(np.concatenate([P_op, np.full((P_op.shape[0], 1), 255, np.uint8)], axis=1))
+    parts.append(P_se)
+    return np.concatenate(parts)[: o.k]
+
+
+def _dither_indices(arr: np.ndarray, P4: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Floyd-Steinberg via Pillow's C remap for the opaque pixels of arr (H, W, C).
+
+    base (H, W) exact-nearest indices; returns a copy with opaque pixels dithered
+    over the opaque entries.  Transparent and semi-transparent pixels keep ``base``.
+    """
+    cand = np.flatnonzero(P4[:, 3] == 255)
+    if cand.size == 0:
+        return base
+    pal_img = Image.new("P", (1, 1))
+    pal_img.putpalette(P4[cand, :3].tobytes(), "RGB")
+    src = Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB")
+    q = np.asarray(src.quantize(palette=pal_img, dither=Image.Dither.FLOYDSTEINBERG))
+    ok = q < cand.size
+    out = base.copy()
+    sel = ok if arr.shape[2] == 3 else ok & (arr[..., 3] == 255)
+    out[sel] = cand[q[sel]]
+    return out
+
+
+def _index_image(arr: np.ndarray, C: int, ukeys: np.ndarray, gidx: np.ndarray,
+                 P4: np.ndarray, dither: bool) -> np.ndarray:
+    """(H, W, 3|4) uint8 image -> (H, W) uint8 palette indices."""
+    keys = _image_keys(arr, C)
+    idx = histogram.map_keys(keys, ukeys, gidx.astype(np.uint8)).reshape(arr.shape[:2])
+    if dither:
+        idx = _dither_indices(arr, P4, idx)
+    return idx
+
+
+def _out_palette(P4: np.ndarray) -> np.ndarray:
+    """RGBA palette -> RGB when every entry is opaque."""
+    return P4[:, :3].copy() if (P4[:, 3] == 255).all() else P4
+
+
+def _run(images: Sequence, o: _Opts):
+    """Shared implementation: list of images -> (list of (H, W) uint8, palette (m, 3|4))."""
+    # pass 1: histograms, one image at a time (no stacking)
+    hists = []
+    C = 3
+    for im in images:
+        arr = _to_array(im)
+        c = arr.shape[2]
+        C = max(C, c)
+        hists.append((histogram.unique_keys(_image_keys(arr, c)), c))
+        del arr
+    if o.palette is not None and (o.palette[:, 3] < 255).any():
+        C = 4
+    if (o.fixed[:, 3] < 255).any():
+        C = 4
+    if C == 4:  # RGB histograms become opaque RGBA ones (order is preserved)
+        hists = [((keys | np.uint32(0xFF000000), cnt) if c == 3 else (keys, cnt))
+                 for (keys, cnt), c in hists]
+    else:
+        hists = [h for h, _ in hists]
+    ukeys, counts = hists[0] if len(hists) == 1 else histogram.merge_histograms(hists)
+    del hists
+    colors = histogram.unpack(ukeys, C)
+    if o.palette is not None:
+        P4 = o.palette
+    else:
+        P4 = _fit_palette(colors, counts, C, o)
+    gidx = _assign(colors, C, P4, o.metric, o.space)
+    out = [_index_image(_to_array(im), C, ukeys, gidx, P4, o.dither) for im in images]
+    if o.palette is not None:
+        pal = P4[:, :3].copy() if o.palette.shape[1] == 4 and (o.palette[:, 3] == 255).all() else P4
+    else:
+        pal = _out_palette(P4)
+    return out, pal
+
+
+def _make_image(idx: np.ndarray, pal: np.ndarray) -> Image.Image:
+    im = Image.fromarray(idx, "P")
+    im.putpalette(pal.tobytes(), "RGBA" if pal.shape[1] == 4 else "RGB")
+    return im
+
+
+def quantize_to_arrays(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+                       dither=False, fixed_colors=None, palette=None
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """Quantize ``img`` to at most ``k`` colours.
+
+    Returns ``(indices, palette)``: indices (H, W) uint8, palette (m, 3) uint8 when the
+    image (and palette) has no alpha below 255, else (m, 4) RGBA.  See :func:`quantize`.
+    """
+    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+    out, pal = _run([img], o)
+    return out[0], pal
+
+
+def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+             dither=False, fixed_colors=None, palette=None) -> Image.Image:
+    """Quantize ``img`` to a mode "P" image of at most ``k`` colours.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image, any mode (RGB, RGBA, L, LA, P, PA, 1, I;16, I, F, CMYK, YCbCr, HSV, LAB...)
+    k : int in 1..256, or None for 256
+    algo : registered name ("kmeans", "kmedoids", see :func:`registered_quantizers`) or a
+        palette step callable
+    seed : int >= 0 (None means 0); same seed -> same result
+    metric : "euclidean" (default), "manhattan" or "chebyshev" - nearest-entry mapping
+        (and the K-medoids objective)
+    space : "rgb" (default) or "oklab" (perceptual; fitting and mapping in OKLab)
+    dither : Floyd-Steinberg error diffusion (Pillow's C remap) when True
+    fixed_colors : sequence of (r, g, b) or (r, g, b, a) that must be palette entries
+    palette : a "P" image or a sequence of colours: map onto exactly that palette
+
+    Returns
+    -------
+    PIL.Image.Image, mode "P", palette "RGB" or "RGBA" (when any alpha < 255).
+    """
+    idx, pal = quantize_to_arrays(img, k, algo, seed=seed, metric=metric, space=space,
+                                  dither=dither, fixed_colors=fixed_colors, palette=palette)
+    return _make_image(idx, pal)
+
+
+def quantize_many(images, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+                  dither=False, fixed_colors=None, palette=None) -> List[Image.Image]:
+    """Quantize several images with one shared palette fitted to their pooled colours.
+
+    The fit works on the merged weighted histogram of unique colours (memory bounded
+    by unique colours; images are never stacked).  Returns a list of mode "P" images
+    with identical palettes, in the order given.
+    """
+    if isinstance(images, Image.Image):
+        raise TypeError("images must be a sequence of PIL images; use quantize() for one image")
+    images = list(images)
+    if not images:
+        raise ValueError("images must contain at least one image")
+    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+    out, pal = _run(images, o)
+    return [_make_image(idx, pal) for idx in out]

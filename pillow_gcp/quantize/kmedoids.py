@@ -1,0 +1,484 @@
+"""Weighted K-medoids palette step (FasterPAM-style swaps on a reduced histogram).
+
+The palette is a set of ``k`` *medoids*: actual colours of the image, chosen to minimise
+the weighted sum, over all unique colours, of the distance (``metric``) from each colour
+to its nearest medoid.  Plain PAM is ``O(k U^2)`` per pass and a ``U x U`` matrix is out
+of the question for photos (``U`` = 20k-150k unique colours), so the search runs in
+three stages, all vectorised with numpy and bounded in memory:
+
+1. **Reduce.**  The unique colours are binned on a regular grid whose resolution is
+   chosen so that at most ``max_points`` cells are occupied.  Each occupied cell becomes
+   one weighted *point* (weighted mean of its colours, total pixel count) and one
+   *candidate* medoid (the real colour of the cell nearest to that mean).  When
+   ``U <= max_points`` the colours themselves are used (no approximation).
+2. **Swap search on the reduced problem.**  Greedy k-means++ seeding, then eager
+   FasterPAM-style swaps (Schubert & Rousseeuw 2021): the change of loss of every
+   (candidate, medoid) swap is computed for a block of candidates at once from the
+   nearest / second-nearest distances (the ``O(k)`` trick, written as one matrix
+   product per block), the best improving swap of the block is applied at once, and
+   passes repeat until no block improves.
+3. **Exact polish on all colours.**  Alternating steps on the full histogram: assign
+   every unique colour to its nearest medoid (chunked), then inside each cluster pick the
+   member that minimises the exact weighted distance sum over the whole cluster among a
+   short list of candidates (members nearest the cluster's metric centre: the weighted
+   geometric median for euclidean, the coordinate-wise weighted median for manhattan,
+   the weighted mean and midrange for chebyshev; the current medoid is always a
+   candidate, so the loss never increases).
+
+The loss reported and minimised is always the chosen ``metric`` (not squared).
+Memory: ``O(max_points^2 + U * C + chunk * k)``; nothing of size ``U x U`` or
+``pixels x k`` is ever built.  The same inputs and ``seed`` give bit-identical output.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
+
+METRICS = ("euclidean", "manhattan", "chebyshev")
+
+#: Occupied grid cells used for the swap search (points and candidates).
+_MAX_POINTS = 2048
+#: Candidates evaluated per block in the swap search.
+_BLOCK = 256
+#: Maximum swap passes over all candidates.
+_MAX_PASSES = 8
+#: Maximum alternating polish iterations on the full histogram.
+_MAX_ALT = 6
+#: Candidates per cluster in the polish step.
+_POLISH_CANDIDATES = 24
+#: Floats per distance block when working on the full histogram.
+_CHUNK_ELEMS = 1 << 21
+
+
+# --------------------------------------------------------------------------- distances
+def _pairwise(A, B, metric):
+    """Distances between rows: ``A`` (a, C) float32, ``B`` (b, C) float32 -> (a, b) float32."""
+    if metric == "euclidean":
+        D = A @ (-2.0 * B).T
+        D += np.einsum("ij,ij->i", A, A)[:, None]
+        D += np.einsum("ij,ij->i", B, B)[None, :]
+        np.maximum(D, 0, out=D)
+        return np.sqrt(D, out=D)
+    red = np.add if metric == "manhattan" else np.maximum
+    D = np.abs(A[:, None, 0] - B[None, :, 0])
+    for c in range(1, A.shape[1]):
+        red(D, np.abs(A[:, None, c] - B[None, :, c]), out=D)
+    return D
+
+
+def _rowdist(A, b, metric):
+    """Distance of each row of ``A`` (n, C) to one point ``b`` (C,) -> (n,) float32."""
+    d = A - b
+    if metric == "euclidean":
+        return np.sqrt(np.einsum("ij,ij->i", d, d))
+    np.abs(d, out=d)
+    return d.sum(1) if metric == "manhattan" else d.max(1)
+
+
+def _assign(X, M, metric):
+    """Nearest medoid of every colour, chunked.
+
+    X : (U, C) float32, M : (m, C) float32 -> labels (U,) int64, dist (U,) float32.
+    Ties go to the lowest medoid index.
+    """
+    U = X.shape[0]
+    m = M.shape[0]
+    labels = np.empty(U, np.int64)
+    dist = np.empty(U, np.float32)
+    step = max(256, _CHUNK_ELEMS // max(m * (1 if metric == "euclidean" else 2), 1))
+    for s in range(0, U, step):
+        D = _pairwise(X[s:s + step], M, metric)
+        j = np.argmin(D, axis=1)
+        labels[s:s + step] = j
+        dist[s:s + step] = D[np.arange(len(j)), j]
+    return labels, dist
+
+
+def palette_loss(colors, weights, palette, metric="euclidean"):
+    """Weighted mean distance from each colour to its nearest palette entry.
+
+    colors : (U, C), weights : (U,), palette : (m, C) -> float (the chosen ``metric``).
+    """
+    _check_metric(metric)
+    X = np.asarray(colors, np.float32)
+    P = np.asarray(palette, np.float32)
+    w = np.asarray(weights, np.float64)
+    _, d = _assign(X, P, metric)
+    return float(np.dot(d.astype(np.float64), w) / w.sum())
+
+
+# --------------------------------------------------------------------------- validation
+def _check_metric(metric):
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def _validate(colors, weights, k, metric, seed, fixed):
+    _check_metric(metric)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int >= 1, got {type(k).__name__}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    colors = np.asarray(colors)
+    if colors.ndim != 2 or colors.shape[1] not in (3, 4) or colors.shape[0] < 1:
+        raise ValueError(f"colors must have shape (U, 3) or (U, 4) with U >= 1, got {colors.shape}")
+    if colors.dtype == np.uint8:
+        pass
+    elif colors.dtype.kind == "f":
+        if not np.all(np.isfinite(colors)):
+            raise ValueError("colors must be finite")
+    else:
+        raise TypeError(f"colors must be uint8 or float, got dtype {colors.dtype}")
+    weights = np.asarray(weights)
+    if weights.shape != (colors.shape[0],):
+        raise ValueError(f"weights must have shape ({colors.shape[0]},), got {weights.shape}")
+    if weights.dtype.kind not in "iuf":
+        raise TypeError(f"weights must be numeric, got dtype {weights.dtype}")
+    if weights.dtype.kind == "f" and not np.all(np.isfinite(weights)):
+        raise ValueError("weights must be finite")
+    if np.any(weights < 0):
+        raise ValueError("weights must be >= 0")
+    if fixed is not None:
+        fixed = np.asarray(fixed)
+        if fixed.ndim != 2 or fixed.shape[1] != colors.shape[1]:
+            raise ValueError(f"fixed must have shape (F, {colors.shape[1]}), got {fixed.shape}")
+        if fixed.dtype != colors.dtype and not (fixed.dtype.kind in "iuf" and colors.dtype.kind == "f"):
+            if fixed.dtype.kind not in "iu" or fixed.size and (fixed.min() < 0 or fixed.max() > 255):
+                raise TypeError(f"fixed must have the dtype of colors ({colors.dtype}), got {fixed.dtype}")
+        fixed = fixed.astype(colors.dtype)
+        if fixed.shape[0] > k:
+            raise ValueError(f"fixed has {fixed.shape[0]} rows, more than k={k}")
+        if fixed.shape[0] and np.unique(fixed, axis=0).shape[0] != fixed.shape[0]:
+            raise ValueError("fixed rows must be distinct")
+        if fixed.shape[0] == 0:
+            fixed = None
+    return colors, weights, k, fixed
+
+
+# --------------------------------------------------------------------------- stage 1
+def _reduce(X, w, max_points):
+    """Bin colours on a grid with at most ``max_points`` occupied cells.
+
+    X : (U, C) float32, w : (U,) float64.
+    Returns P (n, C) float32 weighted cell means, pw (n,) float64 cell weights and
+    rep (n,) int64 index into X of each cell's representative (the member nearest the
+    cell mean).
+    """
+    U, C = X.shape
+    lo = X.min(0)
+    span = np.maximum(X.max(0) - lo, 1e-12)
+    levels = max(2, int(round(max_points ** (1.0 / C))) * 2)
+    while True:
+        q = np.minimum(((X - lo) * (levels / span)).astype(np.int64), levels - 1)
+        cell = q[:, 0]
+        for c in range(1, C):
+            cell = cell * levels + q[:, c]
+        occ = np.bincount(cell, minlength=levels ** C) > 0
+        n = int(occ.sum())
+        if n <= max_points or levels <= 2:
+            break
+        levels = max(2, int(levels * (max_points / n) ** (1.0 / C) * 0.97))
+    remap = np.cumsum(occ) - 1
+    cell = remap[cell]
+    pw = np.bincount(cell, weights=w, minlength=n)
+    P = np.empty((n, C), np.float64)
+    for c in range(C):
+        P[:, c] = np.bincount(cell, weights=w * X[:, c], minlength=n)
+    P /= np.maximum(pw, 1e-300)[:, None]
+    P = P.astype(np.float32)
+    d = X - P[cell]
+    d = np.einsum("ij,ij->i", d, d).astype(np.float64)
+    key = cell + d / (d.max() + 1.0)
+    order = np.argsort(key, kind="stable")
+    first = np.searchsorted(cell[order], np.arange(n))
+    rep = order[first]
+    # cells with zero total weight keep their mean undefined: use the representative
+    zero = pw <= 0
+    if np.any(zero):
+        P[zero] = X[rep[zero]]
+    return P, pw, rep
+
+
+# --------------------------------------------------------------------------- stage 2
+def _near2(MD):
+    """Nearest and second-nearest medoid per point from ``MD`` (m, n) -> near, dn, ds."""
+    m, n = MD.shape
+    ar = np.arange(n)
+    near = np.argmin(MD, axis=0)
+    dn = MD[near, ar]
+    if m == 1:
+        return near, dn, np.full(n, np.inf, np.float32)
+    saved = MD[near, ar].copy()
+    MD[near, ar] = np.inf
+    ds = MD.min(0)
+    MD[near, ar] = saved
+    return near, dn, ds
+
+
+def _seed_pp(D, pw, MDfixed, n_free, allowed, rng):
+    """Greedy weighted k-means++ seeding on the reduced problem.
+
+    D : (n, n) candidate-to-point distances, pw : (n,) point weights,
+    MDfixed : (F, n) fixed-medoid distances, allowed : (n,) bool candidate mask.
+    Returns (n_free,) int64 candidate indices.
+    """
+    n = D.shape[1]
+    trials = 2 + int(np.log(max(n_free, 1)))
+    chosen = []
+    if MDfixed.shape[0]:
+        cur = MDfixed.min(0)
+    else:
+        # first medoid: the weighted 1-medoid over a few heavy candidates
+        cand = np.flatnonzero(allowed)
+        heavy = cand[np.argsort(-pw[cand], kind="stable")[: min(64, cand.size)]]
+        c0 = heavy[np.argmin(D[heavy] @ pw)]
+        chosen.append(int(c0))
+        cur = D[c0].copy()
+    avail = allowed.copy()
+    avail[chosen] = False
+    while len(chosen) < n_free:
+        p = pw * cur.astype(np.float64) ** 2 * avail
+        tot = p.sum()
+        if tot <= 0:
+            p = avail.astype(np.float64)
+            tot = p.sum()
+        cand = rng.choice(n, size=trials, p=p / tot)
+        cost = np.minimum(D[cand], cur[None, :]) @ pw
+        c = int(cand[np.argmin(cost)])
+        chosen.append(c)
+        avail[c] = False
+        np.minimum(cur, D[c], out=cur)
+    return np.asarray(chosen, np.int64)
+
+
+def _swap_search(D, pw, MDfixed, med, allowed, rng):
+    """Eager block FasterPAM on the reduced problem.
+
+    D : (n, n) float32 candidate-to-point distances, pw : (n,) float64 point weights,
+    MDfixed : (F, n) float32, med : (n_free,) initial candidate indices,
+    allowed : (n,) bool candidates that may become medoids.  Returns improved ``med``.
+    """
+    n = D.shape[1]
+    F = MDfixed.shape[0]
+    m = F + med.size
+    w32 = pw.astype(np.float32)
+    MD = np.vstack([MDfixed, D[med]]).astype(np.float32)
+    near, dn, ds = _near2(MD)
+    is_med = np.zeros(n, bool)
+    is_med[med] = True
+    loss = float(dn @ pw)
+    order = rng.permutation(np.flatnonzero(allowed))
+    tol = 1e-7
+    for _ in range(_MAX_PASSES):
+        improved = False
+        for s in range(0, order.size, _BLOCK):
+            blk = order[s:s + _BLOCK]
+            while True:
+                blk = blk[~is_med[blk]]
+                if blk.size == 0:
+                    break
+                Dc = D[blk]  # (b, n)
+                # removal loss of each medoid (reassign its points to their second)
+                rl = np.bincount(near, weights=pw * (ds - dn), minlength=m)
+                shared = np.minimum(Dc - dn, 0) @ w32  # (b,)
+                T = np.clip(Dc, dn, ds)
+                T -= ds
+                T *= w32
+                onehot = np.zeros((n, m), np.float32)
+                onehot[np.arange(n), near] = 1.0
+                delta = T @ onehot  # (b, m)
+                delta += rl[None, :]
+                delta += shared[:, None]
+                if F:
+                    delta[:, :F] = np.inf
+                j = int(np.argmin(delta))
+                bi, slot = divmod(j, m)
+                if not delta[bi, slot] < -tol * max(loss, 1e-30):
+                    break
+                c = int(blk[bi])
+                old = med[slot - F]
+                is_med[old] = False
+                is_med[c] = True
+                med[slot - F] = c
+                MD[slot] = D[c]
+                near, dn, ds = _near2(MD)
+                new_loss = float(dn @ pw)
+                if not new_loss < loss:  # float safety: never accept a non-improvement
+                    is_med[c] = False
+                    is_med[old] = True
+                    med[slot - F] = old
+                    MD[slot] = D[old]
+                    near, dn, ds = _near2(MD)
+                    break
+                loss = new_loss
+                improved = True
+        if not improved:
+            break
+    return med
+
+
+# --------------------------------------------------------------------------- stage 3
+def _centres(X, w, labels, m, metric, start):
+    """Per-cluster metric centre(s) -> list of (m, C) float32 arrays."""
+    C = X.shape[1]
+    wsum = np.maximum(np.bincount(labels, weights=w, minlength=m), 1e-300)
+    mean = np.empty((m, C), np.float64)
+    for c in range(C):
+        mean[:, c] = np.bincount(labels, weights=w * X[:, c], minlength=m) / wsum
+    if metric == "euclidean":
+        y = start.astype(np.float64).copy()
+        for _ in range(8):  # Weiszfeld iterations, all clusters at once
+            d = X - y[labels]
+            d = np.sqrt(np.einsum("ij,ij->i", d, d))
+            iw = w / np.maximum(d, 1e-3)
+            den = np.maximum(np.bincount(labels, weights=iw, minlength=m), 1e-300)
+            for c in range(C):
+                y[:, c] = np.bincount(labels, weights=iw * X[:, c], minlength=m) / den
+        return [y.astype(np.float32)]
+    if metric == "manhattan":
+        return None  # coordinate-wise weighted median, done per cluster
+    return [mean.astype(np.float32)]
+
+
+def _wmedian(v, w):
+    o = np.argsort(v, kind="stable")
+    cw = np.cumsum(w[o])
+    return v[o[np.searchsorted(cw, 0.5 * cw[-1])]]
+
+
+def _polish(X, w, Fx, midx, metric):
+    """Alternating exact polish on the full histogram.
+
+    X : (U, C) float32, w : (U,) float64, Fx : (F, C) float32 fixed medoids,
+    midx : (m,) int64 rows of X that are the free medoids.  Returns the improved
+    ``midx``; the weighted loss never increases.
+    """
+    F = Fx.shape[0]
+    midx = midx.copy()
+    m = F + midx.size
+    for it in range(_MAX_ALT):
+        M = np.concatenate([Fx, X[midx]])
+        labels, dist = _assign(X, M, metric)
+        order = np.argsort(labels.astype(np.int32), kind="stable")
+        bounds = np.searchsorted(labels[order], np.arange(m + 1))
+        cents = _centres(X, w, labels, m, metric, M)
+        changed = False
+        for i in range(F, m):
+            mem = order[bounds[i]:bounds[i + 1]]
+            if mem.size <= 1:
+                continue
+            Xm = X[mem]
+            wm = w[mem]
+            if cents is None:
+                cs = [np.array([_wmedian(Xm[:, c], wm) for c in range(X.shape[1])], np.float32)]
+            else:
+                cs = [c[i] for c in cents]
+            t = min(_POLISH_CANDIDATES, mem.size)
+            cand = [np.flatnonzero(mem == midx[i - F])]
+            for cvec in cs:
+                dc = _rowdist(Xm, cvec, metric)
+                cand.append(np.argpartition(dc, t - 1)[:t] if t < mem.size else np.arange(mem.size))
+            cand = np.unique(np.concatenate(cand))
+            # exact weighted cost of each candidate over the whole cluster, chunked
+            cost = np.zeros(cand.size, np.float64)
+            step = max(1, _CHUNK_ELEMS // max(cand.size, 1))
+            Mc = Xm[cand]
+            for s in range(0, mem.size, step):
+                cost += _pairwise(Mc, Xm[s:s + step], metric) @ wm[s:s + step]
+            best = int(np.argmin(cost))
+            new = int(mem[cand[best]])
+            if new == midx[i - F]:
+                continue
+            cur = np.flatnonzero(mem[cand] == midx[i - F])
+            if cur.size and not cost[best] < cost[cur[0]] * (1 - 1e-7):
+                continue
+            midx[i - F] = new
+            changed = True
+        if not changed:
+            break
+    return midx
+
+
+# --------------------------------------------------------------------------- front
+def kmedoids_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None):
+    """Weighted K-medoids palette of a unique-colour histogram.
+
+    Parameters
+    ----------
+    colors : (U, C) uint8 or float array, C = 3 or 4
+        Distinct colours (uint8 sRGB(A), or float32 points of a working space).
+    weights : (U,) int64
+        Pixel count of each colour.
+    k : int >= 1
+        Palette size (including the fixed entries).
+    metric : "euclidean" | "manhattan" | "chebyshev"
+        Distance minimised (weighted sum of distances to the nearest medoid).
+    seed : int >= 0
+        Random seed; same inputs and seed give identical output.
+    fixed : None or (F, C) array, F <= k
+        Colours that are always palette entries (fixed medoids); they need not occur
+        in ``colors``.
+
+    Returns
+    -------
+    (m, C) array of ``colors.dtype``: the ``F`` fixed rows first (in the given order),
+    then the medoids, each an exact row of ``colors``; ``m = min(k, F + U')`` where
+    ``U'`` is the number of colours not equal to a fixed row.  Entries are distinct, and
+    every non-fixed entry is the nearest entry of at least one colour (itself).
+    """
+    colors, weights, k, fixed = _validate(colors, weights, k, metric, seed, fixed)
+    U, C = colors.shape
+    F = 0 if fixed is None else fixed.shape[0]
+    fixedX = np.zeros((0, C), colors.dtype) if fixed is None else fixed
+    # colours equal to a fixed row cannot be picked again
+    allowed_col = np.ones(U, bool)
+    if F:
+        both = np.concatenate([fixedX, colors])
+        _, inv = np.unique(both, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        allowed_col = ~np.isin(inv[F:], inv[:F])
+    n_free = k - F
+    free_idx = np.flatnonzero(allowed_col)
+    if n_free <= 0:
+        return fixedX.copy()
+    if free_idx.size <= n_free:
+        return np.concatenate([fixedX, colors[free_idx]])
+
+    rng = np.random.default_rng(seed)
+    X = colors.astype(np.float32)
+    w = weights.astype(np.float64)
+    Fx = fixedX.astype(np.float32)
+
+    max_points = max(_MAX_POINTS, 8 * k)
+    if U <= max_points:
+        P, pw, rep = X, w, np.arange(U)
+    else:
+        P, pw, rep = _reduce(X, w, max_points)
+    allowed = allowed_col[rep]
+    # a cell whose representative is a fixed colour: no candidate there
+    R = X[rep]
+    D = _pairwise(R, P, metric)  # (n, n) candidate x point
+    MDfixed = _pairwise(Fx, P, metric) if F else np.zeros((0, P.shape[0]), np.float32)
+    if int(allowed.sum()) < n_free:
+        # grid too coarse for this many medoids: take the heaviest free colours
+        extra = free_idx[np.argsort(-w[free_idx], kind="stable")]
+        extra = extra[~np.isin(extra, rep)][: n_free - int(allowed.sum())]
+        rep = np.concatenate([rep, extra])
+        P = np.concatenate([P, X[extra]])
+        pw = np.concatenate([pw, np.zeros(extra.size)])
+        allowed = np.concatenate([allowed, np.ones(extra.size, bool)])
+        R = X[rep]
+        D = _pairwise(R, P, metric)
+        MDfixed = _pairwise(Fx, P, metric) if F else np.zeros((0, P.shape[0]), np.float32)
+
+    med = _seed_pp(D, pw, MDfixed, n_free, allowed, rng)
+    med = _swap_search(D, pw, MDfixed, med, allowed, rng)
+    midx = _polish(X, w, Fx, rep[med], metric)
+    return np.concatenate([fixedX, colors[midx]])
