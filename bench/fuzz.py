@@ -451,7 +451,7 @@ def _where(exc: BaseException) -> str:
     return f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
 
 
-_DIGITS = re.compile(r"\d+|'[^']*'|\b[0-9a-f]{8}\b")
+_DIGITS = re.compile(r"<[^>]* at 0x[0-9a-f]+>|\d+|'[^']*'|\b[0-9a-f]{8}\b")
 
 
 def message_class(exc: BaseException) -> str:
