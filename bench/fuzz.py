@@ -782,6 +782,15 @@ def _atheris_main(argv: list[str], limits: Limits) -> None:
             return atheris.Mutate(data, max_size)
         return mutate(rnd, data, corpus)[0][:max_size]
 
+    if not any(not a.startswith("-") for a in argv):  # no corpus directory given: start from the seeds
+        import tempfile  # noqa: PLC0415
+
+        seeds = tempfile.mkdtemp(prefix="gcp-fuzz-corpus-")
+        for i, data in enumerate(corpus):
+            with open(os.path.join(seeds, f"seed{i:02d}.gcp"), "wb") as fh:
+                fh.write(data)
+        argv = [*argv, seeds]
+    atheris.instrument_all()  # coverage feedback for pillow_gcp (and PIL's Python code)
     atheris.Setup([sys.argv[0], *argv], test_one, custom_mutator=custom_mutator)
     atheris.Fuzz()
 
