@@ -1,0 +1,198 @@
+"""Benchmark pillow_gcp.quantize against libimagequant and Pillow's own quantizers.
+
+Usage::
+
+    python bench/bench_quantize.py [folder] [--k 16 256] [--repeat 3] [--no-big] [--no-oklab]
+
+For every image and k, runs (interleaved, in this one process, no dithering):
+pillow_gcp K-means (the whole ``quantize(img, k=k, algo="kmeans")`` call),
+libimagequant (``imagequant.quantize_pil_image(im, dithering_level=0, max_colors=k)``),
+Pillow MEDIANCUT and FASTOCTREE.  Reports PSNR over R, G, B (10 log10(255^2 / MSE)),
+the best-of-``repeat`` wall time, per-image and median differences/ratios vs
+libimagequant, then (unless disabled) OKLab vs RGB fitting (mean DeltaE_OK x 100 and
+PSNR), the K-medoids step if ``pillow_gcp.quantize.kmedoids`` exists, and one
+24-megapixel timing / peak-memory line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pillow_gcp.quantize import quantize, registered_quantizers  # noqa: E402
+from pillow_gcp.quantize.colorspace import delta_e_ok  # noqa: E402
+
+try:
+    import imagequant
+except ImportError:  # pragma: no cover
+    imagequant = None
+
+
+def psnr(ref: np.ndarray, q: Image.Image) -> float:
+    out = np.asarray(q.convert("RGB"), np.float64)
+    mse = np.mean((out - ref) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def methods(k):
+    m = {"ours": lambda im: quantize(im, k=k, algo="kmeans")}
+    if imagequant is not None:
+        m["liq"] = lambda im: imagequant.quantize_pil_image(im, dithering_level=0, max_colors=k)
+    m["mediancut"] = lambda im: im.quantize(k, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    m["fastoctree"] = lambda im: im.quantize(k, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    return m
+
+
+def timed(fn, im, repeat):
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(im)
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def run_main(files, ks, repeat):
+    summary = {}
+    for k in ks:
+        ms = methods(k)
+        names = list(ms)
+        print(f"\n== k={k}: PSNR dB / time ms (best of {repeat}) ==")
+        print(f"{'image':<14}" + "".join(f"{n:>22}" for n in names) + f"{'dPSNR':>8}{'t/liq':>7}")
+        rows = []
+        for f in files:
+            im = Image.open(f).convert("RGB")
+            im.load()
+            ref = np.asarray(im, np.float64)
+            res = {}
+            # interleave methods per repetition so load changes hit all of them alike
+            times = {n: float("inf") for n in names}
+            outs = {}
+            for _ in range(repeat):
+                for n in names:
+                    outs[n], t = timed(ms[n], im, 1)
+                    times[n] = min(times[n], t)
+            for n in names:
+                res[n] = (psnr(ref, outs[n]), times[n])
+            rows.append(res)
+            line = f"{os.path.basename(f):<14}" + "".join(
+                f"{res[n][0]:>12.2f} {res[n][1] * 1000:>8.0f}ms" for n in names)
+            if "liq" in res:
+                line += f"{res['ours'][0] - res['liq'][0]:>+8.2f}{res['ours'][1] / res['liq'][1]:>7.2f}"
+            print(line, flush=True)
+        med = {n: (statistics.median(r[n][0] for r in rows), statistics.median(r[n][1] for r in rows))
+               for n in names}
+        print(f"{'median':<14}" + "".join(f"{med[n][0]:>12.2f} {med[n][1] * 1000:>8.0f}ms" for n in names))
+        if "liq" in names:
+            d = statistics.median(r["ours"][0] - r["liq"][0] for r in rows)
+            ratio = statistics.median(r["ours"][1] / r["liq"][1] for r in rows)
+            print(f"k={k}: median PSNR ours - libimagequant = {d:+.3f} dB ; "
+                  f"median time ratio ours/libimagequant = {ratio:.2f}x "
+                  f"(targets: >= +0.2 dB, <= 1.5x)")
+            summary[k] = (d, ratio, med)
+    return summary
+
+
+def run_oklab(files, ks):
+    print("\n== colour space: ours kmeans, space='rgb' vs 'oklab' (mean DeltaE_OK x100 / PSNR) ==")
+    for k in ks:
+        de = {"rgb": [], "oklab": []}
+        ps = {"rgb": [], "oklab": []}
+        for f in files:
+            im = Image.open(f).convert("RGB")
+            a = np.asarray(im)
+            for sp in ("rgb", "oklab"):
+                q = quantize(im, k=k, space=sp)
+                b = np.asarray(q.convert("RGB"))
+                de[sp].append(float(delta_e_ok(a.reshape(-1, 3), b.reshape(-1, 3)).mean()))
+                ps[sp].append(psnr(a.astype(np.float64), q))
+        print(f"k={k}: rgb  dE_OKx100 {statistics.median(de['rgb']):.3f}  PSNR {statistics.median(ps['rgb']):.2f} | "
+              f"oklab dE_OKx100 {statistics.median(de['oklab']):.3f}  PSNR {statistics.median(ps['oklab']):.2f} (medians)")
+
+
+def run_kmedoids(files, ks, repeat):
+    if "kmedoids" not in registered_quantizers():
+        print("\n(kmedoids step not registered: skipped)")
+        return
+    print("\n== K-medoids step vs K-means vs libimagequant (PSNR dB / time ms) ==")
+    for k in ks:
+        rows = []
+        for f in files:
+            im = Image.open(f).convert("RGB")
+            ref = np.asarray(im, np.float64)
+            r = {}
+            for name, fn in (("kmedoids", lambda x: quantize(x, k=k, algo="kmedoids")),
+                             ("kmeans", lambda x: quantize(x, k=k, algo="kmeans")),
+                             ("liq", (lambda x: imagequant.quantize_pil_image(x, dithering_level=0, max_colors=k))
+                              if imagequant else None)):
+                if fn is None:
+                    continue
+                q, t = timed(fn, im, repeat)
+                r[name] = (psnr(ref, q), t)
+            rows.append(r)
+        names = list(rows[0])
+        print(f"k={k}: " + " | ".join(
+            f"{n} {statistics.median(x[n][0] for x in rows):.2f} dB {statistics.median(x[n][1] for x in rows) * 1000:.0f} ms"
+            for n in names) + " (medians)")
+
+
+def run_big(files):
+    src = Image.open(files[0]).convert("RGB")
+    big = src.resize((6000, 4000), Image.Resampling.BICUBIC)
+    big.load()
+    n_unique = len(np.unique(np.asarray(big).reshape(-1, 3).view("V3")))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    q = quantize(big, k=256, algo="kmeans")
+    t = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    line = (f"\n24 MP ({big.size[0]}x{big.size[1]}, {n_unique} unique colours, upscaled "
+            f"{os.path.basename(files[0])}): k=256 kmeans {t:.2f} s, peak numpy memory "
+            f"(tracemalloc) {peak / 2**20:.0f} MiB, max RSS growth {(rss1 - rss0) / 1024:.0f} MiB "
+            f"(targets: <= 4 s, <= 1.5 GB); PSNR {psnr(np.asarray(big, np.float64), q):.2f} dB")
+    if imagequant is not None:
+        t0 = time.perf_counter()
+        imagequant.quantize_pil_image(big, dithering_level=0, max_colors=256)
+        line += f"; libimagequant {time.perf_counter() - t0:.2f} s"
+    print(line)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", nargs="?", default="/work/shared/corpus/photos")
+    ap.add_argument("--k", type=int, nargs="+", default=[16, 256])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-big", action="store_true")
+    ap.add_argument("--no-oklab", action="store_true")
+    ap.add_argument("--no-kmedoids", action="store_true")
+    args = ap.parse_args(argv)
+    files = sorted(glob.glob(os.path.join(args.folder, "*.png")) + glob.glob(os.path.join(args.folder, "*.bmp")))
+    if not files:
+        sys.exit(f"no .png/.bmp images in {args.folder}")
+    print(f"{len(files)} images from {args.folder}; imagequant {'yes' if imagequant else 'MISSING'}")
+    run_main(files, args.k, args.repeat)
+    if not args.no_oklab:
+        run_oklab(files, args.k)
+    if not args.no_kmedoids:
+        run_kmedoids(files[:6], args.k, 1)
+    if not args.no_big:
+        run_big(files)
+
+
+if __name__ == "__main__":
+    main()
