@@ -384,13 +384,19 @@ def write_atomic(path: str, data: bytes, force: bool) -> None:
         raise
 
 
-def _read_input(path: str, stdin_data: bytes | None = None) -> Image.Image:
-    """Open ``path`` (``-`` = the given stdin bytes) fully decoded; OSError -> FileError."""
+def _read_input(path: str, stdin_data: bytes | None = None, tiles: list | None = None) -> Image.Image:
+    """Open ``path`` (``-`` = the given stdin bytes) fully decoded; OSError -> FileError.
+
+    If ``tiles`` is a list, the image's tile descriptors (taken before
+    decoding) are appended to it.
+    """
     try:
         if path == "-":
             im = Image.open(io.BytesIO(stdin_data or b""))
         else:
             im = Image.open(path)
+        if tiles is not None:
+            tiles.extend(im.tile)
         im.load()
         return im
     except FileNotFoundError:
@@ -525,6 +531,8 @@ def compress_one(
         return Result(src, dst, False, str(e))
     except (OSError, MemoryError) as e:
         return Result(src, dst, False, f"{type(e).__name__}: {e}")
+    except Exception as e:  # a bug somewhere: report it with the file, keep the batch going
+        return Result(src, dst, False, f"internal error: {type(e).__name__}: {e}")
 
 
 def decompress_one(
@@ -541,6 +549,8 @@ def decompress_one(
         return Result(src, dst, False, str(e))
     except (OSError, ValueError, MemoryError) as e:
         return Result(src, dst, False, f"{type(e).__name__}: {e}")
+    except Exception as e:  # a bug somewhere: report it with the file, keep the batch going
+        return Result(src, dst, False, f"internal error: {type(e).__name__}: {e}")
 
 
 def save_bytes(im: Image.Image, fmt: str) -> bytes:
@@ -794,17 +804,44 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+_CODING_NAMES = {0: "stored", 1: "zlib", 2: "lzma2"}
+
+
+def _gcp_coding(path: str, stdin_data: bytes | None, tiles: list) -> str | None:
+    """Name of the index-map coding of a .gcp file: the payload's method byte (SPEC "Payload")."""
+    if not tiles:
+        return None
+    offset = tiles[0][2]
+    try:
+        if path == "-":
+            b = (stdin_data or b"")[offset : offset + 1]
+        else:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                b = f.read(1)
+    except OSError:
+        return None
+    if len(b) != 1:
+        return None
+    return _CODING_NAMES.get(b[0], f"method {b[0]}")
+
+
 def image_info(path: str, stdin_data: bytes | None = None) -> dict:
     """The facts ``gcp info`` prints for one file (FileError if it cannot be read)."""
-    im = _read_input(path, stdin_data)
+    tiles: list = []
+    im = _read_input(path, stdin_data, tiles)
     nbytes = _input_size(path, stdin_data)
     w, h = im.size
     d: dict = {"file": _display(path), "format": im.format, "width": w, "height": h, "mode": im.mode}
     if im.mode in ("P", "PA") and im.palette is not None:
         used = im.getcolors(256)
-        d["palette_size"] = len(im.palette.colors) if im.palette.colors else len(im.getpalette() or []) // 3
+        d["palette_size"] = len(im.getpalette("RGB") or []) // 3
         if used is not None:
             d["colors_used"] = len(used)
+    if im.format == "GCP":
+        coding = im.info.get("coding") or im.info.get("gcp_coding") or _gcp_coding(path, stdin_data, tiles)
+        if coding:
+            d["coding"] = coding
     d["alpha"] = _has_alpha(im)
     d["bytes"] = nbytes
     d["bits_per_pixel"] = round(8.0 * nbytes / (w * h), 4) if w * h else None
@@ -832,27 +869,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records if len(args.inputs) > 1 else (records[0] if records else None), indent=2))
         return status
+    shown = {"file", "format", "width", "height", "mode", "palette_size", "colors_used", "alpha",
+             "coding", "bytes", "bits_per_pixel"}
     for i, d in enumerate(records):
         if i:
             print()
-        print(f"{d['file']}:")
-        print(f"  format:         {d['format']}")
-        print(f"  dimensions:     {d['width']}x{d['height']}")
-        print(f"  mode:           {d['mode']}")
+        rows = [("format", d["format"]), ("dimensions", f"{d['width']}x{d['height']}"), ("mode", d["mode"])]
         if "palette_size" in d:
             used = f" ({d['colors_used']} used)" if "colors_used" in d else ""
-            print(f"  palette:        {d['palette_size']} colours{used}")
-        print(f"  alpha:          {'yes' if d['alpha'] else 'no'}")
+            rows.append(("palette", f"{d['palette_size']} colours{used}"))
+        rows.append(("alpha", "yes" if d["alpha"] else "no"))
         if "coding" in d:
-            print(f"  coding:         {d['coding']}")
-        print(f"  bytes:          {d['bytes']}")
+            rows.append(("coding", d["coding"]))
+        rows.append(("bytes", d["bytes"]))
         if d["bits_per_pixel"] is not None:
-            print(f"  bits per pixel: {d['bits_per_pixel']:.4f}")
-        shown = {"file", "format", "width", "height", "mode", "palette_size", "colors_used", "alpha",
-                 "coding", "bytes", "bits_per_pixel"}
-        for key, value in d.items():
-            if key not in shown:
-                print(f"  {key + ':':<15} {value}")
+            rows.append(("bits per pixel", f"{d['bits_per_pixel']:.4f}"))
+        rows += [(k, v) for k, v in d.items() if k not in shown]
+        width = max(len(k) for k, _ in rows) + 2
+        print(f"{d['file']}:")
+        for k, v in rows:
+            print(f"  {k + ':':<{width}}{v}")
     return status
 
 
