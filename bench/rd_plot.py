@@ -114,7 +114,7 @@ def bench_image(path: str, ks, codecs) -> list[dict]:
     for k in ks:
         for codec, (data, secs) in encode_all(im, k, codecs).items():
             dec = _decode(data)
-            colours = len(dec.convert("RGB").getcolors(1 << 24) or [])
+            colours = len(dec.convert("RGBA").getcolors(1 << 24) or [])
             rows.append(
                 dict(
                     image=os.path.basename(path), codec=codec, k=k, colors=colours, bytes=len(data),

@@ -259,7 +259,9 @@ def search_k(images: list[Image.Image], params: QuantParams) -> Search:
     def run(k: int) -> float:
         if k not in cache:
             outs = _quantize(images, params, k)
-            cache[k] = (_quality(images, outs, params), outs)
+            v = _quality(images, outs, params)
+            # keep the images only of candidates (memory: one copy per passing k)
+            cache[k] = (v, outs if meets(v) or k == K_MAX else [])
         return cache[k][0]
 
     floor = params.k_floor
@@ -287,18 +289,30 @@ def search_k(images: list[Image.Image], params: QuantParams) -> Search:
     return Search(hi, outs, v, True, {kk: vv for kk, (vv, _) in cache.items()})
 
 
-def encode(images: list[Image.Image], params: QuantParams) -> tuple[list[bytes], int, float | None]:
-    """Quantize ``images`` (one palette per call) and encode each as .gcp bytes.
+@dataclass
+class Encoded:
+    """What :func:`encode` produced."""
 
-    The ICC profile, EXIF, XMP and comment of each image are kept unless
-    ``params.strip``.  Returns (encoded files, k used, measured quality or None without a target).
+    blobs: list[bytes]  # one .gcp file per input image
+    k: int  # the palette size asked of the quantizer
+    quality: float | None = None  # PSNR or mean deltaE x100 (with a quality target)
+    warning: str | None = None  # the target was not reached
+
+
+def encode(images: list[Image.Image], params: QuantParams) -> Encoded:
+    """Quantize ``images`` (one palette for all of them) and encode each as .gcp bytes.
+
+    With a quality target, k is chosen by :func:`search_k`.  The ICC profile,
+    EXIF, XMP and comment of each image are kept unless ``params.strip``.
     """
+    warning = None
     if params.target_psnr is not None or params.target_de is not None:
         s = search_k(images, params)
         pimgs, k, value = s.images, s.k, s.value
         if not s.reached:
             name, target, _ = _measure(params)
-            _warn(f"warning: target {name} {target:g} not reached; best is {value:.2f} at k=256")
+            unit = " dB" if name == "PSNR" else ""
+            warning = f"target {name} {target:g}{unit} not reached; best is {value:.2f}{unit} at k=256"
     else:
         k = params.k
         pimgs, value = _quantize(images, params, k), None
@@ -308,7 +322,7 @@ def encode(images: list[Image.Image], params: QuantParams) -> tuple[list[bytes],
         buf = io.BytesIO()
         p.save(buf, "GCP", **meta)
         blobs.append(buf.getvalue())
-    return blobs, k, value
+    return Encoded(blobs, k, value, warning)
 
 
 _META_KEYS = ("icc_profile", "exif", "xmp", "comment")
@@ -503,6 +517,7 @@ class Result:
     pixels: int = 0
     k: int | None = None
     quality: float | None = None
+    warning: str | None = None
 
 
 def _input_size(path: str, stdin_data: bytes | None) -> int:
@@ -522,11 +537,13 @@ def compress_one(
         _check_output(dst, all_inputs, force)
         im = _prepare(_read_input(src, stdin_data))
         try:
-            blobs, k, q = encode([im], params)
+            enc = encode([im], params)
         except (ValueError, TypeError) as e:
             raise FileError(str(e)) from None
-        write_atomic(dst, blobs[0], force)
-        return Result(src, dst, True, "", _input_size(src, stdin_data), len(blobs[0]), im.size[0] * im.size[1], k, q)
+        blob = enc.blobs[0]
+        write_atomic(dst, blob, force)
+        return Result(src, dst, True, "", _input_size(src, stdin_data), len(blob), im.size[0] * im.size[1],
+                      enc.k, enc.quality, enc.warning)
     except FileError as e:
         return Result(src, dst, False, str(e))
     except (OSError, MemoryError) as e:
@@ -586,6 +603,8 @@ def _run_batch(
         progress.step(os.path.basename(_display(r.src)))
         if not r.ok:
             progress.message(f"gcp: {_display(r.src)}: {r.message}")
+        elif r.warning:
+            progress.message(f"gcp: {_display(r.src)}: warning: {r.warning}")
 
     if jobs <= 1 or len(tasks) <= 1:
         for i, t in enumerate(tasks):
@@ -745,14 +764,16 @@ def _compress_shared(args: argparse.Namespace, params: QuantParams, inputs: tupl
     if not images:
         return EXIT_FAILED
     try:
-        blobs, k, q = encode(images, params)
+        enc = encode(images, params)
     except (ValueError, TypeError, OSError) as e:
-        _warn(f"gcp: shared palette over {len(images)} files failed: {e}")
+        progress.message(f"gcp: shared palette over {len(images)} files failed: {e}")
         return EXIT_FAILED
-    for (s, d), blob, im in zip(kept, blobs, images):
+    if enc.warning:
+        progress.message(f"gcp: shared palette: warning: {enc.warning}")
+    for (s, d), blob, im in zip(kept, enc.blobs, images):
         try:
             write_atomic(d, blob, args.force)
-            r = Result(s, d, True, "", _input_size(s, None), len(blob), im.size[0] * im.size[1], k, q)
+            r = Result(s, d, True, "", _input_size(s, None), len(blob), im.size[0] * im.size[1], enc.k, enc.quality)
             if args.verbose:
                 _warn(_report_line(r))
         except (FileError, OSError) as e:
@@ -938,10 +959,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             k = None
         else:
             try:
-                blobs, k, _ = encode([original], params)
+                enc = encode([original], params)
             except (ValueError, TypeError) as e:
                 raise FileError(str(e)) from None
-            blob = blobs[0]
+            if enc.warning:
+                _warn(f"gcp: {_display(src)}: warning: {enc.warning}")
+            blob, k = enc.blobs[0], enc.k
             decoded = _read_input("-", blob)
         if decoded.size != original.size:
             raise FileError(f"{args.against} is {decoded.size[0]}x{decoded.size[1]}, "
