@@ -21,8 +21,6 @@ nearest-entry mapping.
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 
 from .histogram import bin_reduce
@@ -34,52 +32,87 @@ __all__ = ["kmeans_palette"]
 def _split_init(X, w, k):
     """Greedy variance splits. X (B, C) float64, w (B,) float64 -> (k', C) float64, k' <= k.
 
-    The box with the largest error reduction is split along its highest-variance
-    axis at the cut minimising the children's summed squared error.
+    Boxes (sets of points) are split along their highest-variance axis at the cut that
+    minimises the children's summed squared error.  Splits are done in rounds: each
+    round splits the boxes with the largest error reduction (at most half of the boxes,
+    and never more than still needed), all candidate cuts being evaluated at once with
+    segmented cumulative sums, so the cost is a few vectorised passes per round.
     """
     B, C = X.shape
+    label = np.zeros(B, np.int64)
+    nbox = 1
+    gain = np.zeros(k, np.float64)
+    right = np.zeros(B, bool)
+    wX = X * w[:, None]
+    lo = float(X.min()) if B else 0.0
+    inv_span = 0.5 / max(float(X.max()) - lo, 1e-9) if B else 1.0
 
-    def best(idx):
-        if idx.size < 2:
-            return 0.0, None
-        Xs = X[idx]
-        ws = w[idx]
-        tw = ws.sum()
-        mu = ws @ Xs / tw
-        var = ws @ (Xs - mu) ** 2
-        a = int(np.argmax(var))
-        o = np.argsort(Xs[:, a], kind="stable")
-        wo = ws[o]
-        cw = np.cumsum(wo)[:-1]
-        cwx = np.cumsum(wo[:, None] * Xs[o], axis=0)[:-1]
-        twx = tw * mu
-        rwx = twx - cwx
-        rw = np.maximum(tw - cw, 1e-300)
-        g = np.einsum("ij,ij->i", cwx, cwx) / cw + np.einsum("ij,ij->i", rwx, rwx) / rw
-        i = int(np.argmax(g))
-        gain = float(g[i] - twx @ twx / tw)
-        return gain, (idx[o[: i + 1]], idx[o[i + 1:]])
+    def evaluate(pts):
+        """Best cut of every box touched by ``pts`` (all points of those boxes)."""
+        L = label[pts]
+        ub, Ld = np.unique(L, return_inverse=True)
+        nb = ub.size
+        wp = w[pts]
+        W = np.bincount(Ld, weights=wp, minlength=nb)
+        WX = np.empty((nb, C))
+        WXX = np.empty((nb, C))
+        Xp = X[pts]
+        for c in range(C):
+            WX[:, c] = np.bincount(Ld, weights=wX[pts, c], minlength=nb)
+            WXX[:, c] = np.bincount(Ld, weights=wX[pts, c] * Xp[:, c], minlength=nb)
+        var = WXX - WX * WX / W[:, None]
+        axis = np.argmax(var, axis=1)
+        coord = Xp[np.arange(pts.size), axis[Ld]]
+        # sort by (box, coordinate) with one float key: box id + coordinate in [0, 0.5]
+        o = np.argsort(Ld + (coord - lo) * inv_span)
+        Ls = Ld[o]
+        ws = wp[o]
+        cw = np.cumsum(ws)
+        cwx = np.cumsum(wX[pts[o]], axis=0)
+        starts = np.flatnonzero(np.r_[True, Ls[1:] != Ls[:-1]])
+        base_w = np.r_[0.0, cw][starts]
+        base_x = np.vstack([np.zeros((1, C)), cwx])[starts]
+        lw = cw - base_w[Ls]
+        lx = cwx - base_x[Ls]
+        rw = W[Ls] - lw
+        rx = WX[Ls] - lx
+        tot = np.einsum("ij,ij->i", WX, WX) / W
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = (np.einsum("ij,ij->i", lx, lx) / lw + np.einsum("ij,ij->i", rx, rx) / rw
+                 - tot[Ls])
+        g[rw <= 1e-12 * W[Ls]] = -np.inf
+        g[~np.isfinite(g)] = -np.inf
+        # best position per box: first maximum in each segment
+        gmax = np.maximum.reduceat(g, starts)
+        is_best = g == gmax[Ls]
+        pos = np.flatnonzero(is_best)
+        _, first = np.unique(Ls[pos], return_index=True)
+        cut = pos[first]  # position (in sorted order) of the last left point
+        gain[ub] = np.where(np.isfinite(gmax), gmax, -np.inf)
+        rank = np.arange(pts.size)
+        right[pts[o]] = rank > cut[Ls]
 
-    heap = []
-    done = []
-    counter = 0
-
-    def push(idx):
-        nonlocal counter
-        gain, parts = best(idx)
-        if parts is None or gain <= 0:
-            done.append(idx)
-        else:
-            heapq.heappush(heap, (-gain, counter, idx, parts))
-            counter += 1
-
-    push(np.arange(B))
-    while heap and len(heap) + len(done) < k:
-        _, _, _, parts = heapq.heappop(heap)
-        push(parts[0])
-        push(parts[1])
-    boxes = done + [h[2] for h in heap]
-    return np.array([w[b] @ X[b] / w[b].sum() for b in boxes])
+    evaluate(np.arange(B))
+    while nbox < k:
+        cand = np.argsort(-gain[:nbox], kind="stable")
+        cand = cand[gain[cand] > 0]
+        if cand.size == 0:
+            break
+        n_split = min(k - nbox, max(1, nbox // 2), cand.size)
+        chosen = cand[:n_split]
+        newid = np.full(nbox, -1, np.int64)
+        newid[chosen] = np.arange(nbox, nbox + n_split)
+        is_ch = newid[label] >= 0
+        pts = np.flatnonzero(is_ch)
+        mv = pts[right[pts]]
+        label[mv] = newid[label[mv]]
+        nbox += n_split
+        evaluate(pts)
+    W = np.bincount(label, weights=w, minlength=nbox)
+    cen = np.empty((nbox, C))
+    for c in range(C):
+        cen[:, c] = np.bincount(label, weights=wX[:, c], minlength=nbox) / W
+    return cen
 
 
 def _kmeanspp(X, w, k, rng, init=None):
@@ -179,8 +212,47 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
     return centres, assign, lower, sse
 
 
+def _swap_refine(X, w, cen, nfix, sse, rounds, frac, max_iter, tol):
+    """Remove-and-split moves: replace the centres whose removal costs least by new
+    centres in the worst clusters, re-run Lloyd, keep the result only if it lowers the
+    error.  The move size halves after a rejected move.  Returns (centres, assign, lower, sse).
+    """
+    k = cen.shape[0]
+    best = None
+    m = max(1, int(frac * (k - nfix)))
+    for _ in range(rounds):
+        a, d1, d2 = nearest_two(X, cen)
+        d1 = d1.astype(np.float64)
+        # extra error if centre j disappeared (its points fall back to their 2nd)
+        rem = np.bincount(a, weights=w * (d2 - d1), minlength=k)
+        csse = np.bincount(a, weights=w * d1, minlength=k)
+        rem[:nfix] = np.inf
+        order = np.argsort(rem, kind="stable")
+        removed = order[:m]
+        keep = np.ones(k, bool)
+        keep[removed] = False
+        cand = np.argsort(-np.where(keep, csse, -1.0), kind="stable")[:m]
+        new = cen.copy()
+        # a new centre at the worst point (largest weighted error) of each split cluster
+        err = w * d1
+        for slot, j in zip(removed, cand):
+            members = np.flatnonzero(a == j)
+            if members.size < 2:
+                continue
+            new[slot] = X[members[np.argmax(err[members])]]
+        res = _lloyd(X, w, new, nfix, max_iter, tol)
+        if res[3] < sse * (1 - 1e-6):
+            cen, sse, best = res[0], res[3], res
+        else:
+            m //= 2
+            if m == 0:
+                break
+    return best
+
+
 def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None,
-                   n_init=None, max_iter=100, tol=1e-4, bits=5, polish_iter=None):
+                   n_init=None, max_iter=100, tol=1e-4, bits=None, level_iter=10,
+                   polish_iter=None, swap_rounds=None, swap_frac=0.1):
     """Weighted K-means palette step.
 
     Parameters
@@ -192,7 +264,8 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     seed : int >= 0, drives the k-means++ restarts (deterministic)
     fixed : None or (F, C) array of colors' dtype; returned first, exactly
     n_init : restarts (default 4 for k <= 32, else 1); restart 0 is the split seed
-    bits : grid bits per channel for the reduced fitting stage
+    bits : grid bits per channel of the reduced levels, coarse to fine
+    level_iter : Lloyd iterations on each finer reduced level
     polish_iter : Lloyd iterations on the true colours (default 8 for k <= 32, else 4)
 
     Returns
@@ -208,39 +281,60 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     if U + nfix <= k or k <= nfix:
         out = colors if fixed is None else np.concatenate([fixed, colors])
         return _dedupe(out)[:max(k, nfix)]
+    small = k <= 32
     if n_init is None:
-        n_init = 4 if k <= 32 else 1
+        n_init = 4 if small else 1
     if polish_iter is None:
-        polish_iter = 8 if k <= 32 else 4
+        polish_iter = 4 if small else 3
+    if bits is None:
+        bits = (5,) if small else (6,)
+    if swap_rounds is None:
+        swap_rounds = 10 if small else 4
     Xt = colors.astype(np.float32)
+    # multi-resolution: coarse cells, finer cells, then the true colours; each level
+    # starts from the previous centres with bounds inherited through the cell means
+    levels = []
     if U > 2048 and U > 4 * k:
-        Xr64, wr, inv = bin_reduce(colors, w_all, bits)
-        if Xr64.shape[0] < 2 * k:
-            Xr64, wr, inv = Xt.astype(np.float64), w_all, None
-    else:
-        Xr64, wr, inv = Xt.astype(np.float64), w_all, None
-    Xr = Xr64.astype(np.float32)
+        for b in bits:
+            Xb, wb, invb = bin_reduce(colors, w_all, b)
+            if Xb.shape[0] >= 2 * k and Xb.shape[0] < 0.7 * U:
+                levels.append((Xb.astype(np.float32), wb, invb))
     fixf = None if fixed is None else fixed.astype(np.float32)
     kfree = k - nfix
+    if levels:
+        X0, w0, _ = levels[0]
+    else:
+        X0, w0 = Xt, w_all
     best = None
     for r in range(n_init):
         if r == 0:
-            init = _split_init(Xr64, wr, kfree).astype(np.float32)
+            init = _split_init(X0.astype(np.float64), w0, kfree).astype(np.float32)
             if fixf is not None:
                 init = np.concatenate([fixf, init])
         else:
-            init = _kmeanspp(Xr, wr, k, rng, init=fixf)
-        res = _lloyd(Xr, wr, init, nfix, max_iter, tol)
+            init = _kmeanspp(X0, w0, k, rng, init=fixf)
+        res = _lloyd(X0, w0, init, nfix, max_iter, tol)
         if best is None or res[3] < best[3]:
             best = res
-    cen, assign, lower, _ = best
-    if inv is not None and polish_iter > 0:
-        # inherit bounds from the cell: d(x, c_j) >= lower_cell - d(x, cell_mean)
-        dm = Xt - Xr[inv]
-        r = np.sqrt(np.einsum("ij,ij->i", dm, dm))
-        low = lower[inv] - r
-        cen, _, _, _ = _lloyd(Xt, w_all, cen, nfix, polish_iter, tol,
-                              assign=assign[inv], lower=low)
+    cen, assign, lower, sse0 = best
+    if swap_rounds:
+        sw = _swap_refine(X0, w0, cen, nfix, sse0, swap_rounds, swap_frac, max_iter, tol)
+        if sw is not None:
+            cen, assign, lower, sse0 = sw
+    # finer levels: map each finer point to the coarse cell it falls in
+    prev_X, prev_inv = X0, (levels[0][2] if levels else None)
+    targets = [(lv[0], lv[1], lv[2], level_iter) for lv in levels[1:]]
+    if levels and polish_iter > 0:
+        targets.append((Xt, w_all, np.arange(U), polish_iter))
+    for Xn, wn, invn, n_it in targets:
+        # parent of each fine point: colour -> coarse cell (prev_inv) vs colour -> fine (invn)
+        parent = np.empty(Xn.shape[0], np.int64)
+        parent[invn] = prev_inv
+        dm = Xn - prev_X[parent]
+        low = lower[parent] - np.sqrt(np.einsum("ij,ij->i", dm, dm))
+        cen, assign, lower, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol,
+                                       assign=assign[parent], lower=low)
+        prev_X, prev_inv = Xn, invn
     if colors.dtype == np.uint8:
         out = np.clip(np.rint(cen), 0, 255).astype(np.uint8)
     else:

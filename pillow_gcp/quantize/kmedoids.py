@@ -41,9 +41,13 @@ __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 METRICS = ("euclidean", "manhattan", "chebyshev")
 
 #: Occupied grid cells used for the swap search (points and candidates).
-_MAX_POINTS = 2048
+_MAX_POINTS = 4096
+#: Candidate medoids in the swap search.
+_MAX_CAND = 1024
+#: Independent seedings of the swap search (best surrogate loss kept).
+_RESTARTS = 1
 #: Candidates evaluated per block in the swap search.
-_BLOCK = 256
+_BLOCK = 128
 #: Maximum swap passes over all candidates.
 _MAX_PASSES = 8
 #: Maximum alternating polish iterations on the full histogram.
@@ -167,31 +171,61 @@ def _reduce(X, w, max_points):
     """Bin colours on a grid with at most ``max_points`` occupied cells.
 
     X : (U, C) float32, w : (U,) float64.
-    Returns P (n, C) float32 weighted cell means, pw (n,) float64 cell weights and
-    rep (n,) int64 index into X of each cell's representative (the member nearest the
-    cell mean).
+    Returns P (n, C) float32 weighted cell means, V (n, C) float32 weighted per-channel
+    variances inside each cell, pw (n,) float64 cell weights, rep (n,) int64 index into
+    X of each cell's representative (the member nearest the cell mean).
     """
     U, C = X.shape
     lo = X.min(0)
     span = np.maximum(X.max(0) - lo, 1e-12)
-    levels = max(2, int(round(max_points ** (1.0 / C))) * 2)
-    while True:
+    lmax = 128 if C == 3 else 40
+
+    def occupancy(levels):
         q = np.minimum(((X - lo) * (levels / span)).astype(np.int64), levels - 1)
         cell = q[:, 0]
         for c in range(1, C):
             cell = cell * levels + q[:, c]
         occ = np.bincount(cell, minlength=levels ** C) > 0
-        n = int(occ.sum())
-        if n <= max_points or levels <= 2:
+        return cell, occ, int(occ.sum())
+
+    # photos fill a grid roughly like a surface (n ~ levels^2): secant steps in log-log
+    levels = 32 if C == 3 else 16
+    best = None
+    tried = {}
+    for _ in range(5):
+        cell, occ, n = occupancy(levels)
+        tried[levels] = n
+        if n <= max_points and (best is None or levels > best[0]):
+            best = (levels, cell, occ, n)
+        if best is not None and best[3] > 0.8 * max_points:
             break
-        levels = max(2, int(levels * (max_points / n) ** (1.0 / C) * 0.97))
+        lower = [l for l, v in tried.items() if v <= max_points]
+        upper = [l for l, v in tried.items() if v > max_points]
+        lo_l = max(lower) if lower else 1
+        hi_l = min(upper) if upper else lmax + 1
+        if hi_l - lo_l <= 1:
+            break
+        slope = 2.0
+        if lower and upper:
+            a, b = max(lower), min(upper)
+            if tried[a] > 0 and tried[b] > tried[a]:
+                slope = np.log(tried[b] / tried[a]) / np.log(b / a)
+        guess = int(levels * (0.95 * max_points / max(n, 1)) ** (1.0 / max(slope, 1.0)))
+        levels = min(max(guess, lo_l + 1), hi_l - 1)
+    if best is None:
+        levels = 2
+        best = (2,) + occupancy(2)
+    levels, cell, occ, n = best
     remap = np.cumsum(occ) - 1
     cell = remap[cell]
     pw = np.bincount(cell, weights=w, minlength=n)
     P = np.empty((n, C), np.float64)
+    V = np.empty((n, C), np.float64)
+    inv = 1.0 / np.maximum(pw, 1e-300)
     for c in range(C):
-        P[:, c] = np.bincount(cell, weights=w * X[:, c], minlength=n)
-    P /= np.maximum(pw, 1e-300)[:, None]
+        P[:, c] = np.bincount(cell, weights=w * X[:, c], minlength=n) * inv
+        r = X[:, c] - P[cell, c]
+        V[:, c] = np.bincount(cell, weights=w * r * r, minlength=n) * inv
     P = P.astype(np.float32)
     d = X - P[cell]
     d = np.einsum("ij,ij->i", d, d).astype(np.float64)
@@ -199,11 +233,35 @@ def _reduce(X, w, max_points):
     order = np.argsort(key, kind="stable")
     first = np.searchsorted(cell[order], np.arange(n))
     rep = order[first]
-    # cells with zero total weight keep their mean undefined: use the representative
     zero = pw <= 0
     if np.any(zero):
         P[zero] = X[rep[zero]]
-    return P, pw, rep
+    return P, V.astype(np.float32), pw, rep
+
+
+def _point_dist(R, P, V, metric):
+    """Expected-distance surrogate from candidates to cells.
+
+    R : (r, C) candidate colours, P : (n, C) cell means, V : (n, C) cell variances ->
+    (r, n) float32.  Euclidean: ``sqrt(|r - mu|^2 + sum(var))`` (exact for the squared
+    distance, a tight upper bound of the mean distance); manhattan / chebyshev: the same
+    correction per channel, summed / maxed.
+    """
+    if metric == "euclidean":
+        D = R @ (-2.0 * P).T
+        D += np.einsum("ij,ij->i", R, R)[:, None]
+        D += (np.einsum("ij,ij->i", P, P) + V.sum(1))[None, :]
+        np.maximum(D, 0, out=D)
+        return np.sqrt(D, out=D)
+    red = np.add if metric == "manhattan" else np.maximum
+    D = None
+    for c in range(R.shape[1]):
+        d = np.subtract.outer(R[:, c], P[:, c])
+        d *= d
+        d += V[None, :, c]
+        np.sqrt(d, out=d)
+        D = d if D is None else red(D, d, out=D)
+    return D
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -225,33 +283,41 @@ def _near2(MD):
 def _seed_pp(D, pw, MDfixed, n_free, allowed, rng):
     """Greedy weighted k-means++ seeding on the reduced problem.
 
-    D : (n, n) candidate-to-point distances, pw : (n,) point weights,
-    MDfixed : (F, n) fixed-medoid distances, allowed : (n,) bool candidate mask.
-    Returns (n_free,) int64 candidate indices.
+    D : (r, n) candidate-to-point distances, pw : (n,) point weights,
+    MDfixed : (F, n) fixed-medoid distances, allowed : (r,) bool candidate mask.
+    Points are drawn with probability ~ weight * distance^2; each draw proposes the
+    allowed candidate nearest to the drawn point, and of ``2 + log(k)`` proposals the
+    one that lowers the surrogate loss most is kept.  Returns (n_free,) int64.
     """
-    n = D.shape[1]
+    r, n = D.shape
     trials = 2 + int(np.log(max(n_free, 1)))
+    avail = allowed.copy()
+
+    def proposals(js):
+        # nearest still-available candidate of each drawn point
+        sub = D[:, js]
+        sub = np.where(avail[:, None], sub, np.inf)
+        return np.unique(np.argmin(sub, axis=0))
+
     chosen = []
     if MDfixed.shape[0]:
         cur = MDfixed.min(0)
     else:
-        # first medoid: the weighted 1-medoid over a few heavy candidates
-        cand = np.flatnonzero(allowed)
-        heavy = cand[np.argsort(-pw[cand], kind="stable")[: min(64, cand.size)]]
-        c0 = heavy[np.argmin(D[heavy] @ pw)]
-        chosen.append(int(c0))
+        heavy = proposals(np.argsort(-pw, kind="stable")[: min(32, n)])
+        c0 = int(heavy[np.argmin(D[heavy] @ pw)])
+        chosen.append(c0)
+        avail[c0] = False
         cur = D[c0].copy()
-    avail = allowed.copy()
-    avail[chosen] = False
     while len(chosen) < n_free:
-        p = pw * cur.astype(np.float64) ** 2 * avail
+        p = pw * cur.astype(np.float64) ** 2
         tot = p.sum()
-        if tot <= 0:
-            p = avail.astype(np.float64)
-            tot = p.sum()
-        cand = rng.choice(n, size=trials, p=p / tot)
-        cost = np.minimum(D[cand], cur[None, :]) @ pw
-        c = int(cand[np.argmin(cost)])
+        props = proposals(rng.choice(n, size=trials, p=p / tot)) if tot > 0 else np.zeros(0, np.int64)
+        props = props[avail[props]]
+        if props.size == 0:
+            free = np.flatnonzero(avail)
+            props = free[rng.choice(free.size, size=min(trials, free.size), replace=False)]
+        cost = np.minimum(D[props], cur[None, :]) @ pw
+        c = int(props[np.argmin(cost)])
         chosen.append(c)
         avail[c] = False
         np.minimum(cur, D[c], out=cur)
@@ -261,63 +327,79 @@ def _seed_pp(D, pw, MDfixed, n_free, allowed, rng):
 def _swap_search(D, pw, MDfixed, med, allowed, rng):
     """Eager block FasterPAM on the reduced problem.
 
-    D : (n, n) float32 candidate-to-point distances, pw : (n,) float64 point weights,
-    MDfixed : (F, n) float32, med : (n_free,) initial candidate indices,
-    allowed : (n,) bool candidates that may become medoids.  Returns improved ``med``.
+    D : (r, n) float32 candidate-to-point distances, pw : (n,) float64 point weights,
+    MDfixed : (F, n) float32, med : (n_free,) int64 initial candidate indices,
+    allowed : (r,) bool candidates that may become medoids.  Returns improved ``med``.
+
+    For a block of candidates ``c`` and every medoid slot ``i`` the loss change of the
+    swap (remove medoid ``i``, add ``c``) is, with ``dn``/``ds`` the distance of each
+    point to its nearest / second-nearest medoid and ``W[o, i] = w_o [near(o) = i]``::
+
+        delta[c, i] = min(max(D, dn), ds)[c] @ W[:, i] + min(D, dn)[c] @ w
+                      - sum(w dn) - sum_{near(o) = i} w_o dn_o
+
+    (Schubert & Rousseeuw's O(k) decomposition: a shared gain plus a per-medoid
+    removal loss and correction), i.e. two matrix products per block.  The best
+    improving swap of the block is applied, then the block is evaluated again.
     """
-    n = D.shape[1]
+    r, n = D.shape
     F = MDfixed.shape[0]
     m = F + med.size
+    med = med.copy()
     w32 = pw.astype(np.float32)
     MD = np.vstack([MDfixed, D[med]]).astype(np.float32)
-    near, dn, ds = _near2(MD)
-    is_med = np.zeros(n, bool)
+    is_med = np.zeros(r, bool)
     is_med[med] = True
-    loss = float(dn @ pw)
+    ar = np.arange(n)
+
+    def state():
+        near, dn, ds = _near2(MD)
+        W = np.zeros((n, m), np.float32)
+        W[ar, near] = w32
+        loss = float(dn @ pw)
+        const = loss + np.bincount(near, weights=pw * dn, minlength=m)  # (m,)
+        return dn, ds, W, loss, const
+
+    dn, ds, W, loss, const = state()
+    # candidates in a random order, stored contiguously so that blocks are views
     order = rng.permutation(np.flatnonzero(allowed))
-    tol = 1e-7
+    Dp = D[order]
+    pos = np.full(r, -1, np.int64)
+    pos[order] = np.arange(order.size)
+    med_mask = np.zeros(order.size, bool)
+    med_mask[pos[med][pos[med] >= 0]] = True
+    buf = np.empty((min(_BLOCK, max(order.size, 1)), n), np.float32)
     for _ in range(_MAX_PASSES):
         improved = False
         for s in range(0, order.size, _BLOCK):
-            blk = order[s:s + _BLOCK]
+            Dc = Dp[s:s + _BLOCK]
+            A = buf[: Dc.shape[0]]
             while True:
-                blk = blk[~is_med[blk]]
-                if blk.size == 0:
-                    break
-                Dc = D[blk]  # (b, n)
-                # removal loss of each medoid (reassign its points to their second)
-                rl = np.bincount(near, weights=pw * (ds - dn), minlength=m)
-                shared = np.minimum(Dc - dn, 0) @ w32  # (b,)
-                T = np.clip(Dc, dn, ds)
-                T -= ds
-                T *= w32
-                onehot = np.zeros((n, m), np.float32)
-                onehot[np.arange(n), near] = 1.0
-                delta = T @ onehot  # (b, m)
-                delta += rl[None, :]
-                delta += shared[:, None]
+                np.maximum(Dc, dn, out=A)
+                np.minimum(A, ds, out=A)
+                delta = A @ W  # (b, m)
+                np.minimum(Dc, dn, out=A)
+                delta += (A @ w32)[:, None]
+                delta -= const[None, :].astype(np.float32)
+                delta[med_mask[s:s + _BLOCK]] = np.inf
                 if F:
                     delta[:, :F] = np.inf
                 j = int(np.argmin(delta))
                 bi, slot = divmod(j, m)
-                if not delta[bi, slot] < -tol * max(loss, 1e-30):
+                if not delta[bi, slot] < -1e-6 * loss:
                     break
-                c = int(blk[bi])
-                old = med[slot - F]
-                is_med[old] = False
-                is_med[c] = True
-                med[slot - F] = c
+                c = int(order[s + bi])
+                old = int(med[slot - F])
                 MD[slot] = D[c]
-                near, dn, ds = _near2(MD)
-                new_loss = float(dn @ pw)
-                if not new_loss < loss:  # float safety: never accept a non-improvement
-                    is_med[c] = False
-                    is_med[old] = True
-                    med[slot - F] = old
+                dn2, ds2, W2, loss2, const2 = state()
+                if not loss2 < loss:  # float safety: never accept a non-improvement
                     MD[slot] = D[old]
-                    near, dn, ds = _near2(MD)
                     break
-                loss = new_loss
+                if pos[old] >= 0:
+                    med_mask[pos[old]] = False
+                med_mask[s + bi] = True
+                med[slot - F] = c
+                dn, ds, W, loss, const = dn2, ds2, W2, loss2, const2
                 improved = True
         if not improved:
             break
@@ -458,27 +540,29 @@ def kmedoids_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=No
 
     max_points = max(_MAX_POINTS, 8 * k)
     if U <= max_points:
-        P, pw, rep = X, w, np.arange(U)
+        P, V, pw, prep = X, np.zeros_like(X), w, np.arange(U)
+        cand = np.arange(U)
     else:
-        P, pw, rep = _reduce(X, w, max_points)
-    allowed = allowed_col[rep]
-    # a cell whose representative is a fixed colour: no candidate there
-    R = X[rep]
-    D = _pairwise(R, P, metric)  # (n, n) candidate x point
-    MDfixed = _pairwise(Fx, P, metric) if F else np.zeros((0, P.shape[0]), np.float32)
-    if int(allowed.sum()) < n_free:
-        # grid too coarse for this many medoids: take the heaviest free colours
+        P, V, pw, prep = _reduce(X, w, max_points)
+        n_cand = max(_MAX_CAND, 4 * k)
+        _, _, _, crep = _reduce(X, w, n_cand // 2)
+        heavy = prep[np.argsort(-pw, kind="stable")]
+        cand = np.unique(np.concatenate([crep, heavy[: n_cand - crep.size]]))
+    cand = cand[allowed_col[cand]]
+    if cand.size < n_free:
         extra = free_idx[np.argsort(-w[free_idx], kind="stable")]
-        extra = extra[~np.isin(extra, rep)][: n_free - int(allowed.sum())]
-        rep = np.concatenate([rep, extra])
-        P = np.concatenate([P, X[extra]])
-        pw = np.concatenate([pw, np.zeros(extra.size)])
-        allowed = np.concatenate([allowed, np.ones(extra.size, bool)])
-        R = X[rep]
-        D = _pairwise(R, P, metric)
-        MDfixed = _pairwise(Fx, P, metric) if F else np.zeros((0, P.shape[0]), np.float32)
-
-    med = _seed_pp(D, pw, MDfixed, n_free, allowed, rng)
-    med = _swap_search(D, pw, MDfixed, med, allowed, rng)
-    midx = _polish(X, w, Fx, rep[med], metric)
+        extra = extra[~np.isin(extra, cand)][: n_free - cand.size]
+        cand = np.concatenate([cand, extra])
+    allowed = np.ones(cand.size, bool)
+    D = _point_dist(X[cand], P, V, metric)  # (r, n) candidate x point
+    MDfixed = _point_dist(Fx, P, V, metric) if F else np.zeros((0, P.shape[0]), np.float32)
+    best = None
+    for _ in range(_RESTARTS):
+        med = _seed_pp(D, pw, MDfixed, n_free, allowed, rng)
+        med = _swap_search(D, pw, MDfixed, med, allowed, rng)
+        L = float(np.vstack([MDfixed, D[med]]).min(0) @ pw)
+        if best is None or L < best[0]:
+            best = (L, med)
+    med = best[1]
+    midx = _polish(X, w, Fx, cand[med], metric)
     return np.concatenate([fixedX, colors[midx]])

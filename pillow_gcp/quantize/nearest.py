@@ -12,11 +12,19 @@ import numpy as np
 
 METRICS = ("euclidean", "manhattan", "chebyshev")
 
-_CHUNK_ELEMS = 1 << 21  # floats per distance block (8 MiB)
+_CHUNK_ELEMS = 1 << 17  # floats per distance block (512 KiB: stays in cache)
 
 
 def _chunk_rows(m: int) -> int:
     return max(256, _CHUNK_ELEMS // max(int(m), 1))
+
+
+def _augment_p(Pf):
+    """(m, C) float32 -> (C + 1, m): rows -2 P^T and ||p||^2, so [x, 1] @ it = ||x-p||^2 - ||x||^2."""
+    Pa = np.empty((Pf.shape[1] + 1, Pf.shape[0]), np.float32)
+    Pa[:-1] = -2.0 * Pf.T
+    Pa[-1] = np.einsum("ij,ij->i", Pf, Pf)
+    return Pa
 
 
 def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
@@ -47,16 +55,18 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
     step = _chunk_rows(m)
     if metric == "euclidean":
         # ||x||^2 - 2 x.p + ||p||^2 ; the argmin only needs -2x.p + ||p||^2.
-        Pn = np.einsum("ij,ij->i", Pf, Pf)
-        Pt = (-2.0 * Pf).T.copy()
+        Pa = _augment_p(Pf)
+        Xa = np.ones((min(step, U), Pf.shape[1] + 1), np.float32)
         for s in range(0, U, step):
-            Xc = X[s:s + step].astype(np.float32)
-            D = Xc @ Pt
-            D += Pn
+            Xc = X[s:s + step]
+            n = Xc.shape[0]
+            Xa[:n, :-1] = Xc
+            D = Xa[:n] @ Pa
             j = np.argmin(D, axis=1)
             idx[s:s + step] = j
             if return_dist:
-                d = D[np.arange(len(j)), j] + np.einsum("ij,ij->i", Xc, Xc)
+                Xf = Xa[:n, :-1]
+                d = D[np.arange(n), j] + np.einsum("ij,ij->i", Xf, Xf)
                 np.maximum(d, 0, out=d)
                 dist[s:s + step] = d
     else:
@@ -97,15 +107,16 @@ def nearest_two(X, P):
     idx = np.empty(U, np.int64)
     d1 = np.empty(U, np.float32)
     d2 = np.empty(U, np.float32)
-    Pn = np.einsum("ij,ij->i", Pf, Pf)
-    Pt = (-2.0 * Pf).T.copy()
+    Pa = _augment_p(Pf)
     step = _chunk_rows(m)
+    Xa = np.ones((min(step, U), Pf.shape[1] + 1), np.float32)
     for s in range(0, U, step):
-        Xc = X[s:s + step].astype(np.float32)
+        n = min(step, U - s)
+        Xa[:n, :-1] = X[s:s + step]
+        Xc = Xa[:n, :-1]
         xn = np.einsum("ij,ij->i", Xc, Xc)
-        D = Xc @ Pt
-        D += Pn
-        r = np.arange(D.shape[0])
+        D = Xa[:n] @ Pa
+        r = np.arange(n)
         j = np.argmin(D, axis=1)
         idx[s:s + step] = j
         a = D[r, j] + xn
