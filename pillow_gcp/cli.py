@@ -914,10 +914,23 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def compare_picture(original: Image.Image, decoded: Image.Image, amplify: float) -> Image.Image:
-    """Side-by-side RGB picture: original | decoded | |error| x amplify (with labels)."""
-    a, b = _pair(original, decoded)[0]
-    err = np.clip(np.abs(a - b).mean(axis=-1) * amplify, 0, 255).astype(np.uint8)
+    """Side-by-side RGB picture: original | decoded | |error| x amplify (with labels).
+
+    The error map is the mean absolute R, G, B difference (averaged over the
+    black and white composites for images with alpha); images with alpha are
+    shown over a grey checkerboard.
+    """
+    pairs = _pair(original, decoded)
+    err = np.mean([np.abs(x - y).mean(axis=-1) for x, y in pairs], axis=0)
+    err = np.clip(err * amplify + 0.5, 0, 255).astype(np.uint8)
     w, h = original.size
+    if len(pairs) == 2:
+        yy, xx = np.mgrid[0:h, 0:w]
+        checker = np.where(((yy // 8) + (xx // 8)) % 2 == 0, 204, 153).astype(np.uint8)
+        board = Image.fromarray(np.repeat(checker[..., None], 3, axis=-1), "RGB").convert("RGBA")
+        views = [Image.alpha_composite(board, im.convert("RGBA")).convert("RGB") for im in (original, decoded)]
+    else:
+        views = [original.convert("RGB"), decoded.convert("RGB")]
     font_size = max(10, min(32, w // 24))
     try:
         font = ImageFont.load_default(size=font_size)
@@ -925,8 +938,7 @@ def compare_picture(original: Image.Image, decoded: Image.Image, amplify: float)
         font = ImageFont.load_default()
     label_h = font_size + 6
     sheet = Image.new("RGB", (3 * w + 2 * 4, h + label_h), (255, 255, 255))
-    panels = [Image.fromarray(a.round().astype(np.uint8), "RGB"), Image.fromarray(b.round().astype(np.uint8), "RGB"),
-              Image.fromarray(err, "L").convert("RGB")]
+    panels = [*views, Image.fromarray(err, "L").convert("RGB")]
     labels = ["original", ".gcp", f"|error| x{amplify:g}"]
     draw = ImageDraw.Draw(sheet)
     for i, (p, t) in enumerate(zip(panels, labels)):
