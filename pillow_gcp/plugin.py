@@ -158,17 +158,20 @@ def _lossless_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return lut[levels], palette
 
 
-_QUANTIZE_KEYS = ("k", "algo", "seed", "metric", "space", "dither", "fixed_colors", "palette")
+_QUANTIZE_DEFAULTS = {
+    "k": None, "algo": "kmeans", "seed": 0, "metric": "euclidean", "space": "rgb",
+    "dither": False, "fixed_colors": None, "palette": None,
+}
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
-    params = {key: info[key] for key in _QUANTIZE_KEYS if key in info}
+    params = {key: info[key] for key in _QUANTIZE_DEFAULTS if key in info}
     lossless = im.mode in _LOSSLESS_MODES and not any(
         params.get(key) is not None for key in ("k", "fixed_colors", "palette")
     )
     if lossless:
-        _quantize.validate_params(**params)
+        _quantize._validate(**{**_QUANTIZE_DEFAULTS, **params})  # bad arguments fail even when unused
         indices, palette = _lossless_arrays(im)
     else:
         indices, palette = _quantize.quantize_to_arrays(im, **params)
