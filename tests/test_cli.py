@@ -50,12 +50,16 @@ def ref_psnr(a: Image.Image, b: Image.Image) -> float:
     return math.inf if m == 0 else 10 * math.log10(255**2 / m)
 
 
-def run(args, stdin=None):
-    """``python -m pillow_gcp ARGS`` in a subprocess (bytes in, bytes out)."""
+def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), ROOT) if p)
+    return env
+
+
+def run(args, stdin=None):
+    """``python -m pillow_gcp ARGS`` in a subprocess (bytes in, bytes out)."""
     return subprocess.run(
-        [sys.executable, "-m", "pillow_gcp", *args], input=stdin, capture_output=True, env=env, timeout=120
+        [sys.executable, "-m", "pillow_gcp", *args], input=stdin, capture_output=True, env=_env(), timeout=120
     )
 
 
@@ -436,3 +440,65 @@ def test_compare_writes_picture_and_measures(tmp_path, capsys):
     assert main(["compare", src, "--against", str(tmp_path / "a.gcp"), "-o", str(report), "--force"]) == 0
     out2 = capsys.readouterr().out
     assert float(out2.split("PSNR:")[1].split("dB")[0]) == pytest.approx(p, abs=0.01)
+
+
+# -------------------------------------------------------------------------- alpha, metadata, terminals
+
+
+def test_alpha_survives_compress_and_decompress(tmp_path):
+    arr = np.asarray(photo(40, 30, seed=3).convert("RGBA")).copy()
+    arr[:10, :, 3] = 0  # a fully transparent band
+    arr[10:15, :, 3] = 128
+    src = save_png(tmp_path / "a.png", Image.fromarray(arr, "RGBA"))
+    assert main(["compress", src, "-k", "10"]) == 0
+    assert main(["decompress", str(tmp_path / "a.gcp"), "-o", str(tmp_path / "back.png")]) == 0
+    with Image.open(tmp_path / "back.png") as back:
+        alpha = np.asarray(back.convert("RGBA"))[..., 3]
+    assert (alpha[:10] == 0).all()
+    assert (alpha[15:] == 255).all()
+
+
+def test_metadata_kept_unless_strip(tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = str(tmp_path / "a.png")
+    photo().save(src, "PNG", icc_profile=icc)
+    assert main(["compress", src, "-k", "4"]) == 0
+    with Image.open(tmp_path / "a.gcp") as im:
+        assert im.info.get("icc_profile") == icc
+    assert main(["compress", src, "-k", "4", "--strip", "-o", str(tmp_path / "s.gcp")]) == 0
+    with Image.open(tmp_path / "s.gcp") as im:
+        assert "icc_profile" not in im.info
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_terminal_behaviour(tmp_path):
+    src = save_png(tmp_path / "a.png")
+    save_png(tmp_path / "b.png", photo(seed=9))
+    master, slave = os.openpty()
+    try:
+        # image data is never written to a terminal
+        r = subprocess.run([sys.executable, "-m", "pillow_gcp", "compress", "-"], stdin=open(src, "rb"),
+                           stdout=slave, stderr=subprocess.PIPE, env=_env(), timeout=120)
+        assert r.returncode == 2 and b"terminal" in r.stderr
+        # progress line on a terminal stderr
+        r = subprocess.run([sys.executable, "-m", "pillow_gcp", "compress", src, str(tmp_path / "b.png"), "-k", "3"],
+                           stdout=subprocess.PIPE, stderr=slave, env=_env(), timeout=120)
+        assert r.returncode == 0
+        os.close(slave)
+        slave = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert b"[1/2] a.png" in seen and b"[2/2] b.png" in seen
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
