@@ -732,9 +732,9 @@ def _report_line(r: Result) -> str:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     params = _params(args)
+    _validate_params(params)
     outs = plan_outputs(args.inputs, args.output, GCP_SUFFIX)
     _refuse_tty(outs)
-    _validate_params(params)
     inputs = tuple(args.inputs)
     if args.shared_palette and len(inputs) > 1:
         return _compress_shared(args, params, inputs, outs)
@@ -1059,8 +1059,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     try:
         ver = version("pillow-gcp")
-    except PackageNotFoundError:
-        ver = "unknown"
+    except PackageNotFoundError:  # running from a source tree
+        import pillow_gcp
+
+        ver = getattr(pillow_gcp, "__version__", "unknown")
     parser.add_argument("--version", action="version", version=f"%(prog)s {ver}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -1153,11 +1155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _warn("gcp: interrupted")
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head)
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
+        return EXIT_FAILED
+    except OSError as e:  # e.g. an output folder that cannot be created
+        _warn(f"gcp: {e}")
         return EXIT_FAILED
 
 
