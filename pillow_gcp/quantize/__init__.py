@@ -84,6 +84,7 @@ import numpy as np
 from PIL import Image
 
 from . import colorspace, histogram
+from ._threads import single_thread
 from .kmeans import kmeans_palette
 from .nearest import METRICS, distance_to, nearest
 
@@ -676,7 +677,8 @@ def quantize_to_arrays(img, k=None, algo="kmeans", *, seed=0, metric="euclidean"
     image (and palette) has no alpha below 255, else (m, 4) RGBA.  See :func:`quantize`.
     """
     o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
-    out, pal = _run([img], o)
+    with single_thread():
+        out, pal = _run([img], o)
     return out[0], pal
 
 
@@ -721,5 +723,6 @@ def quantize_many(images, k=None, algo="kmeans", *, seed=0, metric="euclidean", 
     if not images:
         raise ValueError("images must contain at least one image")
     o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
-    out, pal = _run(images, o)
+    with single_thread():
+        out, pal = _run(images, o)
     return [_make_image(idx, pal) for idx in out]

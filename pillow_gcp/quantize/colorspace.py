@@ -31,6 +31,11 @@ def _linear_lut():
     return _LUT
 
 
+def _mat3(A, M):
+    """(n, 3) @ M.T without BLAS (tiny inner dimension; avoids threaded gemm)."""
+    return A[:, 0:1] * M[:, 0] + A[:, 1:2] * M[:, 1] + A[:, 2:3] * M[:, 2]
+
+
 def srgb_to_linear(c):
     """sRGB in [0, 1] -> linear light, float64."""
     c = np.asarray(c, np.float64)
@@ -47,8 +52,8 @@ def to_oklab(colors: np.ndarray) -> np.ndarray:
     """(U, 3 or 4) uint8 sRGB(A) -> (U, C) float32 working space (OKLab x 100, alpha/255 x 100)."""
     colors = np.asarray(colors)
     lin = _linear_lut()[colors[:, :3]]
-    lms = np.cbrt(lin @ _M1.T)
-    lab = lms @ _M2.T * SCALE
+    lms = np.cbrt(_mat3(lin, _M1))
+    lab = _mat3(lms, _M2) * SCALE
     if colors.shape[1] == 4:
         lab = np.concatenate([lab, colors[:, 3:4] / 255.0 * SCALE], axis=1)
     return lab.astype(np.float32)
@@ -57,8 +62,8 @@ def to_oklab(colors: np.ndarray) -> np.ndarray:
 def from_oklab(lab: np.ndarray) -> np.ndarray:
     """(m, 3 or 4) float working space -> (m, C) uint8 sRGB(A), rounded and clipped."""
     lab = np.asarray(lab, np.float64)
-    lms = (lab[:, :3] / SCALE) @ _M2_INV.T
-    lin = (lms ** 3) @ _M1_INV.T
+    lms = _mat3(lab[:, :3] / SCALE, _M2_INV)
+    lin = _mat3(lms ** 3, _M1_INV)
     rgb = linear_to_srgb(lin) * 255.0
     out = rgb
     if lab.shape[1] == 4:
