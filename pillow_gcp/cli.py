@@ -913,7 +913,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     return status
 
 
-def compare_picture(original: Image.Image, decoded: Image.Image, amplify: float) -> Image.Image:
+def compare_picture(
+    original: Image.Image, decoded: Image.Image, amplify: float, caption: str = ".gcp"
+) -> Image.Image:
     """Side-by-side RGB picture: original | decoded | |error| x amplify (with labels).
 
     The error map is the mean absolute R, G, B difference (averaged over the
@@ -939,7 +941,7 @@ def compare_picture(original: Image.Image, decoded: Image.Image, amplify: float)
     label_h = font_size + 6
     sheet = Image.new("RGB", (3 * w + 2 * 4, h + label_h), (255, 255, 255))
     panels = [*views, Image.fromarray(err, "L").convert("RGB")]
-    labels = ["original", ".gcp", f"|error| x{amplify:g}"]
+    labels = ["original", caption, f"|error| x{amplify:g}"]
     draw = ImageDraw.Draw(sheet)
     for i, (p, t) in enumerate(zip(panels, labels)):
         x = i * (w + 4)
@@ -983,7 +985,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                             f"{src} is {original.size[0]}x{original.size[1]}")
         p = psnr(original, decoded)
         de = mean_delta_e(original, decoded)
-        pic = compare_picture(original, decoded, args.amplify)
+        w, h = original.size
+        caption = f".gcp{f' k={k}' if k is not None else ''}: {8.0 * len(blob) / (w * h):.3f} bpp, {p:.2f} dB"
+        pic = compare_picture(original, decoded, args.amplify, caption)
         buf = io.BytesIO()
         pic.save(buf, "PNG")
         write_atomic(out, buf.getvalue(), args.force)
