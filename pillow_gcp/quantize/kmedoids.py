@@ -32,9 +32,15 @@ Memory: ``O(max_points^2 + U * C + chunk * k)``; nothing of size ``U x U`` or
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
+
+try:  # keep OpenBLAS single-threaded: the products here are small and many
+    from ._threads import single_thread as _single_thread
+except ImportError:  # pragma: no cover - helper module absent
+    _single_thread = contextlib.nullcontext
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -111,7 +117,8 @@ def palette_loss(colors, weights, palette, metric="euclidean"):
     X = np.asarray(colors, np.float32)
     P = np.asarray(palette, np.float32)
     w = np.asarray(weights, np.float64)
-    _, d = _assign(X, P, metric)
+    with _single_thread():
+        _, d = _assign(X, P, metric)
     return float(np.dot(d.astype(np.float64), w) / w.sum())
 
 
@@ -516,6 +523,11 @@ def kmedoids_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=No
     every non-fixed entry is the nearest entry of at least one colour (itself).
     """
     colors, weights, k, fixed = _validate(colors, weights, k, metric, seed, fixed)
+    with _single_thread():
+        return _kmedoids(colors, weights, k, metric, seed, fixed)
+
+
+def _kmedoids(colors, weights, k, metric, seed, fixed):
     U, C = colors.shape
     F = 0 if fixed is None else fixed.shape[0]
     fixedX = np.zeros((0, C), colors.dtype) if fixed is None else fixed
