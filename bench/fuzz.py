@@ -104,24 +104,37 @@ def chunk(ctype: bytes, body: bytes) -> bytes:
     return _U32.pack(len(body)) + ctype + body + _U32.pack(zlib.crc32(body, zlib.crc32(ctype)))
 
 
-def split_chunks(data: bytes) -> tuple[bytes, list[list], bytes]:
+def split_chunks(data: bytes, keep_bad_crc: bool = False) -> tuple[bytes, list[list], bytes]:
     """Split a (possibly damaged) file into (signature, [[type, body], ...], tail).
 
     Parsing stops at the first chunk that does not fit; the rest is ``tail``.
-    CRCs are not checked (they are recomputed by :func:`join_chunks`).
+    CRCs are recomputed by :func:`join_chunks`, except that with ``keep_bad_crc`` a
+    chunk whose stored CRC is wrong keeps it (as a third item): the minimiser must not
+    repair the corruption it is trying to keep.
     """
     sig, pos, chunks = data[:8], 8, []
     while pos + 12 <= len(data):
         (length,) = _U32.unpack_from(data, pos)
         if pos + 12 + length > len(data):
             break
-        chunks.append([data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]])
+        ctype, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        item = [ctype, body]
+        stored = data[pos + 8 + length : pos + 12 + length]
+        if keep_bad_crc and stored != _U32.pack(zlib.crc32(body, zlib.crc32(ctype))):
+            item.append(stored)
+        chunks.append(item)
         pos += 12 + length
     return sig, chunks, data[pos:]
 
 
 def join_chunks(sig: bytes, chunks: list[list], tail: bytes = b"") -> bytes:
-    return sig + b"".join(chunk(t, b) for t, b in chunks) + tail
+    parts = [sig]
+    for c in chunks:
+        if len(c) > 2:  # a deliberately wrong CRC
+            parts.append(_U32.pack(len(c[1])) + c[0] + c[1] + c[2])
+        else:
+            parts.append(chunk(c[0], c[1]))
+    return b"".join(parts) + tail
 
 
 def declared_pixels(data: bytes) -> int | None:
@@ -250,7 +263,7 @@ def m_raw(rnd, data, corpus):
 
 
 def m_truncate(rnd, data, corpus):
-    return data[: rnd.randrange(len(data))]
+    return data[: rnd.randrange(len(data))] if data else data
 
 
 def m_length_lie(rnd, data, corpus):
@@ -259,14 +272,14 @@ def m_length_lie(rnd, data, corpus):
     if not chunks:
         return m_raw(rnd, data, corpus)
     i = rnd.randrange(len(chunks))
-    pos = 8 + sum(12 + len(b) for _, b in chunks[:i])
+    pos = 8 + sum(12 + len(c[1]) for c in chunks[:i])
     v = rnd.choice(INTERESTING_U32 + [len(chunks[i][1]) + d for d in (-1, 1, 4, -4)])
     return data[:pos] + _U32.pack(v & 0xFFFFFFFF) + data[pos + 4 :]
 
 
 def _find(chunks, ctype):
-    for i, (t, _) in enumerate(chunks):
-        if t == ctype:
+    for i, c in enumerate(chunks):
+        if c[0] == ctype:
             return i
     return None
 
@@ -548,7 +561,7 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
     if pixels is not None:
         budget += limits.alloc_per_pixel * min(pixels, 2 * limits.max_pixels)
 
-    def run(name, fn):
+    def run(name, fn, check_alloc=True):
         out = _measure(fn, data, trace=True, hard_timeout=limits.hard_timeout)
         err = out.error
         if isinstance(err, _Hang):
@@ -558,7 +571,7 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
             tb = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-3:])
             findings.append(Finding("exception", name, f"{type(err).__name__}: {err}\n{tb}", data,
                                     f"exception:{name}:{type(err).__name__}:{_where(err)}"))
-        if out.peak > budget:
+        if check_alloc and out.peak > budget:
             findings.append(Finding("alloc", name, f"tracemalloc peak {out.peak} > budget {int(budget)} "
                                     f"(declared pixels {pixels}, file {len(data)} bytes)", data, f"alloc:{name}"))
         if limits.time_limit and out.seconds > limits.time_limit:
@@ -575,6 +588,11 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
     load = run("load", _target_load)
     verify = run("verify", _target_verify)
     decode = run("decode", _target_decode) if within else None
+    if pixels is not None and not within:
+        # format.decode has no pixel limit (that is Pillow's business): a huge declared size must
+        # still give a clean error (or an image) on its own, streaming, without a Pillow bomb check.
+        # Memory is not checked here: a legitimately small, highly compressed payload may decode.
+        run("decode_unbounded", _target_decode, check_alloc=False)
 
     # --- contracts of a successful load
     if load.ok:
@@ -612,14 +630,21 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
             findings.append(Finding("mismatch", "load/decode", f"RGBA of the plugin != palette[indices]: {bad}",
                                     data, "mismatch:pixels"))
 
-    # --- truncated loading: either the same error class or a full-size image
-    if not load.ok and isinstance(load.error, OSError) and "truncated" in str(load.error):
+    # --- LOAD_TRUNCATED_IMAGES: a truncated file gives a full-size image (or an error); any other
+    # error must stay exactly the same error (the option is about truncation, not about corruption)
+    if not load.ok and isinstance(load.error, OSError):
         lt = run("load_truncated", _target_load_truncated)
-        if lt.ok:
+        truncation = "truncated" in str(load.error)
+        if lt.ok and truncation:
             w, h = _HEAD.unpack_from(data, 16)[3:]
             if lt.value.size != (w, h):
                 findings.append(Finding("contract", "load_truncated", f"size {lt.value.size} != {w}x{h}", data,
                                         "contract:truncated-size"))
+        elif not truncation and (lt.ok or message_class(lt.error) != message_class(load.error)):
+            findings.append(Finding("contract", "load_truncated",
+                                    f"LOAD_TRUNCATED_IMAGES changes a non-truncation error: {load.error} -> "
+                                    f"{'an image' if lt.ok else lt.error}", data,
+                                    f"contract:truncated-mode-changes-error:{message_class(load.error)[:40]}"))
     for f in findings:
         f.signature = f.signature or f"{f.kind}:{f.target}"
     return findings
@@ -645,18 +670,19 @@ def minimise(data: bytes, signature: str, limits: Limits, budget_seconds: float 
     improved = True
     while improved and time.monotonic() < deadline:
         improved = False
-        sig, chunks, tail = split_chunks(best)
+        sig, chunks, tail = split_chunks(best, keep_bad_crc=True)
         cands = []
         if tail:
             cands.append(join_chunks(sig, chunks))
         for i in range(len(chunks)):
             cands.append(join_chunks(sig, chunks[:i] + chunks[i + 1 :], tail))
-        for i, (t, body) in enumerate(chunks):
+        for i, c in enumerate(chunks):
+            body = c[1]
             step = len(body) // 2
             while step >= 1:
                 for a in range(0, len(body) - step + 1, step):
                     nb = body[:a] + body[a + step :]
-                    cands.append(join_chunks(sig, chunks[:i] + [[t, nb]] + chunks[i + 1 :], tail))
+                    cands.append(join_chunks(sig, chunks[:i] + [[c[0], nb, *c[2:]]] + chunks[i + 1 :], tail))
                 step //= 2
         for cand in cands:
             if len(cand) < len(best) and still(cand):
