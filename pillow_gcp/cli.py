@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -1030,7 +1031,8 @@ def _add_quant_options(p: argparse.ArgumentParser, with_jobs: bool) -> None:
                    help="clustering algorithm: kmeans (fast, mean colours) or kmedoids "
                         "(palette colours are colours of the image; robust to noise) (default kmeans)")
     q.add_argument("--metric", choices=METRICS, default="euclidean",
-                   help="colour distance used for clustering (default euclidean)")
+                   help="colour distance for clustering (K-medoids) and for mapping pixels to the palette "
+                        "(default euclidean)")
     q.add_argument("--space", choices=SPACES, default="rgb",
                    help="colour space the clustering works in: rgb, or oklab (perceptual) (default rgb)")
     q.add_argument("--dither", action="store_true",
@@ -1040,14 +1042,17 @@ def _add_quant_options(p: argparse.ArgumentParser, with_jobs: bool) -> None:
     q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB",
                    help="a colour that must be in the palette, hex RRGGBB; repeat the option or give a "
                         "comma-separated list (e.g. --fixed-color ffffff,000000)")
-    q.add_argument("--strip", action="store_true",
-                   help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it into the .gcp")
     t = p.add_argument_group("quality target (instead of -k)")
     t.add_argument("--target-psnr", type=_positive_float, metavar="DB",
                    help="pick the smallest k whose PSNR is at least DB (k meets it, k/2 does not)")
     t.add_argument("--target-de", type=_positive_float, metavar="DE",
                    help="pick the smallest k whose mean OKLab deltaE x100 is at most DE "
                         "(about 1 = just noticeable)")
+
+
+def _wrap(text: str) -> str:
+    """Fill a description for the raw formatter (keeps the epilog's line breaks)."""
+    return textwrap.fill(text, 79)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1074,10 +1079,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compress", help="quantize images and write .gcp files",
-        description="Quantize each input to a palette of K colours and write it as .gcp. "
-                    "The output is the input's name with .gcp, beside the input, unless -o is given.",
-        epilog="Examples: gcp compress photo.png -k 32 ; gcp compress *.png -o out/ -j 2 ; "
-               "gcp compress - < in.png > out.gcp ; gcp compress photo.png --target-psnr 35",
+        description=_wrap("Quantize each input to a palette of K colours and write it as .gcp. "
+                    "The output is the input's name with .gcp, beside the input, unless -o is given."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  gcp compress photo.png -k 32                # -> photo.gcp\n"
+               "  gcp compress *.png -o out/ -j 2             # many files into out/, 2 processes\n"
+               "  gcp compress - < in.png > out.gcp           # stdin -> stdout\n"
+               "  gcp compress photo.png --target-psnr 35 -v  # smallest k reaching 35 dB\n\n"
+               "An existing output is refused without --force; an input is never overwritten.\n"
+               "Exit status: 0 ok, 1 some files failed (named on stderr), 2 usage error.",
     )
     c.add_argument("inputs", nargs="+", metavar="IN", help="input images (any format Pillow reads); - for stdin")
     c.add_argument("-o", "--output", help="output file (one input; - for stdout) or folder (several inputs; "
@@ -1088,15 +1099,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shared-palette", action="store_true",
                    help="with several inputs: quantize them together to ONE palette (quantize_many) "
                         "and store each with it")
+    c.add_argument("--strip", action="store_true",
+                   help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it into the .gcp")
     c.add_argument("-v", "--verbose", action="store_true", help="print sizes, bpp and chosen k per file on stderr")
     _add_quant_options(c, True)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser(
         "decompress", help="decode .gcp files to PNG (or another format)",
-        description="Decode .gcp files and save them in a standard format, beside the input unless -o is given.",
-        epilog="Examples: gcp decompress photo.gcp ; gcp decompress *.gcp -o png/ ; "
-               "gcp decompress photo.gcp --format webp",
+        description=_wrap("Decode .gcp files and save them in a standard format, beside the input unless -o is "
+                          "given."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  gcp decompress photo.gcp                 # -> photo.png\n"
+               "  gcp decompress *.gcp -o png/ -j 2\n"
+               "  gcp decompress photo.gcp --format webp   # -> photo.webp\n"
+               "  gcp decompress - < photo.gcp > photo.png",
     )
     d.add_argument("inputs", nargs="+", metavar="IN", help=".gcp files; - for stdin")
     d.add_argument("-o", "--output", help="output file (one input; - for stdout) or folder (several inputs)",
@@ -1112,8 +1130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser(
         "info", help="show dimensions, palette, alpha, coding, size and bits per pixel",
-        description="Describe image files (.gcp or any format Pillow reads).",
-        epilog="Example: gcp info photo.gcp",
+        description=_wrap("Describe image files (.gcp or any format Pillow reads): dimensions, mode, palette size, "
+                          "alpha, payload coding, bytes and bits per pixel."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  gcp info photo.gcp\n  gcp info --json *.gcp",
     )
     i.add_argument("inputs", nargs="+", metavar="FILE", help="files to describe; - for stdin")
     i.add_argument("--json", action="store_true", help="print JSON (an object, or a list for several files)")
@@ -1121,10 +1141,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser(
         "compare", help="compress an image and show original | .gcp | error side by side, with PSNR and deltaE",
-        description="Compress IN with the given options (or take an existing .gcp with --against), write a "
+        description=_wrap("Compress IN with the given options (or take an existing .gcp with --against), write a "
                     "side-by-side picture (original | decoded .gcp | amplified error map) and print sizes, "
-                    "PSNR (dB, over R,G,B) and mean deltaE (OKLab x100).",
-        epilog="Example: gcp compare photo.png -k 16 -o report.png",
+                    "PSNR (dB, over R,G,B) and mean deltaE (OKLab x100)."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  gcp compare photo.png -k 16 -o report.png\n"
+               "  gcp compare photo.png --target-psnr 32 --algo kmedoids\n"
+               "  gcp compare photo.png --against photo.gcp",
     )
     m.add_argument("input", metavar="IN", help="original image; - for stdin")
     m.add_argument("-o", "--output", metavar="PNG",
