@@ -318,7 +318,7 @@ def _split_budget(k, sizes, weights, fixed_counts):
     proportion to ``weight ** 0.6`` (the high-resolution optimum allocation for
     3-D squared error, ignoring spread), by largest remainder.
     """
-    n = [f + (1 if s > 0 else 0) for s, f in zip(sizes, fixed_counts)]
+    n = [max(f, 1 if s > 0 else 0) for s, f in zip(sizes, fixed_counts)]
     cap = [s + f for s, f in zip(sizes, fixed_counts)]
     left = k - sum(n)
     while left > 0:
@@ -570,21 +570,27 @@ def _fit_palette(colors: np.ndarray, counts: np.ndarray, C: int, o: _Opts) -> np
     # group sizes counted without colours that are also fixed
     sizes = [c_op.shape[0] - (f_op.shape[0] - absent(f_op, c_op)),
              c_se.shape[0] - (f_se.shape[0] - absent(f_se, c_se))]
-    budget = o.k - (1 if has_tr else 0)
-    if budget < 0:
-        budget = 0
-    n_op, n_se = _split_budget(budget, sizes, [int(w_op.sum()), int(w_se.sum())],
-                               [f_op.shape[0], f_se.shape[0]])
-    if n_op + n_se > budget:  # k too small for every group: opaque first
-        n_op = min(n_op, budget)
-        n_se = budget - n_op
+    # minimum entries per group; when k cannot hold them all, priority goes to
+    # opaque, then transparent, then semi-transparent (pixels of a group left without
+    # entries are mapped to the nearest entry of any kind)
+    need_op = max(f_op.shape[0], 1 if c_op.shape[0] else 0)
+    need_se = max(f_se.shape[0], 1 if c_se.shape[0] else 0)
+    if need_op + (1 if has_tr else 0) + need_se <= o.k:
+        keep_tr = has_tr
+        n_op, n_se = _split_budget(o.k - (1 if has_tr else 0), sizes,
+                                   [int(w_op.sum()), int(w_se.sum())],
+                                   [f_op.shape[0], f_se.shape[0]])
+    else:
+        n_op = min(need_op, o.k)
+        keep_tr = has_tr and n_op < o.k
+        n_se = o.k - n_op - (1 if keep_tr else 0)
     seed = o.seed
     P_op = _fit_group(c_op, w_op, n_op, f_op, o.step, o.metric, o.space, seed) if c_op.shape[0] or f_op.shape[0] else np.zeros((0, 3), np.uint8)
     P_se = _fit_group(c_se, w_se, n_se, f_se, o.step, o.metric, o.space, seed) if c_se.shape[0] or f_se.shape[0] else np.zeros((0, 4), np.uint8)
     P_op = P_op[_luma_order(P_op)]
     P_se = P_se[_luma_order(P_se)]
     parts = []
-    if has_tr and (o.k > n_op + n_se or not (n_op + n_se)):
+    if keep_tr:
         parts.append(np.zeros((1, 4), np.uint8))
     parts.append(np.concatenate([P_op, np.full((P_op.shape[0], 1), 255, np.uint8)], axis=1))
     parts.append(P_se)
