@@ -502,3 +502,25 @@ def test_terminal_behaviour(tmp_path):
         if slave >= 0:
             os.close(slave)
         os.close(master)
+
+
+def test_shared_palette_with_target_and_bad_input(tmp_path, capsys):
+    srcs = [save_png(tmp_path / f"i{n}.png", photo(24, 16, seed=n)) for n in range(2)]
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    out = tmp_path / "out"
+    code = main(["compress", *srcs, str(tmp_path / "bad.png"), "-o", str(out), "--shared-palette",
+                 "--target-psnr", "28", "-v"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "bad.png" in err
+    assert sorted(os.listdir(out)) == ["i0.gcp", "i1.gcp"]
+    k = int(err.split("k=")[1].split()[0])
+    originals = [Image.open(s).convert("RGB") for s in srcs]
+
+    def joint_psnr(images):
+        m = np.mean([np.mean((rgb(a) - rgb(b)) ** 2) for a, b in zip(originals, images)])
+        return 10 * math.log10(255**2 / m)
+
+    decoded = [Image.open(out / f"i{n}.gcp") for n in range(2)]
+    assert joint_psnr(decoded) >= 28
+    assert joint_psnr(pillow_gcp.quantize_many(originals, k=k // 2)) < 28
