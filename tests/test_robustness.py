@@ -250,6 +250,41 @@ def test_short_payload_for_a_huge_declared_size_is_rejected_cheaply():
     assert peak < 4000 * 4000 // 4, peak  # not even one full-size uint8 intermediate
 
 
+_RSS_PROBE = """
+import io, resource, sys
+from PIL import Image, ImageFile
+import pillow_gcp
+ImageFile.LOAD_TRUNCATED_IMAGES = sys.argv[1] == "1"
+data = sys.stdin.buffer.read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    Image.open(io.BytesIO(data)).load()
+    print("loaded")
+except OSError as e:
+    print("OSError", e)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB is Linux behaviour")
+@pytest.mark.parametrize("load_truncated", ["0", "1"])
+def test_hostile_declared_size_costs_no_resident_memory(load_truncated):
+    """81 M declared pixels (under Pillow's limit) with a complete 9-pixel payload: error, and the process's
+    peak resident memory grows by far less than the 81 MB a decoded image would take (C allocations
+    included). The file is not truncated (DATA and its CRC are all there), so LOAD_TRUNCATED_IMAGES must
+    not change anything."""
+    import subprocess
+
+    indices, palette = _image(3, 3, n=2)
+    data = _with_head(F.encode(indices, palette), 9000, 9000)
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, load_truncated], input=data, capture_output=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    status, growth_mb = out.stdout.decode().splitlines()
+    assert status.startswith("OSError") and "truncated" in status, status
+    assert int(growth_mb) < 20, growth_mb
+
+
 @pytest.mark.parametrize("kind", ["noise", "runs", "constant"])
 def test_decode_memory_is_linear_in_declared_pixels(kind):
     rng = np.random.default_rng(1)
