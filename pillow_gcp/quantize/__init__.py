@@ -618,9 +618,10 @@ def _dither_indices(arr: np.ndarray, P4: np.ndarray, base: np.ndarray) -> np.nda
 
 
 def _index_image(arr: np.ndarray, C: int, ukeys: np.ndarray, gidx: np.ndarray,
-                 P4: np.ndarray, dither: bool) -> np.ndarray:
+                 P4: np.ndarray, dither: bool, keys=None) -> np.ndarray:
     """(H, W, 3|4) uint8 image -> (H, W) uint8 palette indices."""
-    keys = _image_keys(arr, C)
+    if keys is None:
+        keys = _image_keys(arr, C)
     idx = histogram.map_keys(keys, ukeys, gidx.astype(np.uint8)).reshape(arr.shape[:2])
     if dither:
         idx = _dither_indices(arr, P4, idx)
@@ -634,15 +635,21 @@ def _out_palette(P4: np.ndarray) -> np.ndarray:
 
 def _run(images: Sequence, o: _Opts):
     """Shared implementation: list of images -> (list of (H, W) uint8, palette (m, 3|4))."""
-    # pass 1: histograms, one image at a time (no stacking)
+    # pass 1: histograms, one image at a time (no stacking).  A single image keeps
+    # its array and keys for the mapping pass; several images are re-read then.
     hists = []
     C = 3
+    single = len(images) == 1
+    keep = None
     for im in images:
         arr = _to_array(im)
         c = arr.shape[2]
         C = max(C, c)
-        hists.append((histogram.unique_keys(_image_keys(arr, c)), c))
-        del arr
+        keys = _image_keys(arr, c)
+        hists.append((histogram.unique_keys(keys), c))
+        if single:
+            keep = (arr, keys, c)
+        del arr, keys
     if o.palette is not None and (o.palette[:, 3] < 255).any():
         C = 4
     if (o.fixed[:, 3] < 255).any():
@@ -660,7 +667,14 @@ def _run(images: Sequence, o: _Opts):
     else:
         P4 = _fit_palette(colors, counts, C, o)
     gidx = _assign(colors, C, P4, o.metric, o.space)
-    out = [_index_image(_to_array(im), C, ukeys, gidx, P4, o.dither) for im in images]
+    if single:
+        arr, keys, c = keep
+        del keep
+        if c != C:
+            keys |= np.uint32(0xFF000000)
+        out = [_index_image(arr, C, ukeys, gidx, P4, o.dither, keys=keys)]
+    else:
+        out = [_index_image(_to_array(im), C, ukeys, gidx, P4, o.dither) for im in images]
     if o.palette is not None:
         pal = P4[:, :3].copy() if o.palette.shape[1] == 4 and (o.palette[:, 3] == 255).all() else P4
     else:

@@ -1,6 +1,6 @@
 """Weighted histograms of unique colours, fast and memory-bounded.
 
-Pixels are packed into one uint32 per pixel (R<<16|G<<8|B, plus A<<24 for RGBA) and
+Pixels are packed into one uint32 per pixel (R | G<<8 | B<<16, plus A<<24 for RGBA) and
 sorted (numpy's SIMD sort); unique keys and their counts come from the run boundaries.
 Memory: a few arrays of N uint32/int64 (N = pixel count), never N x k.
 """
@@ -11,26 +11,23 @@ import numpy as np
 
 
 def pack(arr: np.ndarray) -> np.ndarray:
-    """(..., C) uint8 with C in {3, 4} -> (...) uint32 keys (R<<16|G<<8|B|A<<24)."""
+    """(..., C) uint8 with C in {3, 4} -> (...) uint32 keys R | G<<8 | B<<16 | A<<24.
+
+    Built by copying the bytes into a 4-byte little-endian buffer and viewing it as
+    uint32 (one pass, no per-channel shifts); RGB keys (alpha byte 0) are < 2**24.
+    """
+    arr = np.asarray(arr, np.uint8)
     C = arr.shape[-1]
-    key = arr[..., 0].astype(np.uint32) << 16
-    key |= arr[..., 1].astype(np.uint32) << 8
-    key |= arr[..., 2]
-    if C == 4:
-        key |= arr[..., 3].astype(np.uint32) << 24
-    return key
+    lead = arr.shape[:-1]
+    buf = np.zeros(lead + (4,), np.uint8)
+    buf[..., :C] = arr
+    return buf.view("<u4").reshape(lead).astype(np.uint32, copy=False)
 
 
 def unpack(keys: np.ndarray, C: int) -> np.ndarray:
-    """(U,) uint32 keys -> (U, C) uint8 colours."""
-    keys = np.asarray(keys, np.uint32)
-    out = np.empty((keys.shape[0], C), np.uint8)
-    out[:, 0] = keys >> 16
-    out[:, 1] = keys >> 8
-    out[:, 2] = keys
-    if C == 4:
-        out[:, 3] = keys >> 24
-    return out
+    """(U,) uint32 keys -> (U, C) uint8 colours (inverse of :func:`pack`)."""
+    keys = np.ascontiguousarray(keys, dtype="<u4")
+    return keys.view(np.uint8).reshape(-1, 4)[:, :C].copy()
 
 
 def unique_keys(keys: np.ndarray):

@@ -51,15 +51,20 @@ _MAX_POINTS = 4096
 #: Candidate medoids in the swap search.
 _MAX_CAND = 1024
 #: Independent seedings of the swap search (best surrogate loss kept).
-_RESTARTS = 1
+_RESTARTS = 6
+#: Coarse reduction used for the restarts.
+_COARSE_POINTS = 1024
+_COARSE_CAND = 256
+#: Restart solutions refined on the fine reduction.
+_KEEP = 2
 #: Candidates evaluated per block in the swap search.
 _BLOCK = 128
 #: Maximum swap passes over all candidates.
 _MAX_PASSES = 8
 #: Maximum alternating polish iterations on the full histogram.
-_MAX_ALT = 6
+_MAX_ALT = 8
 #: Candidates per cluster in the polish step.
-_POLISH_CANDIDATES = 24
+_POLISH_CANDIDATES = 32
 #: Floats per distance block when working on the full histogram.
 _CHUNK_ELEMS = 1 << 21
 
@@ -414,32 +419,35 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
 
 
 # --------------------------------------------------------------------------- stage 3
-def _centres(X, w, labels, m, metric, start):
-    """Per-cluster metric centre(s) -> list of (m, C) float32 arrays."""
-    C = X.shape[1]
-    wsum = np.maximum(np.bincount(labels, weights=w, minlength=m), 1e-300)
-    mean = np.empty((m, C), np.float64)
-    for c in range(C):
-        mean[:, c] = np.bincount(labels, weights=w * X[:, c], minlength=m) / wsum
-    if metric == "euclidean":
-        y = start.astype(np.float64).copy()
-        for _ in range(8):  # Weiszfeld iterations, all clusters at once
-            d = X - y[labels]
-            d = np.sqrt(np.einsum("ij,ij->i", d, d))
-            iw = w / np.maximum(d, 1e-3)
-            den = np.maximum(np.bincount(labels, weights=iw, minlength=m), 1e-300)
-            for c in range(C):
-                y[:, c] = np.bincount(labels, weights=iw * X[:, c], minlength=m) / den
-        return [y.astype(np.float32)]
+def _descent_points(X, w, labels, dist, M, metric):
+    """One Weiszfeld-type step from every medoid towards its cluster's metric centre.
+
+    X : (U, C) float32, w : (U,) float64, labels / dist : (U,) nearest medoid and
+    distance to it, M : (m, C) float32 medoids -> (m, C) float32 target points.
+    Euclidean: the Weiszfeld step of the weighted geometric median (members weighted by
+    ``w / d``); manhattan: the same step per channel (``w / |x_c - m_c|``, the 1-D
+    median); chebyshev: the Euclidean-style step with Chebyshev ``d``.  Members at
+    distance 0 are left out, as in the modified Weiszfeld algorithm.
+    """
+    m, C = M.shape
+    Y = M.astype(np.float64).copy()
     if metric == "manhattan":
-        return None  # coordinate-wise weighted median, done per cluster
-    return [mean.astype(np.float32)]
-
-
-def _wmedian(v, w):
-    o = np.argsort(v, kind="stable")
-    cw = np.cumsum(w[o])
-    return v[o[np.searchsorted(cw, 0.5 * cw[-1])]]
+        for c in range(C):
+            d = np.abs(X[:, c] - M[labels, c]).astype(np.float64)
+            iw = np.divide(w, d, out=np.zeros_like(d), where=d > 0)
+            den = np.bincount(labels, weights=iw, minlength=m)
+            num = np.bincount(labels, weights=iw * X[:, c], minlength=m)
+            ok = den > 0
+            Y[ok, c] = num[ok] / den[ok]
+        return Y.astype(np.float32)
+    d = dist.astype(np.float64)
+    iw = np.divide(w, d, out=np.zeros_like(d), where=d > 0)
+    den = np.bincount(labels, weights=iw, minlength=m)
+    ok = den > 0
+    for c in range(C):
+        num = np.bincount(labels, weights=iw * X[:, c], minlength=m)
+        Y[ok, c] = num[ok] / den[ok]
+    return Y.astype(np.float32)
 
 
 def _polish(X, w, Fx, midx, metric):
@@ -448,16 +456,26 @@ def _polish(X, w, Fx, midx, metric):
     X : (U, C) float32, w : (U,) float64, Fx : (F, C) float32 fixed medoids,
     midx : (m,) int64 rows of X that are the free medoids.  Returns the improved
     ``midx``; the weighted loss never increases.
+
+    Each round assigns every colour to its nearest medoid, takes one Weiszfeld-type
+    step from each medoid towards its cluster centre, and evaluates exactly (over all
+    members of the cluster, chunked) the cost of the members nearest that point and
+    nearest the current medoid; the cheapest becomes the medoid.
     """
     F = Fx.shape[0]
     midx = midx.copy()
     m = F + midx.size
+    prev = np.inf
     for it in range(_MAX_ALT):
         M = np.concatenate([Fx, X[midx]])
         labels, dist = _assign(X, M, metric)
+        loss = float(dist.astype(np.float64) @ w)
+        if not loss < prev * (1 - 1e-6):
+            break
+        prev = loss
         order = np.argsort(labels.astype(np.int32), kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(m + 1))
-        cents = _centres(X, w, labels, m, metric, M)
+        Y = _descent_points(X, w, labels, dist, M, metric)
         changed = False
         for i in range(F, m):
             mem = order[bounds[i]:bounds[i + 1]]
@@ -465,15 +483,14 @@ def _polish(X, w, Fx, midx, metric):
                 continue
             Xm = X[mem]
             wm = w[mem]
-            if cents is None:
-                cs = [np.array([_wmedian(Xm[:, c], wm) for c in range(X.shape[1])], np.float32)]
-            else:
-                cs = [c[i] for c in cents]
             t = min(_POLISH_CANDIDATES, mem.size)
             cand = [np.flatnonzero(mem == midx[i - F])]
-            for cvec in cs:
-                dc = _rowdist(Xm, cvec, metric)
-                cand.append(np.argpartition(dc, t - 1)[:t] if t < mem.size else np.arange(mem.size))
+            for cvec, tt in ((Y[i], t), (M[i], max(1, t // 3))):
+                if tt < mem.size:
+                    dc = _rowdist(Xm, cvec, metric)
+                    cand.append(np.argpartition(dc, tt - 1)[:tt])
+                else:
+                    cand.append(np.arange(mem.size))
             cand = np.unique(np.concatenate(cand))
             # exact weighted cost of each candidate over the whole cluster, chunked
             cost = np.zeros(cand.size, np.float64)
@@ -550,31 +567,53 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
     w = weights.astype(np.float64)
     Fx = fixedX.astype(np.float32)
 
-    max_points = max(_MAX_POINTS, 8 * k)
-    if U <= max_points:
-        P, V, pw, prep = X, np.zeros_like(X), w, np.arange(U)
-        cand = np.arange(U)
-    else:
-        P, V, pw, prep = _reduce(X, w, max_points)
-        n_cand = max(_MAX_CAND, 4 * k)
-        _, _, _, crep = _reduce(X, w, n_cand // 2)
-        heavy = prep[np.argsort(-pw, kind="stable")]
-        cand = np.unique(np.concatenate([crep, heavy[: n_cand - crep.size]]))
-    cand = cand[allowed_col[cand]]
-    if cand.size < n_free:
-        extra = free_idx[np.argsort(-w[free_idx], kind="stable")]
-        extra = extra[~np.isin(extra, cand)][: n_free - cand.size]
-        cand = np.concatenate([cand, extra])
-    allowed = np.ones(cand.size, bool)
-    D = _point_dist(X[cand], P, V, metric)  # (r, n) candidate x point
-    MDfixed = _point_dist(Fx, P, V, metric) if F else np.zeros((0, P.shape[0]), np.float32)
-    best = None
+    def level(n_points, n_cand, extra=None):
+        """Reduced problem: points (cells), candidate rows of X, distances."""
+        if U <= n_points:
+            P, V, pw, prep = X, np.zeros_like(X), w, np.arange(U)
+        else:
+            P, V, pw, prep = _reduce(X, w, n_points)
+        if prep.size <= n_cand:
+            cand = prep
+        else:
+            _, _, _, crep = _reduce(X, w, n_cand // 2)
+            heavy = prep[np.argsort(-pw, kind="stable")]
+            heavy = heavy[~np.isin(heavy, crep)]
+            cand = np.concatenate([crep, heavy[: n_cand - crep.size]])
+        if extra is not None:
+            cand = np.concatenate([cand, extra])
+        cand = np.unique(cand)
+        cand = cand[allowed_col[cand]]
+        if cand.size < n_free:
+            more = free_idx[np.argsort(-w[free_idx], kind="stable")]
+            more = more[~np.isin(more, cand)][: n_free - cand.size]
+            cand = np.unique(np.concatenate([cand, more]))
+        D = _point_dist(X[cand], P, V, metric)  # (r, n) candidate x point
+        MDf = _point_dist(Fx, P, V, metric) if F else np.zeros((0, P.shape[0]), np.float32)
+        return pw, cand, D, MDf
+
+    def surrogate(D, pw, MDf, med):
+        return float(np.vstack([MDf, D[med]]).min(0) @ pw)
+
+    # stage 2a: several cheap seedings + swap searches on a coarse reduction
+    pw1, cand1, D1, MDf1 = level(max(_COARSE_POINTS, 4 * k), max(_COARSE_CAND, 2 * k))
+    allowed1 = np.ones(cand1.size, bool)
+    sols = []
     for _ in range(_RESTARTS):
-        med = _seed_pp(D, pw, MDfixed, n_free, allowed, rng)
-        med = _swap_search(D, pw, MDfixed, med, allowed, rng)
-        L = float(np.vstack([MDfixed, D[med]]).min(0) @ pw)
+        med = _seed_pp(D1, pw1, MDf1, n_free, allowed1, rng)
+        med = _swap_search(D1, pw1, MDf1, med, allowed1, rng)
+        sols.append((surrogate(D1, pw1, MDf1, med), cand1[med]))
+    sols.sort(key=lambda t: t[0])
+    sols = [sol for _, sol in sols[:_KEEP]]
+    # stage 2b: refine the best ones on a fine reduction
+    pw, cand, D, MDf = level(max(_MAX_POINTS, 8 * k), max(_MAX_CAND, 4 * k), np.concatenate(sols))
+    allowed = np.ones(cand.size, bool)
+    best = None
+    for sol in sols:
+        med = np.searchsorted(cand, sol)
+        med = _swap_search(D, pw, MDf, med, allowed, rng)
+        L = surrogate(D, pw, MDf, med)
         if best is None or L < best[0]:
             best = (L, med)
-    med = best[1]
-    midx = _polish(X, w, Fx, cand[med], metric)
+    midx = _polish(X, w, Fx, cand[best[1]], metric)
     return np.concatenate([fixedX, colors[midx]])
