@@ -166,13 +166,13 @@ def plot(means: list[dict], path: str, n_images: int) -> None:
                 label=st["label"], linewidth=1.5, markersize=5)
         if codec == "gcp-kmeans":
             for r in rs:
-                ax.annotate(f"k={r['k']}", (r["bpp"], r["psnr"]), textcoords="offset points", xytext=(6, -10),
-                            fontsize=8, color=st["color"])
+                ax.annotate(f"k={r['k']}", (r["bpp"], r["psnr"]), textcoords="offset points", xytext=(-6, 5),
+                            ha="right", fontsize=8, color=st["color"])
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("bits per pixel (log scale)")
     ax.set_ylabel("PSNR (dB, R,G,B)")
-    ax.set_title(f"Rate-distortion on {n_images} Kodak photo(s), palette k = 2..256, no dithering")
+    ax.set_title(f"Rate-distortion, mean over {n_images} Kodak photo(s); palette k = 2..256, no dithering")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -198,15 +198,24 @@ def main(argv=None) -> int:
                                                                "only comparable between codecs, not across -j)")
     ap.add_argument("-o", "--out", default=os.path.join(HERE, "out"), help="output folder (default bench/out)")
     ap.add_argument("--docs", action="store_true", help="also copy the plot to docs/rd.png")
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot from <out>/rd.csv")
     args = ap.parse_args(argv)
 
-    paths = sorted(glob.glob(os.path.join(args.corpus, "*.png")))[: args.limit]
-    if not paths:
-        ap.error(f"no PNG files in {args.corpus}")
     os.makedirs(args.out, exist_ok=True)
     rows: list[dict] = []
     t0 = time.perf_counter()
-    if args.jobs > 1:
+    if args.replot:
+        with open(os.path.join(args.out, "rd.csv"), newline="") as f:
+            for r in csv.DictReader(f):
+                rows.append({**r, "k": int(r["k"]), **{c: float(r[c]) for c in ("bpp", "psnr", "delta_e", "seconds")}})
+        paths = sorted({r["image"] for r in rows})
+    else:
+        paths = sorted(glob.glob(os.path.join(args.corpus, "*.png")))[: args.limit]
+        if not paths:
+            ap.error(f"no PNG files in {args.corpus}")
+    if args.replot:
+        pass
+    elif args.jobs > 1:
         with concurrent.futures.ProcessPoolExecutor(args.jobs) as ex:
             futs = [ex.submit(bench_image, p, args.ks, args.codecs) for p in paths]
             for p, f in zip(paths, futs):
