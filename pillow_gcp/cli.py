@@ -536,15 +536,19 @@ def compress_one(
     """Compress one file; never raises for a per-file problem (returns ok=False)."""
     try:
         _check_output(dst, all_inputs, force)
-        im = _prepare(_read_input(src, stdin_data))
+        raw = _read_input(src, stdin_data)
+        frames = getattr(raw, "n_frames", 1)
+        im = _prepare(raw)
         try:
             enc = encode([im], params)
         except (ValueError, TypeError) as e:
             raise FileError(str(e)) from None
         blob = enc.blobs[0]
         write_atomic(dst, blob, force)
+        warnings = [w for w in (enc.warning, f"{frames} frames, only the first was compressed" if frames > 1 else None)
+                    if w]
         return Result(src, dst, True, "", _input_size(src, stdin_data), len(blob), im.size[0] * im.size[1],
-                      enc.k, enc.quality, enc.warning)
+                      enc.k, enc.quality, "; ".join(warnings) or None)
     except FileError as e:
         return Result(src, dst, False, str(e))
     except (OSError, MemoryError) as e:
