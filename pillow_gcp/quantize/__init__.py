@@ -340,6 +340,8 @@ def _split_budget(k, sizes, weights, fixed_counts):
 def _repair(X, colors8, w, P8, target, nfix, metric, to_space):
     """Make ``P8`` (m, C) uint8 exactly ``target`` distinct entries, all used.
 
+    Returns ``(P8, idx)``: the palette and the exact nearest entry of every colour.
+
     X (U, C) colours in the mapping space, w (U,) weights, the first ``nfix`` rows of
     P8 are fixed (kept even if unused).  Needs U + (fixed rows absent from X) >= target.
     Unused or missing entries are replaced by the worst-represented colours; a final
@@ -354,7 +356,7 @@ def _repair(X, colors8, w, P8, target, nfix, metric, to_space):
         free_unused = np.flatnonzero(cnt[nfix:] == 0) + nfix
         missing = target - P8.shape[0]
         if missing <= 0 and free_unused.size == 0:
-            return P8
+            return P8, idx
         need = max(missing, 0) + free_unused.size
         err = d.astype(np.float64) * w
         err[d <= 0] = -1.0  # colours already in the palette
@@ -392,7 +394,7 @@ def _repair(X, colors8, w, P8, target, nfix, metric, to_space):
         cand = np.flatnonzero(~present)
         cand = cand[np.argsort(-(d[cand].astype(np.float64) * w[cand]), kind="stable")][:need]
         P8 = np.concatenate([P8, colors8[cand]])
-    return P8
+    return P8, nearest(X, to_space(P8), metric)
 
 
 def _dedupe_rows(P, nfix=0):
@@ -428,16 +430,19 @@ def _from_step(out, colors_sp, colors8, space, C):
 
 
 def _fit_group(colors8, weights, n, fixed8, step, metric, space, seed):
-    """Fit ``n`` entries to one alpha group. colors8 (U, C) uint8 distinct, fixed8 (F, C)."""
+    """Fit ``n`` entries to one alpha group. colors8 (U, C) uint8 distinct, fixed8 (F, C).
+
+    Returns ``(palette (m, C) uint8, idx (U,))``, idx the exact nearest entry of each colour.
+    """
     C = colors8.shape[1]
     F = fixed8.shape[0]
-    if n <= 0:
-        return np.zeros((0, C), np.uint8)
     to_space = _to_space_fn(space)
+    if n <= 0:
+        return np.zeros((0, C), np.uint8), None
     # lossless when everything fits
     if colors8.shape[0] + F <= n:
-        allc = np.concatenate([fixed8, colors8])
-        return _dedupe_rows(allc)
+        P8 = _dedupe_rows(np.concatenate([fixed8, colors8]))
+        return P8, nearest(to_space(colors8), to_space(P8), metric)
     X = to_space(colors8)
     fixed_sp = to_space(fixed8) if F else None
     out = step(X, weights, n, metric=metric, seed=seed, fixed=fixed_sp)
@@ -541,8 +546,12 @@ def _assign(colors: np.ndarray, C: int, P4: np.ndarray, metric: str, space: str)
     return out
 
 
-def _fit_palette(colors: np.ndarray, counts: np.ndarray, C: int, o: _Opts) -> np.ndarray:
-    """Fit the palette to a histogram. colors (U, C) uint8 distinct, counts (U,) -> (m, 4) uint8.
+def _fit_palette(colors: np.ndarray, counts: np.ndarray, C: int, o: _Opts):
+    """Fit the palette to a histogram. colors (U, C) uint8 distinct, counts (U,).
+
+    Returns ``(P4 (m, 4) uint8, gidx (U,) int64 or None)``: the palette and, when the
+    groups' own mappings cover every colour, the global entry of each colour (else
+    None and the caller maps with :func:`_assign`).
 
     Order: the transparent entry (if any) first, then opaque entries, then
     semi-transparent ones, each group sorted by luma.
@@ -555,11 +564,13 @@ def _fit_palette(colors: np.ndarray, counts: np.ndarray, C: int, o: _Opts) -> np
         c_op, w_op = colors, counts
         c_se, w_se = np.zeros((0, 4), np.uint8), np.zeros(0, np.int64)
         has_tr = False
+        op = se = None
     else:
         tr, op, se = _alpha_groups(colors)
         c_op, w_op = colors[op][:, :3], counts[op]
         c_se, w_se = colors[se], counts[se]
         has_tr = bool(tr.any())
+    has_tr_pixels = has_tr
     has_tr = has_tr or f_tr.shape[0] > 0
 
     def absent(fixed_g, colors_g):
@@ -585,16 +596,38 @@ def _fit_palette(colors: np.ndarray, counts: np.ndarray, C: int, o: _Opts) -> np
         keep_tr = has_tr and n_op < o.k
         n_se = o.k - n_op - (1 if keep_tr else 0)
     seed = o.seed
-    P_op = _fit_group(c_op, w_op, n_op, f_op, o.step, o.metric, o.space, seed) if c_op.shape[0] or f_op.shape[0] else np.zeros((0, 3), np.uint8)
-    P_se = _fit_group(c_se, w_se, n_se, f_se, o.step, o.metric, o.space, seed) if c_se.shape[0] or f_se.shape[0] else np.zeros((0, 4), np.uint8)
-    P_op = P_op[_luma_order(P_op)]
-    P_se = P_se[_luma_order(P_se)]
+    empty3, empty4 = np.zeros((0, 3), np.uint8), np.zeros((0, 4), np.uint8)
+    P_op, i_op = (_fit_group(c_op, w_op, n_op, f_op, o.step, o.metric, o.space, seed)
+                  if c_op.shape[0] or f_op.shape[0] else (empty3, None))
+    P_se, i_se = (_fit_group(c_se, w_se, n_se, f_se, o.step, o.metric, o.space, seed)
+                  if c_se.shape[0] or f_se.shape[0] else (empty4, None))
+    r_op = _luma_order(P_op)
+    r_se = _luma_order(P_se)
+    P_op, P_se = P_op[r_op], P_se[r_se]
     parts = []
     if keep_tr:
         parts.append(np.zeros((1, 4), np.uint8))
     parts.append(np.concatenate([P_op, np.full((P_op.shape[0], 1), 255, np.uint8)], axis=1))
     parts.append(P_se)
-    return np.concatenate(parts)[: o.k]
+    P4 = np.concatenate(parts)
+    # global index of every unique colour, from the groups' own exact mappings
+    gidx = None
+    if i_op is not None and (i_se is not None or not c_se.shape[0]) and (keep_tr or not has_tr_pixels) \
+            and (c_op.shape[0] == 0 or P_op.shape[0]) and P4.shape[0] <= o.k:
+        off_op = 1 if keep_tr else 0
+        off_se = off_op + P_op.shape[0]
+        inv_op = np.empty(r_op.size, np.int64)
+        inv_op[r_op] = np.arange(r_op.size)
+        gidx = np.zeros(colors.shape[0], np.int64)
+        if C == 3:
+            gidx[:] = off_op + inv_op[i_op]
+        else:
+            gidx[op] = off_op + inv_op[i_op]
+            if c_se.shape[0]:
+                inv_se = np.empty(r_se.size, np.int64)
+                inv_se[r_se] = np.arange(r_se.size)
+                gidx[se] = off_se + inv_se[i_se]
+    return P4[: o.k], gidx
 
 
 def _dither_indices(arr: np.ndarray, P4: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -662,11 +695,13 @@ def _run(images: Sequence, o: _Opts):
     ukeys, counts = hists[0] if len(hists) == 1 else histogram.merge_histograms(hists)
     del hists
     colors = histogram.unpack(ukeys, C)
+    gidx = None
     if o.palette is not None:
         P4 = o.palette
     else:
-        P4 = _fit_palette(colors, counts, C, o)
-    gidx = _assign(colors, C, P4, o.metric, o.space)
+        P4, gidx = _fit_palette(colors, counts, C, o)
+    if o.palette is not None or gidx is None:
+        gidx = _assign(colors, C, P4, o.metric, o.space)
     if single:
         arr, keys, c = keep
         del keep

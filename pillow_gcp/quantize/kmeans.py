@@ -263,7 +263,7 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     metric : accepted for the protocol; fitting is always squared Euclidean
     seed : int >= 0, drives the k-means++ restarts (deterministic)
     fixed : None or (F, C) array of colors' dtype; returned first, exactly
-    n_init : restarts (default 4 for k <= 32, else 1); restart 0 is the split seed
+    n_init : restarts (default 6 for k <= 32, else 1); restart 0 is the split seed
     bits : grid bits per channel of the reduced levels, coarse to fine
     level_iter : Lloyd iterations on each finer reduced level
     polish_iter : Lloyd iterations on the true colours (default 8 for k <= 32, else 4)
@@ -283,7 +283,7 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
         return _dedupe(out)[:max(k, nfix)]
     small = k <= 32
     if n_init is None:
-        n_init = 4 if small else 1
+        n_init = 6 if small else 1
     if polish_iter is None:
         polish_iter = 4 if small else 3
     if bits is None:
@@ -314,13 +314,13 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
         else:
             init = _kmeanspp(X0, w0, k, rng, init=fixf)
         res = _lloyd(X0, w0, init, nfix, max_iter, tol)
+        if swap_rounds:
+            sw = _swap_refine(X0, w0, res[0], nfix, res[3], swap_rounds, swap_frac, max_iter, tol)
+            if sw is not None:
+                res = sw
         if best is None or res[3] < best[3]:
             best = res
     cen, assign, lower, sse0 = best
-    if swap_rounds:
-        sw = _swap_refine(X0, w0, cen, nfix, sse0, swap_rounds, swap_frac, max_iter, tol)
-        if sw is not None:
-            cen, assign, lower, sse0 = sw
     # finer levels: map each finer point to the coarse cell it falls in
     prev_X, prev_inv = X0, (levels[0][2] if levels else None)
     targets = [(lv[0], lv[1], lv[2], level_iter) for lv in levels[1:]]

@@ -57,6 +57,7 @@ _COARSE_POINTS = 1024
 _COARSE_CAND = 256
 #: Restart solutions refined on the fine reduction.
 _KEEP = 2
+_WSAMPLE = 1
 #: Candidates evaluated per block in the swap search.
 _BLOCK = 128
 #: Maximum swap passes over all candidates.
@@ -577,8 +578,15 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
             cand = prep
         else:
             _, _, _, crep = _reduce(X, w, n_cand // 2)
-            heavy = prep[np.argsort(-pw, kind="stable")]
-            heavy = heavy[~np.isin(heavy, crep)]
+            if _WSAMPLE:
+                # weighted sample without replacement (exponential keys), dense where
+                # the pixels are, as CLARA's candidates are
+                key = rng.standard_exponential(U) / np.maximum(w, 1e-300)
+                key[crep] = np.inf
+                heavy = np.argpartition(key, n_cand - crep.size)[: n_cand - crep.size]
+            else:
+                heavy = prep[np.argsort(-pw, kind="stable")]
+                heavy = heavy[~np.isin(heavy, crep)]
             cand = np.concatenate([crep, heavy[: n_cand - crep.size]])
         if extra is not None:
             cand = np.concatenate([cand, extra])
