@@ -426,10 +426,15 @@ def _display(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
 
-def plan_outputs(
-    inputs: Sequence[str], out: str | None, suffix: str, stdout_default: bool = True
-) -> list[str]:
-    """Output path for each input (see ``gcp compress --help``); UsageError if ambiguous."""
+def plan_outputs(inputs: Sequence[str], out: str | None, suffix: str) -> list[str]:
+    """Output path for each input; UsageError if ambiguous.
+
+    One input: ``out`` is the file (``-`` = stdout), or a folder if it exists
+    as one or ends with a separator; without ``out``, the input's name with
+    ``suffix`` beside it (stdout for stdin).  Several inputs: ``out`` is a
+    folder (created); two inputs that would get the same output name are a
+    usage error.
+    """
     if not inputs:
         raise UsageError("no input files")
     if "-" in inputs and len(inputs) > 1:
@@ -598,14 +603,20 @@ def save_bytes(im: Image.Image, fmt: str) -> bytes:
 
 
 def _run_batch(
-    fn: Callable[..., Result], tasks: list[tuple], jobs: int, progress: Progress
+    fn: Callable[..., Result], tasks: list[tuple], jobs: int, progress: Progress, verbose: bool = False
 ) -> list[Result]:
-    """Run ``fn(*task)`` for every task, on ``jobs`` processes; results in task order."""
+    """Run ``fn(*task)`` for every task, on ``jobs`` processes; results in task order.
+
+    Each result is reported on stderr as it arrives: failures and warnings
+    always, a size line per file with ``verbose``.
+    """
     results: list[Result | None] = [None] * len(tasks)
 
     def report(i: int, r: Result) -> None:
         results[i] = r
         progress.step(os.path.basename(_display(r.src)))
+        if verbose and r.ok:
+            progress.message(_report_line(r))
         if not r.ok:
             progress.message(f"gcp: {_display(r.src)}: {r.message}")
         elif r.warning:
@@ -745,11 +756,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return _compress_shared(args, params, inputs, outs)
     stdin = _stdin_bytes(inputs)
     tasks = [(s, d, params, args.force, inputs, stdin) for s, d in zip(inputs, outs)]
-    results = _run_batch(compress_one, tasks, args.jobs, Progress(len(tasks)))
-    if args.verbose:
-        for r in results:
-            if r.ok:
-                _warn(_report_line(r))
+    results = _run_batch(compress_one, tasks, args.jobs, Progress(len(tasks)), args.verbose)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
@@ -780,7 +787,7 @@ def _compress_shared(args: argparse.Namespace, params: QuantParams, inputs: tupl
             write_atomic(d, blob, args.force)
             r = Result(s, d, True, "", _input_size(s, None), len(blob), im.size[0] * im.size[1], enc.k, enc.quality)
             if args.verbose:
-                _warn(_report_line(r))
+                progress.message(_report_line(r))
         except (FileError, OSError) as e:
             progress.message(f"gcp: {s}: {e}")
             failed = True
@@ -822,11 +829,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     inputs = tuple(args.inputs)
     stdin = _stdin_bytes(inputs)
     tasks = [(s, d, fmt, args.force, inputs, stdin) for s, d in zip(inputs, outs)]
-    results = _run_batch(decompress_one, tasks, args.jobs, Progress(len(tasks)))
-    if args.verbose:
-        for r in results:
-            if r.ok:
-                _warn(_report_line(r))
+    results = _run_batch(decompress_one, tasks, args.jobs, Progress(len(tasks)), args.verbose)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
@@ -1027,7 +1030,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _add_quant_options(p: argparse.ArgumentParser, with_jobs: bool) -> None:
+def _add_quant_options(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("quantizer options")
     q.add_argument("-k", "--colors", dest="k", type=_k_type, metavar="K",
                    help=f"palette size, {K_MIN}..{K_MAX} (default 16)")
@@ -1106,7 +1109,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strip", action="store_true",
                    help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it into the .gcp")
     c.add_argument("-v", "--verbose", action="store_true", help="print sizes, bpp and chosen k per file on stderr")
-    _add_quant_options(c, True)
+    _add_quant_options(c)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser(
@@ -1161,7 +1164,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--amplify", type=_positive_float, default=8.0, metavar="X",
                    help="error map brightness factor (default 8)")
     m.add_argument("-f", "--force", action="store_true", help="overwrite an existing picture")
-    _add_quant_options(m, False)
+    _add_quant_options(m)
     m.set_defaults(func=cmd_compare)
     return parser
 
