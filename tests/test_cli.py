@@ -218,6 +218,9 @@ def test_one_input_with_output_folder(tmp_path):
     (tmp_path / "dest").mkdir()
     assert main(["compress", src, "-o", str(tmp_path / "dest")]) == 0
     assert os.listdir(tmp_path / "dest") == ["a.gcp"]
+    # a trailing separator names a folder to create
+    assert main(["compress", src, "-o", str(tmp_path / "new") + os.sep]) == 0
+    assert os.listdir(tmp_path / "new") == ["a.gcp"]
 
 
 def test_fixed_colors_in_palette(tmp_path):
