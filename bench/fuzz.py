@@ -182,8 +182,50 @@ SEED_SPECS = [
 ]
 
 
+def _lzma2_raw(raw: bytes) -> bytes:
+    import lzma  # noqa: PLC0415
+
+    return lzma.compress(raw, format=lzma.FORMAT_RAW,
+                         filters=[{"id": lzma.FILTER_LZMA2, "dict_size": max(4096, len(raw))}])
+
+
+def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> list[bytes]:
+    """Payloads of every method / flag combination of SPEC.md section 6, built from the layout.
+
+    The encoder only writes the smallest; a hostile file may use any, so the fuzzer starts
+    from all of them. Variants the decoder does not read back exactly are dropped by the caller.
+    """
+    flat = indices.ravel()
+    perm = rng.permutation(k).astype(np.uint8)
+    starts = np.empty(flat.size, bool)
+    starts[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=starts[1:])
+    pos = np.flatnonzero(starts)
+    lengths = np.diff(np.append(pos, flat.size))
+    lens, lvals = [], []
+    for v, n in zip(flat[pos], lengths):
+        while n > 0:
+            lens.append(min(n, 255))
+            lvals.append(v)
+            n -= 255
+    lens, lvals = np.array(lens, np.uint8), np.array(lvals, np.uint8)
+    out = [bytes([0]) + flat.tobytes(), bytes([1]) + zlib.compress(flat.tobytes())]
+    for flags, p in ((0, None), (1, perm)):
+        ptab = b"" if p is None else p.tobytes()
+        mapped = flat if p is None else p[flat]
+        out.append(bytes([2, flags]) + ptab + _lzma2_raw(mapped.tobytes()))
+        lz = _lzma2_raw(lens.tobytes())
+        lv = lvals if p is None else p[lvals]
+        out.append(bytes([3, flags]) + ptab + _U32.pack(len(lz)) + lz + _lzma2_raw(lv.tobytes()))
+        bz = _lzma2_raw(np.packbits(starts).tobytes())
+        bv = flat[pos] if p is None else p[flat[pos]]
+        out.append(bytes([3, flags | 2]) + ptab + _U32.pack(len(bz)) + bz + _lzma2_raw(bv.tobytes()))
+    return out
+
+
 def seed_corpus(seed: int = 0) -> list[bytes]:
-    """Valid .gcp files covering palette sizes 1-256, RGB/RGBA, metadata and trailing chunks."""
+    """Valid .gcp files covering palette sizes 1-256, RGB/RGBA, metadata, trailing chunks and
+    every payload method and flag (see :func:`_payload_variants`)."""
     rng = np.random.default_rng(seed)
     out = []
     for h, w, n, c, kind, meta in SEED_SPECS:
@@ -197,6 +239,21 @@ def seed_corpus(seed: int = 0) -> list[bytes]:
     chunks.insert(2, [b"zzTe", b"unknown ancillary"])
     chunks.insert(len(chunks) - 1, [b"cmnt", "après DATA".encode()])
     out.append(join_chunks(sig, chunks, tail + b"trailing garbage after DONE"))
+    # the same images with every payload variant (kept only if the decoder reads them back exactly)
+    for h, w, n, kind in ((20, 30, 5, "runs"), (24, 40, 100, "blocks"), (32, 32, 200, "noise")):
+        indices = _indices(rng, h, w, n, kind)
+        palette = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+        sig, chunks, tail = split_chunks(gcp_format.encode(indices, palette))
+        i = _find(chunks, b"DATA")
+        for body in _payload_variants(indices, n, rng):
+            chunks[i][1] = body
+            data = join_chunks(sig, chunks, tail)
+            try:
+                ok = np.array_equal(gcp_format.decode(data)[0], indices)
+            except OSError:
+                ok = False
+            if ok and data not in out:
+                out.append(data)
     return out
 
 
@@ -527,6 +584,18 @@ def _target_decode(data):
     return gcp_format.decode(data)
 
 
+def _target_parser(data):
+    """ImageFile.Parser fed in pieces of 1-700 bytes (sizes derived from the data, so reproducible)."""
+    parser = ImageFile.Parser()
+    rnd = random.Random(zlib.crc32(data))
+    pos = 0
+    while pos < len(data):
+        step = rnd.choice((1, 7, 64, 700))
+        parser.feed(data[pos : pos + step])
+        pos += step
+    return parser.close()
+
+
 def _target_load_truncated(data):
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -583,10 +652,17 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
             stats["max_peak_per_pixel_x1000"] = max(stats["max_peak_per_pixel_x1000"], int(1000 * out.peak / pixels))
         stats["max_seconds_x1000"] = max(stats["max_seconds_x1000"], int(1000 * out.seconds))
         stats[f"{name}:" + ("ok" if out.ok else message_class(err))] += 1
+        if name == "load" and out.ok:
+            try:
+                header = gcp_format.read_header(io.BytesIO(data))
+                stats[f"ok_payload_method:{data[header.payload_offset]}"] += 1
+            except (OSError, IndexError):
+                pass
         return out
 
     load = run("load", _target_load)
     verify = run("verify", _target_verify)
+    parsed = run("parser", _target_parser)
     decode = run("decode", _target_decode) if within else None
     if pixels is not None and not within:
         # format.decode has no pixel limit (that is Pillow's business): a huge declared size must
@@ -601,6 +677,16 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
         if im.size != (w, h) or im.mode != "P":
             findings.append(Finding("contract", "load", f"size {im.size} mode {im.mode}, header says {w}x{h}",
                                     data, "contract:size"))
+    # --- differential: ImageFile.Parser gives what Image.open gives
+    if not isinstance(parsed.error, _Hang) and not isinstance(load.error, _Hang):
+        if parsed.ok != load.ok:
+            findings.append(Finding("mismatch", "parser/load",
+                                    f"parser {'ok' if parsed.ok else message_class(parsed.error)}; "
+                                    f"load {'ok' if load.ok else message_class(load.error)}", data,
+                                    "mismatch:parser-load"))
+        elif parsed.ok and not np.array_equal(np.asarray(parsed.value.convert("RGBA")),
+                                              np.asarray(load.value.convert("RGBA"))):
+            findings.append(Finding("mismatch", "parser/load", "different pixels", data, "mismatch:parser-pixels"))
     # --- differential: verify and format.decode check the same things
     if decode is not None and (verify.ok != decode.ok) and not isinstance(verify.error, _Hang):
         findings.append(Finding("mismatch", "verify/decode",
@@ -645,6 +731,11 @@ def check_input(data: bytes, limits: Limits, stats: Counter | None = None) -> li
                                     f"LOAD_TRUNCATED_IMAGES changes a non-truncation error: {load.error} -> "
                                     f"{'an image' if lt.ok else lt.error}", data,
                                     f"contract:truncated-mode-changes-error:{message_class(load.error)[:40]}"))
+        if not truncation and lt.peak > 2 * load.peak + (1 << 20):
+            findings.append(Finding("contract", "load_truncated",
+                                    f"LOAD_TRUNCATED_IMAGES makes a non-truncation error cost more memory: "
+                                    f"peak {lt.peak} vs {load.peak} bytes ({load.error})", data,
+                                    "contract:truncated-mode-extra-memory"))
     for f in findings:
         f.signature = f.signature or f"{f.kind}:{f.target}"
     return findings
@@ -717,6 +808,8 @@ class Report:
             "findings": {k: f.detail.splitlines()[0] for k, f in self.findings.items()},
             "load_ok": self.stats.get("load:ok", 0),
             "load_errors_in_payload_decoder": reached_payload,
+            "loaded_by_payload_method": {k.split(":")[1]: v for k, v in sorted(self.stats.items())
+                                         if k.startswith("ok_payload_method:")},
             "distinct_load_outcomes": len(outcomes),
             "max_seconds_per_target": self.stats.get("max_seconds_x1000", 0) / 1000,
             "max_traced_peak_bytes_per_declared_pixel": self.stats.get("max_peak_per_pixel_x1000", 0) / 1000,
