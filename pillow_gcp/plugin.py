@@ -84,13 +84,14 @@ class GcpDecoder(ImageFile.PyDecoder):
     def init(self, args) -> None:
         self._payload_offset, self._length, self._palette_size = args
         self._buffer = bytearray()
-        self._done = False
+        self._complete = False  # the whole DATA chunk (payload + CRC) has arrived
 
     def decode(self, buffer) -> tuple[int, int]:
         need = self._length + 4 - len(self._buffer)
         self._buffer += buffer[:need]
         if len(self._buffer) < self._length + 4:
             return len(buffer), 0
+        self._complete = True  # whatever happens now, the data is not truncated
         data = memoryview(self._buffer)[: self._length]
         gcp_format._check_crc(b"DATA", data, bytes(self._buffer[self._length :]), self._payload_offset + self._length)
         self._finish(data, partial=False)
@@ -103,12 +104,12 @@ class GcpDecoder(ImageFile.PyDecoder):
         )
         indices = gcp_format.decode_payload(data, header, partial=partial)
         self.set_as_raw(indices.tobytes(), "P")
-        self._done = True
 
     def cleanup(self) -> None:
-        # Pillow calls this after the read loop; if the file ended early and the
-        # user asked for truncated images, show what the payload holds.
-        if not self._done and ImageFile.LOAD_TRUNCATED_IMAGES and self.im is not None:
+        # Pillow calls this after the read loop, also when decode() raised; only
+        # when the file ended early (and the user asked for truncated images)
+        # is there a partial image to show.
+        if not self._complete and ImageFile.LOAD_TRUNCATED_IMAGES and self.im is not None:
             self._finish(memoryview(self._buffer)[: self._length], partial=True)
         self._buffer = bytearray()
 
