@@ -2,68 +2,189 @@
 
 The payload is self-describing: its first byte is a *method id*, followed by
 the method's parameters and data.  :func:`encode` tries the methods allowed
-by ``level`` and keeps the smallest result; :func:`decode` reads any of them.
-See SPEC.md, section "Payload", for the byte-exact definition.
+by ``level`` and keeps the smallest result (ties: lowest method id);
+:func:`decode` reads any of them.  SPEC.md, section "Payload", is the
+byte-exact definition; in short (``N = width * height``, all integers
+little-endian, "LZMA2 stream" = a raw LZMA2 stream as in the .xz format,
+no container, dictionary size ``max(4096, size it decodes to)``):
 
-Methods
--------
-0  STORED : the H*W index bytes, row-major.
-1  ZLIB   : a zlib stream (RFC 1950) inflating to exactly H*W index bytes.
-2  LZMA2  : a raw LZMA2 stream (as in .xz, no container) inflating to exactly
-            H*W index bytes, dictionary size max(4096, H*W).
+0  STORED : the N index bytes, row-major.
+1  ZLIB   : a zlib stream (RFC 1950) inflating to exactly the N index bytes.
+2  LZMA2  : flags byte, optional index permutation, LZMA2 stream of the N
+            (permuted) index bytes.
+3  RUNS   : flags byte, optional index permutation, the image as runs of
+            equal indices in raster order (runs continue across row ends):
+            a *structure* stream (run lengths 1..255, or a run-start bitmap)
+            and a *values* stream (one index per run), each LZMA2.
 
-No Pillow import here: bytes in, arrays out.
+The optional permutation ``perm`` (k bytes, a bijection of 0..k-1) maps a
+palette index ``i`` to the stored code ``perm[i]``; the encoder derives it
+from the index co-occurrence graph (spectral ordering, :func:`suggest_order`)
+so that LZMA2's literal coder sees similar codes for neighbouring colours.
+
+No Pillow import here: bytes in, arrays out.  Decoding never inflates past
+what the image needs and raises only :class:`GCPFormatError` on bad data.
 """
 
 from __future__ import annotations
 
 import lzma
+import struct
 import zlib
 
 import numpy as np
 
 from .errors import GCPFormatError
 
-__all__ = ["encode", "decode", "METHOD_STORED", "METHOD_ZLIB", "METHOD_LZMA2"]
+__all__ = ["encode", "decode", "suggest_order",
+           "METHOD_STORED", "METHOD_ZLIB", "METHOD_LZMA2", "METHOD_RUNS"]
 
 METHOD_STORED = 0
 METHOD_ZLIB = 1
 METHOD_LZMA2 = 2
+METHOD_RUNS = 3
 
-_CHUNK = 1 << 16  # compressed bytes fed to a decompressor per call
+FLAG_PERM = 0x01       # a k-byte permutation follows the flags byte
+FLAG_BITMAP = 0x02     # RUNS only: structure is a run-start bitmap, not run lengths
+_MAX_RUN = 255
+
+_CHUNK = 1 << 16       # compressed bytes fed to a decompressor per call
+_BITMAP_MIN_RUN_DENSITY = 0.25  # encoder heuristic: try the bitmap only for dense runs
 
 
-def _check_args(width: int, height: int, palette_size: int) -> None:
-    for name, v in (("width", width), ("height", height)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    if not isinstance(palette_size, (int, np.integer)) or not 1 <= palette_size <= 256:
+# ----------------------------------------------------------------------------- helpers
+
+def _check_k(palette_size) -> int:
+    if isinstance(palette_size, bool) or not isinstance(palette_size, (int, np.integer)) \
+            or not 1 <= palette_size <= 256:
         raise ValueError(f"palette_size must be an int in 1..256, got {palette_size!r}")
+    return int(palette_size)
 
 
-def _check_indices(indices, palette_size: int) -> np.ndarray:
-    if not isinstance(palette_size, (int, np.integer)) or not 1 <= palette_size <= 256:
-        raise ValueError(f"palette_size must be an int in 1..256, got {palette_size!r}")
+def _check_indices(indices, palette_size) -> np.ndarray:
+    _check_k(palette_size)
     a = np.asarray(indices)
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"indices must be a non-empty 2-D (H, W) array, got shape {a.shape}")
     if a.dtype != np.uint8:
         raise TypeError(f"indices must have dtype uint8, got {a.dtype}")
-    if int(a.max()) >= palette_size:
-        raise ValueError(
-            f"indices must all be < palette_size={palette_size}, found {int(a.max())}")
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"indices must be a non-empty 2-D (H, W) array, got shape {a.shape}")
+    m = int(a.max())
+    if m >= palette_size:
+        raise ValueError(f"indices must all be < palette_size={palette_size}, found {m}")
     return np.ascontiguousarray(a)
 
 
-def _lzma2_filters(n: int, preset: int = 6) -> list:
-    return [{"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": max(4096, n),
-             "lc": 0, "lp": 0, "pb": 0}]
+def _lzma2_filters(decoded_size: int, preset: int = 6, lc: int = 0) -> list:
+    return [{"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": max(4096, decoded_size),
+             "lc": lc, "lp": 0, "pb": 0}]
+
+
+def _lzma2(raw: bytes, preset: int, lc: int = 0) -> bytes:
+    return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma2_filters(len(raw), preset, lc))
+
+
+def suggest_order(indices: np.ndarray, palette_size: int) -> np.ndarray:
+    """A palette permutation putting colours that are often neighbours at close indices.
+
+    Spectral ordering of the 4-neighbour co-occurrence graph of the indices
+    (Fiedler vector of the normalized Laplacian; unused indices go last, ties
+    broken by index).  Deterministic for a given input on a given platform.
+
+    Parameters
+    ----------
+    indices : ndarray, shape (H, W), dtype uint8
+    palette_size : int, 1..256
+
+    Returns
+    -------
+    perm : ndarray, shape (palette_size,), dtype uint8
+        ``perm[i]`` is the new index of old index ``i`` (a bijection).
+    """
+    a = _check_indices(indices, palette_size)
+    k = palette_size
+    if k <= 2:
+        return np.arange(k, dtype=np.uint8)
+    c = _cooccurrence(a, k)
+    c = c + c.T
+    np.fill_diagonal(c, 0.0)
+    used = np.bincount(a.ravel(), minlength=k) > 0
+    d = c.sum(axis=1)
+    key = np.arange(k, dtype=np.float64) + 1e9  # unused/isolated: last, by index
+    live = d > 0
+    if live.sum() >= 3:
+        idx = np.flatnonzero(live)
+        f = _fiedler(c[np.ix_(idx, idx)], d[idx])
+        key[idx] = np.round(f / max(np.abs(f).max(), 1e-300), 9)
+    key[~used & ~live] = np.arange(k)[~used & ~live] + 2e9
+    order = np.lexsort((np.arange(k), key))
+    perm = np.empty(k, np.uint8)
+    perm[order] = np.arange(k, dtype=np.uint8)
+    return perm
+
+
+def _fiedler(c: np.ndarray, d: np.ndarray, iters: int = 300) -> np.ndarray:
+    """Approximate Fiedler vector of the graph with weights ``c`` (m, m) and degrees ``d`` (m,).
+
+    Power iteration on ``(I + D^-1/2 C D^-1/2) / 2`` with the top eigenvector
+    ``sqrt(d)`` projected out; plain numpy (no LAPACK), fixed start and
+    iteration count.  Returns ``D^-1/2 v`` (m,), sign fixed so that its
+    largest-magnitude entry is positive.
+    """
+    dm = 1.0 / np.sqrt(d)
+    m = c * dm[:, None] * dm[None, :]
+    top = np.sqrt(d) / np.sqrt(d.sum())
+    v = np.linspace(-1.0, 1.0, len(d))
+    for _ in range(iters):
+        v = v - top * (top @ v)
+        v = 0.5 * (v + (m * v[None, :]).sum(axis=1))
+        v /= max(np.sqrt((v * v).sum()), 1e-300)
+    f = v * dm
+    j = int(np.argmax(np.abs(f)))
+    return -f if f[j] < 0 else f
+
+
+def _cooccurrence(a: np.ndarray, k: int) -> np.ndarray:
+    """Counts of unequal 4-neighbour index pairs, (k, k) float64 (not symmetrized).
+
+    Horizontal pairs: all.  Vertical pairs: every row pair for images up to
+    512 rows, every ``ceil(H / 512)``-th row pair above that (bounded cost).
+    """
+    h = a.shape[0]
+    step = max(1, -(-h // 512))
+    parts = []
+    for x, y in ((a[:, 1:], a[:, :-1]), (a[step::step], a[:-step:step])):
+        m = x != y
+        parts.append(x[m].astype(np.int32) * k + y[m])
+    pairs = np.concatenate(parts)
+    return np.bincount(pairs, minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def _runs(flat: np.ndarray):
+    """Raster-order runs of a 1-D uint8 array: (start flags bool (N,), values (R,))."""
+    starts = np.empty(flat.size, bool)
+    starts[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=starts[1:])
+    return starts, flat[starts]
+
+
+def _split_lengths(starts_flags: np.ndarray, values: np.ndarray):
+    """Run lengths split into pieces of at most 255: (lengths uint8 (R',), values uint8 (R',))."""
+    pos = np.flatnonzero(starts_flags)
+    ln = np.diff(np.append(pos, starts_flags.size))
+    if ln.max() <= _MAX_RUN:
+        return ln.astype(np.uint8), values
+    pieces = (ln + _MAX_RUN - 1) // _MAX_RUN
+    vals = np.repeat(values, pieces)
+    out = np.full(int(pieces.sum()), _MAX_RUN, np.uint8)
+    last = np.cumsum(pieces) - 1
+    out[last] = (ln - _MAX_RUN * (pieces - 1)).astype(np.uint8)
+    return out, vals
 
 
 # ----------------------------------------------------------------------------- encode
 
 def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) -> bytes:
-    """Encode an index map.
+    """Encode an index map into payload bytes.
 
     Parameters
     ----------
@@ -72,97 +193,148 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
     palette_size : int
         Number of palette entries, 1..256.
     level : int or None
-        0 = stored (fastest), 1..9 = effort; None means the default (6).
+        Effort 0..9; None means 6.  0: STORED only.  1..5: STORED, ZLIB,
+        RUNS with run lengths.  6..8: also the RUNS bitmap variant (when runs
+        are dense) and a palette permutation.  9: also LZMA2 over the raw
+        indices (slow on big images).
 
     Returns
     -------
     bytes
-        The payload; deterministic for given inputs and level.
+        The smallest payload among the methods tried (ties: lowest method
+        id); deterministic.
     """
     a = _check_indices(indices, palette_size)
+    k = int(palette_size)
     if level is None:
         level = 6
-    if not isinstance(level, (int, np.integer)) or not 0 <= level <= 9:
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 9:
         raise ValueError(f"level must be None or an int in 0..9, got {level!r}")
-    raw = a.tobytes()
+    flat = a.ravel()
+    raw = flat.tobytes()
+    n = flat.size
     cands = [bytes([METHOD_STORED]) + raw]
-    if level >= 1:
-        cands.append(bytes([METHOD_ZLIB]) + zlib.compress(raw, min(level, 9)))
-    if level >= 6:
-        cands.append(bytes([METHOD_LZMA2]) + lzma.compress(
-            raw, format=lzma.FORMAT_RAW, filters=_lzma2_filters(len(raw))))
-    return min(cands, key=len)  # first of the smallest: deterministic
+    if level == 0:
+        return cands[0]
+    cands.append(bytes([METHOD_ZLIB]) + zlib.compress(raw, min(int(level), 6)))
+    preset = 6 if level >= 6 else 4
+
+    starts, values = _runs(flat)
+    perms = [None]
+    if level >= 6 and k > 64:
+        perms.append(suggest_order(a, k))
+    lens, lvals = _split_lengths(starts, values)
+    lens_z = _lzma2(lens.tobytes(), preset)
+    bitmap_z = None
+    if level >= 6 and values.size >= _BITMAP_MIN_RUN_DENSITY * n:
+        bitmap_z = _lzma2(np.packbits(starts).tobytes(), preset)
+    vcache = {}
+
+    def vals_z(v: np.ndarray, lc: int) -> bytes:
+        key = (v.tobytes(), lc)
+        if key not in vcache:
+            vcache[key] = _lzma2(key[0], preset, lc)
+        return vcache[key]
+
+    for perm in perms:
+        head = bytes([FLAG_PERM if perm is not None else 0])
+        ptab = b"" if perm is None else perm.tobytes()
+        lc = 0 if perm is None else 4
+        pv = lvals if perm is None else perm[lvals]
+        vz = vals_z(pv, lc)
+        cands.append(bytes([METHOD_RUNS]) + head + ptab + struct.pack("<I", len(lens_z)) + lens_z + vz)
+        if bitmap_z is not None:
+            pv = values if perm is None else perm[values]
+            vz = vals_z(pv, lc)
+            cands.append(bytes([METHOD_RUNS, head[0] | FLAG_BITMAP]) + ptab
+                         + struct.pack("<I", len(bitmap_z)) + bitmap_z + vz)
+        if level >= 9:
+            pr = raw if perm is None else perm[flat].tobytes()
+            cands.append(bytes([METHOD_LZMA2]) + head + ptab + _lzma2(pr, preset, lc))
+    best = min(range(len(cands)), key=lambda i: (len(cands[i]), cands[i][0], i))
+    return cands[best]
 
 
 # ----------------------------------------------------------------------------- decode
 
-def _inflate(kind: str, data: memoryview, start: int, n: int, partial: bool) -> bytes:
-    """Stream-decompress data[start:] into exactly n bytes, never producing more than n+1."""
+class _Stream:
+    """Result of bounded stream decompression."""
+    __slots__ = ("buf", "complete")
+
+    def __init__(self, buf: bytes, complete: bool):
+        self.buf = buf
+        self.complete = complete
+
+
+def _inflate(kind: str, data: memoryview, start: int, end: int, cap: int, what: str) -> _Stream:
+    """Decompress the stream occupying exactly data[start:end], producing at most ``cap`` bytes.
+
+    Raises GCPFormatError for a corrupt stream, output beyond ``cap`` or bytes
+    after the stream's end.  A stream that simply stops early is returned with
+    ``complete=False`` (the caller decides whether that is an error).
+    """
     if kind == "zlib":
         d = zlib.decompressobj()
         err = zlib.error
     else:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(n))
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(cap))
         err = lzma.LZMAError
     out = []
     got = 0
     pos = start
-    end = len(data)
-    pending = b""  # zlib: unconsumed input after hitting max_length
+    pending = b""
     while True:
         if kind == "zlib":
             if pending:
                 chunk = pending
             elif pos < end:
-                chunk = data[pos:pos + _CHUNK]
+                chunk = data[pos:min(end, pos + _CHUNK)]
                 pos += len(chunk)
             else:
                 break
             try:
-                piece = d.decompress(chunk, n + 1 - got)
+                piece = d.decompress(chunk, cap + 1 - got)
             except err as e:
-                raise GCPFormatError(f"corrupt zlib stream: {e}", pos) from None
+                raise GCPFormatError(f"corrupt {what}: {e}", pos - len(chunk)) from None
             pending = d.unconsumed_tail
-            got += len(piece)
-            out.append(piece)
-            if got > n:
-                raise GCPFormatError("zlib stream inflates past width*height bytes",
-                                     end - len(pending))
-            if d.eof:
-                stream_end = pos - len(d.unused_data) - len(pending)
-                if stream_end < end:
-                    raise GCPFormatError("trailing bytes after the zlib stream", stream_end)
-                break
+            unused = len(d.unused_data)
         else:
             if d.needs_input:
                 if pos >= end:
                     break
-                chunk = data[pos:pos + _CHUNK]
+                chunk = data[pos:min(end, pos + _CHUNK)]
                 pos += len(chunk)
             else:
                 chunk = b""
             try:
-                piece = d.decompress(chunk, n + 1 - got)
+                piece = d.decompress(chunk, cap + 1 - got)
             except err as e:
-                raise GCPFormatError(f"corrupt LZMA2 stream: {e}", pos) from None
-            got += len(piece)
-            out.append(piece)
-            if got > n:
-                raise GCPFormatError("LZMA2 stream decodes past width*height bytes", pos)
-            if d.eof:
-                stream_end = pos - len(d.unused_data)
-                if stream_end < end:
-                    raise GCPFormatError("trailing bytes after the LZMA2 stream", stream_end)
-                break
-    buf = b"".join(out)
-    if len(buf) < n or not d.eof:
-        if not partial:
-            if len(buf) < n:
-                raise GCPFormatError(
-                    f"truncated {kind} stream: {len(buf)} of {n} index bytes", end)
-            raise GCPFormatError(f"truncated {kind} stream: end marker missing", end)
-        buf = buf[:n] + bytes(n - min(len(buf), n))
-    return buf
+                raise GCPFormatError(f"corrupt {what}: {e}", pos - len(chunk)) from None
+            unused = len(d.unused_data)
+        got += len(piece)
+        out.append(piece)
+        if got > cap:
+            raise GCPFormatError(f"{what} decodes to more than the {cap} bytes the image needs",
+                                 pos - len(pending))
+        if d.eof:
+            stream_end = pos - unused - len(pending)
+            if stream_end < end:
+                raise GCPFormatError(f"unexpected bytes after the end of the {what}", stream_end)
+            return _Stream(b"".join(out), True)
+    return _Stream(b"".join(out), False)
+
+
+def _read_perm(mv: memoryview, pos: int, k: int, partial: bool):
+    if len(mv) < pos + k:
+        if partial:
+            return None, len(mv)
+        raise GCPFormatError("truncated payload: palette permutation incomplete", len(mv))
+    perm = np.frombuffer(mv[pos:pos + k], np.uint8)
+    if int(perm.max()) >= k or np.unique(perm).size != k:
+        raise GCPFormatError("palette permutation is not a bijection of 0..k-1", pos)
+    inv = np.empty(k, np.uint8)
+    inv[perm] = np.arange(k, dtype=np.uint8)
+    return inv, pos + k
 
 
 def decode(data, width: int, height: int, palette_size: int, *, partial: bool = False) -> np.ndarray:
@@ -189,38 +361,147 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
     GCPFormatError
         On any malformed data, with ``offset`` = byte offset in ``data``.
     """
-    _check_args(width, height, palette_size)
-    mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
-    n = int(width) * int(height)
-    if len(mv) < 1:
+    for name, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    k = _check_k(palette_size)
+    mv = memoryview(data).cast("B")
+    width, height = int(width), int(height)
+    n = width * height
+    size = len(mv)
+    if size < 1:
         if partial:
             return np.zeros((height, width), np.uint8)
         raise GCPFormatError("empty payload: method byte missing", 0)
     method = mv[0]
+    out = np.zeros(n, np.uint8)
+    inv = None
     if method == METHOD_STORED:
         body = mv[1:]
         if len(body) > n:
-            raise GCPFormatError("trailing bytes after stored indices", 1 + n)
-        if len(body) < n:
-            if not partial:
-                raise GCPFormatError(f"truncated stored indices: {len(body)} of {n} bytes", len(mv))
-            arr = np.zeros(n, np.uint8)
-            arr[:len(body)] = np.frombuffer(body, np.uint8)
-        else:
-            arr = np.frombuffer(body, np.uint8).copy()
-        first = 1
+            raise GCPFormatError("unexpected bytes after the stored indices", 1 + n)
+        if len(body) < n and not partial:
+            raise GCPFormatError(f"truncated stored indices: {len(body)} of {n} bytes", size)
+        out[:len(body)] = np.frombuffer(body, np.uint8)
+        data_start = 1
     elif method in (METHOD_ZLIB, METHOD_LZMA2):
-        buf = _inflate("zlib" if method == METHOD_ZLIB else "lzma2", mv, 1, n, partial)
-        arr = np.frombuffer(buf, np.uint8).copy()
-        first = 1
+        pos = 1
+        if method == METHOD_LZMA2:
+            if size < 2:
+                if partial:
+                    return out.reshape(height, width)
+                raise GCPFormatError("truncated payload: flags byte missing", size)
+            flags = mv[1]
+            if flags & ~FLAG_PERM:
+                raise GCPFormatError(f"reserved flag bits set in LZMA2 flags 0x{flags:02x}", 1)
+            pos = 2
+            if flags & FLAG_PERM:
+                inv, pos = _read_perm(mv, pos, k, partial)
+                if inv is None:
+                    return out.reshape(height, width)
+        kind = "zlib" if method == METHOD_ZLIB else "lzma2"
+        st = _inflate(kind, mv, pos, size, n, f"{kind} index stream")
+        if not partial and (len(st.buf) < n or not st.complete):
+            raise GCPFormatError(
+                f"truncated {kind} index stream: {len(st.buf)} of {n} bytes"
+                + ("" if len(st.buf) < n else ", end marker missing"), size)
+        out[:len(st.buf)] = np.frombuffer(st.buf, np.uint8)
+        data_start = pos
+    elif method == METHOD_RUNS:
+        return _decode_runs(mv, n, k, partial).reshape(height, width)
     else:
         raise GCPFormatError(f"unknown payload method {method}", 0)
-    arr = arr.reshape(height, width)
-    if palette_size < 256:
-        bad = arr >= palette_size
-        if bad.any():
-            i = int(np.argmax(bad.ravel()))
-            off = first + i if method == METHOD_STORED else first
+    if inv is not None:
+        # codes >= k would index past inv: check first
+        if int(out.max()) >= k:
+            i = int(np.argmax(out >= k))
+            raise GCPFormatError(f"stored code {int(out[i])} >= palette_size {k} at pixel {i}",
+                                 data_start)
+        out = inv[out]
+    elif k < 256 and int(out.max()) >= k:
+        i = int(np.argmax(out >= k))
+        off = 1 + i if method == METHOD_STORED else data_start
+        raise GCPFormatError(f"index {int(out[i])} >= palette_size {k} at pixel {i}", off)
+    return out.reshape(height, width)
+
+
+def _decode_runs(mv: memoryview, n: int, k: int, partial: bool):
+    size = len(mv)
+    out = np.zeros(n, np.uint8)
+    if size < 2:
+        if partial:
+            return out
+        raise GCPFormatError("truncated payload: flags byte missing", size)
+    flags = mv[1]
+    if flags & ~(FLAG_PERM | FLAG_BITMAP):
+        raise GCPFormatError(f"reserved flag bits set in RUNS flags 0x{flags:02x}", 1)
+    pos = 2
+    inv = None
+    if flags & FLAG_PERM:
+        inv, pos = _read_perm(mv, pos, k, partial)
+        if inv is None:
+            return out
+    if size < pos + 4:
+        if partial:
+            return out
+        raise GCPFormatError("truncated payload: structure stream length missing", size)
+    slen = int.from_bytes(mv[pos:pos + 4], "little")
+    pos += 4
+    s_start = pos
+    s_end = pos + slen
+    if s_end > size:
+        if not partial:
             raise GCPFormatError(
-                f"index {int(arr.flat[i])} >= palette_size {palette_size} at pixel {i}", off)
-    return arr
+                f"truncated payload: structure stream needs {slen} bytes, {size - pos} left", size)
+        s_end = size
+    bitmap = bool(flags & FLAG_BITMAP)
+    cap = (n + 7) // 8 if bitmap else n
+    st = _inflate("lzma2", mv, s_start, s_end, cap, "structure stream")
+    if not st.complete and not partial:
+        raise GCPFormatError("truncated structure stream", s_end)
+    sbuf = np.frombuffer(st.buf, np.uint8)
+    if bitmap:
+        if st.complete and sbuf.size != cap:
+            raise GCPFormatError(f"run-start bitmap has {sbuf.size} bytes, expected {cap}", s_start)
+        bits = np.unpackbits(sbuf)
+        npix = min(bits.size, n)
+        if bits.size > n and bits[n:].any():
+            raise GCPFormatError("non-zero padding bits after the run-start bitmap", s_start)
+        if npix and not bits[0]:
+            raise GCPFormatError("run-start bitmap does not start a run at pixel 0", s_start)
+        starts = np.flatnonzero(bits[:npix])
+        ends = np.append(starts[1:], npix)
+        lengths = ends - starts
+        covered = npix
+    else:
+        lengths = sbuf
+        if lengths.size and not lengths.all():
+            raise GCPFormatError("run length 0 in the structure stream", s_start)
+        total = int(lengths.sum(dtype=np.int64))
+        if total > n or (st.complete and total != n):
+            raise GCPFormatError(f"run lengths cover {total} pixels, image has {n}", s_start)
+        covered = total
+    nruns = lengths.size
+    v_start = s_end
+    if v_start >= size and nruns:
+        if partial:
+            return out
+        raise GCPFormatError("truncated payload: values stream missing", size)
+    vs = _inflate("lzma2", mv, v_start, size, max(nruns, 1), "values stream")
+    vals = np.frombuffer(vs.buf, np.uint8)
+    if vs.complete and vals.size != nruns:
+        raise GCPFormatError(f"values stream has {vals.size} values for {nruns} runs", v_start)
+    if not vs.complete and not partial:
+        raise GCPFormatError("truncated values stream", size)
+    m = min(nruns, vals.size)
+    if m and int(vals[:m].max()) >= k:
+        i = int(np.argmax(vals[:m] >= k))
+        raise GCPFormatError(f"run {i} has code {int(vals[i])} >= palette_size {k}", v_start)
+    if inv is not None:
+        vals = inv[vals[:m]]
+    if m == nruns and covered == n:
+        return np.repeat(vals, lengths)
+    if m:
+        piece = np.repeat(vals[:m], lengths[:m])
+        out[:piece.size] = piece
+    return out
