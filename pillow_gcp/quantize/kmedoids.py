@@ -49,7 +49,7 @@ METRICS = ("euclidean", "manhattan", "chebyshev")
 #: Occupied grid cells used for the swap search (points and candidates).
 _MAX_POINTS = 4096
 #: Candidate medoids in the swap search.
-_MAX_CAND = 1024
+_MAX_CAND = 512
 #: Independent seedings of the swap search (best surrogate loss kept).
 _RESTARTS = 6
 #: Coarse reduction used for the restarts.
@@ -57,7 +57,8 @@ _COARSE_POINTS = 1024
 _COARSE_CAND = 256
 #: Restart solutions refined on the fine reduction.
 _KEEP = 2
-_WSAMPLE = 1
+#: Grid representatives always among the candidates (coverage of rare colours).
+_COVER = 128
 #: Candidates evaluated per block in the swap search.
 _BLOCK = 128
 #: Maximum swap passes over all candidates.
@@ -198,8 +199,9 @@ def _reduce(X, w, max_points):
         cell = q[:, 0]
         for c in range(1, C):
             cell = cell * levels + q[:, c]
-        occ = np.bincount(cell, minlength=levels ** C) > 0
-        return cell, occ, int(occ.sum())
+        occ = np.zeros(levels ** C, bool)
+        occ[cell] = True
+        return cell, occ, int(np.count_nonzero(occ))
 
     # photos fill a grid roughly like a surface (n ~ levels^2): secant steps in log-log
     levels = 32 if C == 3 else 16
@@ -568,8 +570,10 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
     w = weights.astype(np.float64)
     Fx = fixedX.astype(np.float32)
 
+    cover = {}
+
     def level(n_points, n_cand, extra=None):
-        """Reduced problem: points (cells), candidate rows of X, distances."""
+        """Reduced problem: cell weights, candidate rows of X, distances, fixed rows."""
         if U <= n_points:
             P, V, pw, prep = X, np.zeros_like(X), w, np.arange(U)
         else:
@@ -577,16 +581,13 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
         if prep.size <= n_cand:
             cand = prep
         else:
-            _, _, _, crep = _reduce(X, w, n_cand // 2)
-            if _WSAMPLE:
-                # weighted sample without replacement (exponential keys), dense where
-                # the pixels are, as CLARA's candidates are
-                key = rng.standard_exponential(U) / np.maximum(w, 1e-300)
-                key[crep] = np.inf
-                heavy = np.argpartition(key, n_cand - crep.size)[: n_cand - crep.size]
-            else:
-                heavy = prep[np.argsort(-pw, kind="stable")]
-                heavy = heavy[~np.isin(heavy, crep)]
+            # a coarse grid's representatives for coverage, then the heaviest cells
+            n_cov = max(n_cand // 4, min(_COVER, n_cand // 2))
+            if n_cov not in cover:
+                cover[n_cov] = _reduce(X, w, n_cov)[3]
+            crep = cover[n_cov]
+            heavy = prep[np.argsort(-pw, kind="stable")]
+            heavy = heavy[~np.isin(heavy, crep)]
             cand = np.concatenate([crep, heavy[: n_cand - crep.size]])
         if extra is not None:
             cand = np.concatenate([cand, extra])
@@ -625,3 +626,4 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
             best = (L, med)
     midx = _polish(X, w, Fx, cand[best[1]], metric)
     return np.concatenate([fixedX, colors[midx]])
+

@@ -1,0 +1,166 @@
+"""K-medoids palette: pillow_gcp vs CLARA + FasterPAM (PyPI ``kmedoids``), side by side.
+
+Usage::
+
+    python bench/bench_kmedoids.py [folder] [--k 16] [--metric euclidean] [--seed 0]
+                                   [--repeat 3] [--limit N]
+
+For every image of ``folder`` (default ``/work/shared/corpus/photos``), in one process:
+
+* **ours**: histogram of unique colours (``np.unique`` on packed uint32 RGB, timed on its
+  own and included in our time) + ``kmedoids_palette(colors, counts, k)``.
+* **anchor, CLARA + FasterPAM**: 5 random samples of 4000 pixels (without replacement);
+  for each, the 4000 x 4000 float32 dissimilarity matrix of the chosen metric and
+  ``kmedoids.fasterpam(diss, k, random_state=seed + s)`` (package defaults otherwise:
+  ``init="random"``, ``max_iter=100``, ``n_cpu=-1``); each sample's medoids are scored by
+  the mean distance of ALL pixels to their nearest medoid and the best of 5 is kept
+  (Kaufman & Rousseeuw's CLARA, as in Schubert & Rousseeuw 2021).
+
+Reported per image: unique colours, mean distance of all pixels to their nearest palette
+colour (the chosen metric, on RGB 0..255) for both, loss ratio ours / anchor, times (the
+minimum over ``--repeat`` runs of each whole call) and time ratio ours / anchor; then
+the medians.  Every palette colour of both is checked to occur in the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pillow_gcp.quantize.kmedoids import kmedoids_palette  # noqa: E402
+
+try:
+    from pillow_gcp.quantize._threads import single_thread
+except ImportError:  # pragma: no cover
+    import contextlib
+
+    single_thread = contextlib.nullcontext
+
+import kmedoids  # noqa: E402  (bench extra)
+
+CHUNK = 1 << 16
+
+
+def pairwise(A, B, metric):
+    """(a, C) x (b, C) -> (a, b) float32 distances (per-channel accumulation)."""
+    A = A.astype(np.float32)
+    B = B.astype(np.float32)
+    D = None
+    for c in range(A.shape[1]):
+        d = np.subtract.outer(A[:, c], B[:, c])
+        if metric == "euclidean":
+            d *= d
+        else:
+            np.abs(d, out=d)
+        if D is None:
+            D = d
+        elif metric == "chebyshev":
+            np.maximum(D, d, out=D)
+        else:
+            D += d
+    return np.sqrt(D, out=D) if metric == "euclidean" else D
+
+
+def mean_nearest(px, pal, metric, weights=None):
+    """Mean (weighted) distance from every row of ``px`` to its nearest row of ``pal``."""
+    tot = 0.0
+    for s in range(0, len(px), CHUNK):
+        d = pairwise(px[s:s + CHUNK], pal, metric).min(1).astype(np.float64)
+        tot += d.sum() if weights is None else d @ weights[s:s + CHUNK]
+    return tot / (len(px) if weights is None else weights.sum())
+
+
+def histogram(px):
+    """Unique colours (U, 3) uint8 and counts (U,) int64 of (N, 3) uint8 pixels."""
+    key = (px[:, 0].astype(np.uint32) << 16) | (px[:, 1].astype(np.uint32) << 8) | px[:, 2]
+    u, cnt = np.unique(key, return_counts=True)
+    cols = np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=1).astype(np.uint8)
+    return cols, cnt.astype(np.int64)
+
+
+def clara_fasterpam(px, k, metric, seed, samples=5, size=4000):
+    """CLARA with FasterPAM: best of ``samples`` by the mean distance over all pixels."""
+    rng = np.random.default_rng(seed)
+    best = None
+    for s in range(samples):
+        idx = rng.choice(len(px), size=min(size, len(px)), replace=False)
+        samp = px[idx]
+        diss = pairwise(samp, samp, metric)
+        res = kmedoids.fasterpam(diss, k, random_state=seed + s)
+        med = samp[np.asarray(res.medoids)]
+        loss = mean_nearest(px, med, metric)
+        if best is None or loss < best[0]:
+            best = (loss, med)
+    return best[1]
+
+
+def ours(px, k, metric, seed):
+    t0 = time.perf_counter()
+    cols, cnt = histogram(px)
+    t1 = time.perf_counter()
+    pal = kmedoids_palette(cols, cnt, k, metric=metric, seed=seed)
+    return pal, cols, cnt, t1 - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", nargs="?", default="/work/shared/corpus/photos")
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--metric", default="euclidean", choices=["euclidean", "manhattan", "chebyshev"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="timing runs per method (min is kept)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images")
+    a = ap.parse_args(argv)
+    files = sorted(f for ext in ("png", "bmp", "jpg", "ppm", "tif")
+                   for f in glob.glob(os.path.join(a.folder, "*." + ext)))
+    if a.limit:
+        files = files[: a.limit]
+    if not files:
+        ap.error(f"no images in {a.folder}")
+    print(f"k={a.k} metric={a.metric} seed={a.seed} repeat={a.repeat}  (loss = mean {a.metric} "
+          f"distance of all pixels to the nearest palette colour, RGB 0..255)")
+    hdr = (f"{'image':<16}{'U':>7} {'ours':>8} {'CLARA':>8} {'loss r':>7} "
+           f"{'ours ms':>8} {'(hist)':>7} {'CLARA ms':>9} {'time r':>7}")
+    print(hdr)
+    rows = []
+    for f in files:
+        px = np.ascontiguousarray(np.asarray(Image.open(f).convert("RGB")).reshape(-1, 3))
+        t_ours, t_hist, t_anchor = [], [], []
+        for _ in range(max(1, a.repeat)):
+            t = time.perf_counter()
+            pal, cols, cnt, th = ours(px, a.k, a.metric, a.seed)
+            t_ours.append(time.perf_counter() - t)
+            t_hist.append(th)
+            t = time.perf_counter()
+            with single_thread():
+                med = clara_fasterpam(px, a.k, a.metric, a.seed)
+            t_anchor.append(time.perf_counter() - t)
+        # every palette colour must occur in the image
+        present = set(map(tuple, cols.tolist()))
+        assert all(tuple(c) in present for c in pal.tolist()), f"{f}: palette colour not in image"
+        assert all(tuple(c) in present for c in med.tolist()), f"{f}: CLARA medoid not in image"
+        assert len(set(map(tuple, pal.tolist()))) == len(pal)
+        lo = mean_nearest(cols, pal, a.metric, cnt.astype(np.float64))
+        la = mean_nearest(px, med, a.metric)
+        to, ta = min(t_ours), min(t_anchor)
+        rows.append((lo / la, to / ta, lo, la, to, ta))
+        print(f"{os.path.basename(f):<16}{len(cols):>7} {lo:>8.3f} {la:>8.3f} {lo / la:>7.4f} "
+              f"{1000 * to:>8.1f} {1000 * min(t_hist):>7.1f} {1000 * ta:>9.1f} {to / ta:>7.4f}", flush=True)
+    r = np.array(rows)
+    med = np.median(r, axis=0)
+    print(f"{'median':<16}{'':>7} {med[2]:>8.3f} {med[3]:>8.3f} {med[0]:>7.4f} "
+          f"{1000 * med[4]:>8.1f} {'':>7} {1000 * med[5]:>9.1f} {med[1]:>7.4f}")
+    print(f"loss ratio: median {med[0]:.4f}, max {r[:, 0].max():.4f}, images with ratio <= 1: "
+          f"{int((r[:, 0] <= 1).sum())}/{len(r)};  time ratio: median {med[1]:.4f}, max {r[:, 1].max():.4f}")
+
+
+if __name__ == "__main__":
+    main()
