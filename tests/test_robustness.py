@@ -124,22 +124,23 @@ def test_short_seeded_fuzz_run_finds_nothing():
     # No per-input time limit here (no timing assertions in CI); a hang is still caught by SIGALRM.
     limits = fuzz.Limits(time_limit=None, hard_timeout=30.0)
     before = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
-    report = fuzz.run(seed=20261127, iterations=1000, limits=limits, minimise_findings=False)
+    report = fuzz.run(seed=20261127, iterations=300, limits=limits, minimise_findings=False)
     assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before  # global state restored
     details = {sig: f.detail + "\n" + f.data.hex() for sig, f in report.findings.items()}
     assert not report.findings, details
     s = report.summary()
-    assert s["inputs"] == 1000
+    assert s["inputs"] == 300
     # The mutations get past the CRCs: some load fine, many are rejected by the payload decoder.
     assert s["load_ok"] > 20
-    assert s["load_errors_in_payload_decoder"] > 50
+    assert s["load_errors_in_payload_decoder"] > 30
     assert s["distinct_load_outcomes"] > 15
+    assert len(s["loaded_by_payload_method"]) == 4  # stored, zlib, LZMA2 and runs payloads all decoded
 
 
 def test_fuzz_run_is_reproducible():
     limits = fuzz.Limits(time_limit=None)
-    a = fuzz.run(seed=5, iterations=60, limits=limits, minimise_findings=False)
-    b = fuzz.run(seed=5, iterations=60, limits=limits, minimise_findings=False)
+    a = fuzz.run(seed=5, iterations=30, limits=limits, minimise_findings=False)
+    b = fuzz.run(seed=5, iterations=30, limits=limits, minimise_findings=False)
     strip = lambda r: {k: v for k, v in r.stats.items() if not k.startswith("max_")}  # noqa: E731
     assert strip(a) == strip(b) and a.mutators == b.mutators
 
