@@ -833,7 +833,14 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-_CODING_NAMES = {0: "stored", 1: "zlib", 2: "lzma2"}
+def _coding_names() -> dict[int, str]:
+    """{method id: name} from the ``METHOD_*`` constants of :mod:`pillow_gcp.payload`."""
+    try:
+        from pillow_gcp import payload
+    except ImportError:  # pragma: no cover - payload is part of the package
+        return {}
+    return {v: k[len("METHOD_"):].lower() for k, v in vars(payload).items()
+            if k.startswith("METHOD_") and isinstance(v, int)}
 
 
 def _gcp_coding(path: str, stdin_data: bytes | None, tiles: list) -> str | None:
@@ -852,7 +859,7 @@ def _gcp_coding(path: str, stdin_data: bytes | None, tiles: list) -> str | None:
         return None
     if len(b) != 1:
         return None
-    return _CODING_NAMES.get(b[0], f"method {b[0]}")
+    return _coding_names().get(b[0], f"method {b[0]}")
 
 
 def image_info(path: str, stdin_data: bytes | None = None) -> dict:
