@@ -340,9 +340,13 @@ def test_truncated_file_raises_by_default():
             _open_load(data[:cut])
 
 
-def test_truncated_file_loads_decoded_prefix_then_index_0(truncated_images):
+@pytest.mark.parametrize("variant", ["encoder", 0, 1, 2, 3, 4, 5, 6, 7])
+def test_truncated_file_loads_decoded_prefix_then_index_0(truncated_images, variant):
+    """Every payload method / flag variant (SPEC 6), cut at every byte of DATA and its CRC."""
     indices, palette = _image(30, 40, n=12, seed=3)
     data = F.encode(indices, palette)
+    if variant != "encoder":
+        data = _with_data(data, fuzz._payload_variants(indices, 12, np.random.default_rng(0))[variant])
     start, end = _payload_span(data)
     flat = indices.ravel()
     previous = 0
