@@ -50,6 +50,7 @@ EXIT_USAGE = 2
 
 K_MIN = 1
 K_MAX = 256
+DEFAULT_K = 256  # the library's default (quantize(k=None), save without k)
 ALGOS = ("kmeans", "kmedoids")
 METRICS = ("euclidean", "manhattan", "chebyshev")
 SPACES = ("rgb", "oklab")
@@ -171,7 +172,7 @@ def mean_delta_e(a: Image.Image, b: Image.Image) -> float:
 class QuantParams:
     """The quantizer options of ``compress`` and ``compare`` (picklable)."""
 
-    k: int | None = 16
+    k: int | None = 256
     algo: str = "kmeans"
     metric: str = "euclidean"
     space: str = "rgb"
@@ -702,7 +703,7 @@ def _params(args: argparse.Namespace) -> QuantParams:
     target = args.target_psnr is not None or args.target_de is not None
     if target and args.k is not None:
         raise UsageError("-k and a quality target (--target-psnr/--target-de) are exclusive")
-    k = args.k if args.k is not None else 16
+    k = args.k if args.k is not None else DEFAULT_K
     if fixed and len(fixed) > (K_MAX if target else k):
         raise UsageError(f"{len(fixed)} --fixed-color values do not fit in a palette of k={k}")
     return QuantParams(
@@ -1040,7 +1041,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_quant_options(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("quantizer options")
     q.add_argument("-k", "--colors", dest="k", type=_k_type, metavar="K",
-                   help=f"palette size, {K_MIN}..{K_MAX} (default 16)")
+                   help=f"palette size, {K_MIN}..{K_MAX} (default {DEFAULT_K}, as Image.save(..., 'GCP') "
+                        "without k)")
     q.add_argument("--algo", choices=ALGOS, default="kmeans",
                    help="clustering algorithm: kmeans (fast, mean colours) or kmedoids "
                         "(palette colours are colours of the image; robust to noise) (default kmeans)")

@@ -7,6 +7,7 @@ here, so the whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -90,6 +91,15 @@ def test_compress_output_is_the_quantizer_result(tmp_path):
     expect = pillow_gcp.quantize(Image.open(src).convert("RGB"), k=6, algo="kmedoids", seed=3)
     with Image.open(out) as got:
         np.testing.assert_array_equal(rgb(got), rgb(expect))
+
+
+def test_defaults_match_image_save(tmp_path):
+    """``gcp compress x.png`` writes what ``Image.open(x.png).save(..., "GCP")`` writes."""
+    src = save_png(tmp_path / "a.png", photo(64, 40, seed=4))
+    assert main(["compress", src]) == 0
+    buf = io.BytesIO()
+    Image.open(src).save(buf, "GCP")
+    assert (tmp_path / "a.gcp").read_bytes() == buf.getvalue()
 
 
 def test_existing_output_refused_without_force(tmp_path, capsys):
