@@ -733,6 +733,28 @@ def _check_input(data: bytes, limits: Limits, stats: Counter | None) -> list[Fin
             findings.append(Finding("mismatch", "load/decode", f"RGBA of the plugin != palette[indices]: {bad}",
                                     data, "mismatch:pixels"))
 
+    # --- a valid file cut inside DATA loads, with LOAD_TRUNCATED_IMAGES, as a prefix of its pixels then index 0
+    if load.ok and decode is not None and decode.ok:
+        try:
+            header = gcp_format.read_header(io.BytesIO(data))
+        except OSError:
+            header = None
+        if header is not None and header.payload_length > 0:
+            cut = header.payload_offset + zlib.crc32(data) % header.payload_length
+            part = _measure(_target_load_truncated, data[:cut], trace=False, hard_timeout=None)
+            full = decode.value[0].ravel()
+            if part.ok:
+                got = np.asarray(part.value).ravel()
+                bad = got != full
+                k = int(np.argmax(bad)) if bad.any() else full.size
+                if got.size != full.size or got[k:].any():
+                    findings.append(Finding("contract", "load_truncated",
+                                            f"cut at byte {cut}: pixels after the decoded prefix ({k}) are not "
+                                            f"index 0 (values {np.unique(got[k:])[:8].tolist()})", data[:cut],
+                                            "contract:truncated-prefix"))
+            elif not isinstance(part.error, OSError):
+                findings.append(Finding("exception", "load_truncated", f"{type(part.error).__name__}: {part.error}",
+                                        data[:cut], f"exception:load_truncated-cut:{type(part.error).__name__}"))
     # --- LOAD_TRUNCATED_IMAGES: a truncated file gives a full-size image (or an error); any other
     # error must stay exactly the same error (the option is about truncation, not about corruption)
     if not load.ok and isinstance(load.error, OSError):
@@ -870,7 +892,10 @@ def run(seed: int = 0, iterations: int | None = None, seconds: float | None = No
         pool = list(corpus)  # grows with inputs that decode fine or reach the payload decoder
         for data in corpus:
             for f in check_input(data, limits, report.stats):
-                report.findings.setdefault(f.signature, f)
+                if f.signature not in report.findings:
+                    report.findings[f.signature] = f
+                    if progress:
+                        print(f"FINDING (seed) {f.signature}: {f.detail.splitlines()[0]}", file=sys.stderr, flush=True)
         last = t0
         while True:
             if iterations is not None and report.inputs >= iterations:
