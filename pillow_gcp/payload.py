@@ -49,7 +49,6 @@ FLAG_BITMAP = 0x02     # RUNS only: structure is a run-start bitmap, not run len
 _MAX_RUN = 255
 
 _CHUNK = 1 << 16       # compressed bytes fed to a decompressor per call
-_BITMAP_MIN_RUN_DENSITY = 0.25  # encoder heuristic: try the bitmap only for dense runs
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -193,40 +192,54 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
     palette_size : int
         Number of palette entries, 1..256.
     level : int or None
-        Effort 0..9; None means 6.  0: STORED only.  1..5: STORED, ZLIB,
-        RUNS with run lengths.  6..8: also the RUNS bitmap variant (when runs
-        are dense) and a palette permutation.  9: also LZMA2 over the raw
-        indices (slow on big images).
+        Effort 0..9; None means 6.  0: STORED.  1..3: ZLIB at that level.
+        4..8: RUNS with run lengths; from 6 also the run-start bitmap
+        variant and LZMA2 over the raw indices when runs are dense (>= 1 run
+        per 4 pixels), all with the palette permutation when
+        palette_size > 64.  9: every method and variant
+        (slow on big images).  STORED is always a candidate.
 
     Returns
     -------
     bytes
-        The smallest payload among the methods tried (ties: lowest method
-        id); deterministic.
+        The smallest payload among the candidates (ties: lowest method id,
+        then the order tried); deterministic.
     """
     a = _check_indices(indices, palette_size)
-    k = int(palette_size)
     if level is None:
         level = 6
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 9:
         raise ValueError(f"level must be None or an int in 0..9, got {level!r}")
+    cands = _candidates(a, int(palette_size), int(level))
+    best = min(range(len(cands)), key=lambda i: (len(cands[i]), cands[i][0], i))
+    return cands[best]
+
+
+def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> list:
+    """All payloads tried at ``level`` (every method and variant if ``exhaustive``)."""
     flat = a.ravel()
     raw = flat.tobytes()
     n = flat.size
     cands = [bytes([METHOD_STORED]) + raw]
-    if level == 0:
-        return cands[0]
-    cands.append(bytes([METHOD_ZLIB]) + zlib.compress(raw, min(int(level), 6)))
+    if level == 0 and not exhaustive:
+        return cands
+    if 1 <= level <= 3 or level == 9 or exhaustive:
+        cands.append(bytes([METHOD_ZLIB]) + zlib.compress(raw, min(level, 9) or 1))
+    if level <= 3 and not exhaustive:
+        return cands
     preset = 6 if level >= 6 else 4
-
     starts, values = _runs(flat)
-    perms = [None]
-    if level >= 6 and k > 64:
-        perms.append(suggest_order(a, k))
+    if exhaustive or level == 9:
+        perms = [None, suggest_order(a, k)]
+    elif level >= 6 and k > 64:
+        perms = [suggest_order(a, k)]
+    else:
+        perms = [None]
     lens, lvals = _split_lengths(starts, values)
     lens_z = _lzma2(lens.tobytes(), preset)
+    dense = level >= 6 and values.size * 4 >= n  # >= 1 run per 4 pixels: raw coding may win
     bitmap_z = None
-    if level >= 6 and values.size >= _BITMAP_MIN_RUN_DENSITY * n:
+    if exhaustive or level == 9 or dense:
         bitmap_z = _lzma2(np.packbits(starts).tobytes(), preset)
     vcache = {}
 
@@ -237,22 +250,20 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
         return vcache[key]
 
     for perm in perms:
-        head = bytes([FLAG_PERM if perm is not None else 0])
+        flags = 0 if perm is None else FLAG_PERM
         ptab = b"" if perm is None else perm.tobytes()
         lc = 0 if perm is None else 4
         pv = lvals if perm is None else perm[lvals]
-        vz = vals_z(pv, lc)
-        cands.append(bytes([METHOD_RUNS]) + head + ptab + struct.pack("<I", len(lens_z)) + lens_z + vz)
+        cands.append(bytes([METHOD_RUNS, flags]) + ptab + struct.pack("<I", len(lens_z))
+                     + lens_z + vals_z(pv, lc))
         if bitmap_z is not None:
             pv = values if perm is None else perm[values]
-            vz = vals_z(pv, lc)
-            cands.append(bytes([METHOD_RUNS, head[0] | FLAG_BITMAP]) + ptab
-                         + struct.pack("<I", len(bitmap_z)) + bitmap_z + vz)
-        if level >= 9:
+            cands.append(bytes([METHOD_RUNS, flags | FLAG_BITMAP]) + ptab
+                         + struct.pack("<I", len(bitmap_z)) + bitmap_z + vals_z(pv, lc))
+        if level == 9 or exhaustive or dense:
             pr = raw if perm is None else perm[flat].tobytes()
-            cands.append(bytes([METHOD_LZMA2]) + head + ptab + _lzma2(pr, preset, lc))
-    best = min(range(len(cands)), key=lambda i: (len(cands[i]), cands[i][0], i))
-    return cands[best]
+            cands.append(bytes([METHOD_LZMA2, flags]) + ptab + _lzma2(pr, preset, lc))
+    return cands
 
 
 # ----------------------------------------------------------------------------- decode

@@ -1,0 +1,345 @@
+"""Tests for pillow_gcp.payload: round trips of every method, determinism, bad input."""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from pillow_gcp import payload as P
+from pillow_gcp.errors import GCPFormatError
+
+
+def blocky(h, w, k, seed=0, noise=0.05):
+    """A palette map with regions, edges and some noise: (h, w) uint8 < k."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = ((xx // 7 + yy // 5 + (xx + 2 * yy) // 11) % k).astype(np.uint8)
+    m = rng.random((h, w)) < noise
+    a[m] = rng.integers(0, k, m.sum(), dtype=np.uint8)
+    return a
+
+
+def lz(b: bytes) -> bytes:
+    return P._lzma2(b, 6)
+
+
+def runs_payload(structure: bytes, values: bytes, flags=0, perm=b"") -> bytes:
+    sz = lz(structure)
+    return bytes([P.METHOD_RUNS, flags]) + perm + struct.pack("<I", len(sz)) + sz + lz(values)
+
+
+def roundtrip(a, k, payload):
+    d = P.decode(payload, a.shape[1], a.shape[0], k)
+    assert d.dtype == np.uint8 and d.shape == a.shape
+    np.testing.assert_array_equal(d, a)
+    # partial=True on complete data is exact too
+    np.testing.assert_array_equal(P.decode(payload, a.shape[1], a.shape[0], k, partial=True), a)
+
+
+SHAPES = [(1, 1), (1, 17), (13, 1), (5, 7), (16, 33), (40, 61)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("k", [1, 2, 3, 16, 64, 200, 256])
+def test_every_candidate_roundtrips(shape, k):
+    a = blocky(*shape, k, seed=k + shape[0])
+    cands = P._candidates(a, k, 9, exhaustive=True)
+    kinds = {(c[0], c[1] if c[0] in (P.METHOD_LZMA2, P.METHOD_RUNS) else None) for c in cands}
+    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm)
+    assert kinds == {(0, None), (1, None), (2, 0), (2, P.FLAG_PERM), (3, 0), (3, P.FLAG_BITMAP),
+                     (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP)}
+    for c in cands:
+        roundtrip(a, k, c)
+
+
+@pytest.mark.parametrize("level", [None, 0, 1, 3, 4, 6, 9])
+@pytest.mark.parametrize("k", [2, 16, 256])
+def test_encode_levels_roundtrip_and_determinism(level, k):
+    a = blocky(37, 45, k, seed=3)
+    e = P.encode(a, k, level=level)
+    assert e == P.encode(a.copy(), k, level=level)
+    roundtrip(a, k, e)
+    if level == 0:
+        assert e[0] == P.METHOD_STORED
+
+
+def test_random_maps_roundtrip():
+    rng = np.random.default_rng(7)
+    for i in range(25):
+        h, w = rng.integers(1, 60, 2)
+        k = int(rng.integers(1, 257))
+        a = rng.integers(0, k, (h, w), dtype=np.uint8)
+        if i % 2:
+            a = np.repeat(a, rng.integers(1, 9), axis=1)[:, :w]
+        roundtrip(a, k, P.encode(a, k))
+
+
+def test_long_runs_split_at_255():
+    a = np.zeros((3, 1000), np.uint8)
+    a[1, 300:] = 1
+    a[2, 999] = 2
+    lens, vals = P._split_lengths(*P._runs(a.ravel()))
+    assert lens.max() == 255 and int(lens.sum()) == a.size
+    for c in P._candidates(a, 3, 9, exhaustive=True):
+        roundtrip(a, 3, c)
+    e = P.encode(a, 3)
+    assert len(e) < 100
+    roundtrip(a, 3, e)
+
+
+def test_constant_and_k1():
+    a = np.zeros((50, 70), np.uint8)
+    for k in (1, 5, 256):
+        roundtrip(a, k, P.encode(a, k))
+
+
+def test_compresses_structured_maps():
+    a = blocky(200, 300, 16, noise=0.02)
+    assert len(P.encode(a, 16, level=9)) <= 1 + len(zlib.compress(a.tobytes(), 9))
+    assert len(P.encode(a, 16)) < len(zlib.compress(a.tobytes(), 6)) * 1.2
+    smooth = np.repeat(np.repeat(blocky(40, 60, 16, noise=0.0), 5, 0), 5, 1)
+    assert len(P.encode(smooth, 16)) < 0.5 * len(zlib.compress(smooth.tobytes(), 9))
+
+
+def test_suggest_order_is_permutation():
+    a = blocky(30, 40, 50, seed=1)
+    for k in (1, 2, 50, 256):
+        aa = (a.astype(np.int64) % k).astype(np.uint8)
+        p = P.suggest_order(aa, k)
+        assert p.dtype == np.uint8 and p.shape == (k,)
+        assert sorted(p.tolist()) == list(range(k))
+    np.testing.assert_array_equal(P.suggest_order(a, 50), P.suggest_order(a, 50))
+
+
+def test_suggest_order_groups_neighbours():
+    # colours 0..7 used as a gradient but stored in scrambled order
+    scramble = np.array([5, 2, 7, 0, 3, 6, 1, 4], np.uint8)
+    grad = np.repeat(np.arange(8, dtype=np.uint8), 10)[None, :].repeat(20, axis=0)
+    a = scramble[grad]
+    p = P.suggest_order(a, 8)
+    chain = p[scramble]  # new index of each gradient step
+    assert np.all(np.abs(np.diff(chain.astype(int))) == 1)
+
+
+# ----------------------------------------------------------------------------- argument errors
+
+def test_encode_argument_validation():
+    a = np.zeros((2, 2), np.uint8)
+    with pytest.raises(TypeError, match="dtype"):
+        P.encode(a.astype(np.int32), 4)
+    with pytest.raises(ValueError, match="2-D"):
+        P.encode(np.zeros(4, np.uint8), 4)
+    with pytest.raises(ValueError, match="2-D"):
+        P.encode(np.zeros((0, 3), np.uint8), 4)
+    with pytest.raises(ValueError, match="palette_size"):
+        P.encode(a, 0)
+    with pytest.raises(ValueError, match="palette_size"):
+        P.encode(a, 257)
+    with pytest.raises(ValueError, match="< palette_size"):
+        P.encode(a + 3, 3)
+    with pytest.raises(ValueError, match="level"):
+        P.encode(a, 4, level=10)
+
+
+def test_decode_argument_validation():
+    e = P.encode(np.zeros((2, 2), np.uint8), 4)
+    with pytest.raises(ValueError, match="width"):
+        P.decode(e, 0, 2, 4)
+    with pytest.raises(ValueError, match="height"):
+        P.decode(e, 2, -1, 4)
+    with pytest.raises(ValueError, match="palette_size"):
+        P.decode(e, 2, 2, 300)
+
+
+# ----------------------------------------------------------------------------- bad data
+
+def small_payloads():
+    a = blocky(9, 11, 6, seed=5, noise=0.2)
+    return a, P._candidates(a, 6, 9, exhaustive=True)
+
+
+def test_every_truncation_raises_and_partial_returns():
+    a, cands = small_payloads()
+    for c in cands:
+        for cut in range(len(c)):
+            with pytest.raises(GCPFormatError) as ei:
+                P.decode(c[:cut], 11, 9, 6)
+            assert ei.value.offset is not None and 0 <= ei.value.offset <= len(c)
+            d = P.decode(c[:cut], 11, 9, 6, partial=True)
+            assert d.shape == (9, 11) and d.dtype == np.uint8 and int(d.max()) < 6
+
+
+def test_partial_keeps_decoded_prefix():
+    a = blocky(60, 80, 16, seed=2, noise=0.01)
+    for c in P._candidates(a, 16, 9, exhaustive=True):
+        d = P.decode(c[: len(c) * 3 // 4], 80, 60, 16, partial=True)
+        flat, ref = d.ravel(), a.ravel()
+        if c[0] == P.METHOD_RUNS and not (c[1] & P.FLAG_BITMAP):
+            # lengths stream complete, values cut: a correct prefix, zeros after
+            good = int(np.argmin(flat == ref)) if not np.array_equal(flat, ref) else flat.size
+            assert good > 0
+            assert not flat[good:].any() or np.array_equal(flat, ref)
+        elif c[0] == P.METHOD_STORED:
+            n = len(c) * 3 // 4 - 1
+            np.testing.assert_array_equal(flat[:n], ref[:n])
+            assert not flat[n:].any()
+
+
+def test_trailing_bytes_are_errors():
+    a, cands = small_payloads()
+    for c in cands:
+        with pytest.raises(GCPFormatError, match="after") as ei:
+            P.decode(c + b"\x00", 11, 9, 6)
+        assert ei.value.offset == len(c)
+
+
+def test_bit_flips_never_leak_other_exceptions():
+    a, cands = small_payloads()
+    detected = 0
+    total = 0
+    for c in cands:
+        for i in range(len(c)):
+            for bit in (0, 3, 7):
+                bad = bytearray(c)
+                bad[i] ^= 1 << bit
+                total += 1
+                try:
+                    d = P.decode(bytes(bad), 11, 9, 6)
+                except GCPFormatError as e:
+                    assert e.offset is not None and 0 <= e.offset <= len(c)
+                    detected += 1
+                else:
+                    assert d.shape == (9, 11) and int(d.max()) < 6
+                try:
+                    P.decode(bytes(bad), 11, 9, 6, partial=True)
+                except GCPFormatError:
+                    pass
+    assert detected > total // 2
+
+
+def test_bad_method_and_flags():
+    with pytest.raises(GCPFormatError, match="method") as ei:
+        P.decode(b"\x07abc", 2, 2, 4)
+    assert ei.value.offset == 0
+    with pytest.raises(GCPFormatError, match="empty") as ei:
+        P.decode(b"", 2, 2, 4)
+    assert ei.value.offset == 0
+    for m in (P.METHOD_LZMA2, P.METHOD_RUNS):
+        with pytest.raises(GCPFormatError, match="reserved") as ei:
+            P.decode(bytes([m, 0x80]) + b"\x00" * 20, 2, 2, 4)
+        assert ei.value.offset == 1
+
+
+def test_index_out_of_palette():
+    a = np.array([[0, 1], [2, 3]], np.uint8)
+    stored = bytes([0]) + a.tobytes()
+    assert P.decode(stored, 2, 2, 4).tolist() == a.tolist()
+    with pytest.raises(GCPFormatError, match="palette_size") as ei:
+        P.decode(stored, 2, 2, 3)
+    assert ei.value.offset == 1 + 3
+    for c in P._candidates(a, 4, 9, exhaustive=True):
+        if c[0] == P.METHOD_LZMA2 and c[1] & P.FLAG_PERM:
+            continue  # the permutation table itself is rejected first, tested below
+        with pytest.raises(GCPFormatError, match="palette_size|permutation"):
+            P.decode(c, 2, 2, 3)
+
+
+def test_bad_permutation():
+    a = blocky(6, 6, 4, seed=1)
+    c = next(c for c in P._candidates(a, 4, 9, exhaustive=True)
+             if c[0] == P.METHOD_RUNS and c[1] == P.FLAG_PERM)
+    bad = bytearray(c)
+    bad[2] = bad[3]  # duplicate entry
+    with pytest.raises(GCPFormatError, match="bijection") as ei:
+        P.decode(bytes(bad), 6, 6, 4)
+    assert ei.value.offset == 2
+
+
+def test_runs_structure_errors():
+    w, h, k = 4, 2, 4
+    ok = runs_payload(bytes([3, 5]), bytes([1, 2]))
+    assert P.decode(ok, w, h, k).ravel().tolist() == [1, 1, 1, 2, 2, 2, 2, 2]
+    cases = {
+        "length 0": runs_payload(bytes([3, 0, 5]), bytes([1, 2, 3])),
+        "cover": runs_payload(bytes([3, 6]), bytes([1, 2])),          # 9 > 8 pixels
+        "cover ": runs_payload(bytes([3, 4]), bytes([1, 2])),         # 7 < 8 pixels
+        "values stream has": runs_payload(bytes([3, 5]), bytes([1])),  # too few values
+        "more than": runs_payload(bytes([3, 5]), bytes([1, 2, 3])),    # too many values
+        "palette_size": runs_payload(bytes([3, 5]), bytes([1, 9])),
+    }
+    for msg, c in cases.items():
+        with pytest.raises(GCPFormatError, match=msg.strip()) as ei:
+            P.decode(c, w, h, k)
+        assert ei.value.offset is not None
+    # structure length field pointing past the end
+    bad = bytearray(ok)
+    bad[2:6] = struct.pack("<I", len(ok))
+    with pytest.raises(GCPFormatError, match="structure stream needs"):
+        P.decode(bytes(bad), w, h, k)
+
+
+def test_runs_bitmap_errors():
+    w, h, k = 5, 2, 4  # 10 pixels, 2 bitmap bytes
+    bm = np.packbits(np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 0], bool)).tobytes()
+    ok = runs_payload(bm, bytes([1, 2, 3]), P.FLAG_BITMAP)
+    assert P.decode(ok, w, h, k).ravel().tolist() == [1, 1, 1, 2, 2, 2, 2, 2, 3, 3]
+    cases = {
+        "padding": np.packbits(np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 1], bool)).tobytes(),
+        "pixel 0": np.packbits(np.array([0, 0, 0, 1, 0, 0, 0, 0, 1, 0], bool)).tobytes(),
+        "expected 2": bm[:1],
+    }
+    for msg, s in cases.items():
+        with pytest.raises(GCPFormatError, match=msg):
+            P.decode(runs_payload(s, bytes([1, 2, 3]), P.FLAG_BITMAP), w, h, k)
+    with pytest.raises(GCPFormatError, match="more than"):  # bitmap longer than 2 bytes
+        P.decode(runs_payload(bm + b"\x00", bytes([1, 2, 3]), P.FLAG_BITMAP), w, h, k)
+
+
+def test_streams_never_inflate_past_image():
+    # a 10 MB zlib / LZMA2 bomb for a 4-pixel image must stop early with an error
+    big = bytes(10_000_000)
+    for c in (bytes([P.METHOD_ZLIB]) + zlib.compress(big, 9),
+              bytes([P.METHOD_LZMA2, 0]) + lz(big),
+              runs_payload(bytes([1]) * 4, big)):
+        with pytest.raises(GCPFormatError, match="more than"):
+            P.decode(c, 2, 2, 4)
+
+
+def test_corrupt_streams():
+    a = blocky(20, 20, 8, seed=9)
+    z = bytes([P.METHOD_ZLIB]) + zlib.compress(a.tobytes(), 9)
+    bad = bytearray(z)
+    bad[1] ^= 0xFF  # zlib header check fails
+    with pytest.raises(GCPFormatError, match="corrupt zlib"):
+        P.decode(bytes(bad), 20, 20, 8)
+    x = bytes([P.METHOD_LZMA2, 0]) + lz(a.tobytes())
+    bad = bytearray(x)
+    bad[2] = 0xFF  # invalid LZMA2 control byte
+    with pytest.raises(GCPFormatError, match="corrupt"):
+        P.decode(bytes(bad), 20, 20, 8)
+    # a short but complete stream: the end marker comes too early
+    short = bytes([P.METHOD_LZMA2, 0]) + lz(a.tobytes()[:-1])
+    with pytest.raises(GCPFormatError, match="truncated"):
+        P.decode(short, 20, 20, 8)
+    d = P.decode(short, 20, 20, 8, partial=True)
+    np.testing.assert_array_equal(d.ravel()[:-1], a.ravel()[:-1])
+
+
+def test_accepts_memoryview_and_bytearray():
+    a = blocky(10, 12, 16)
+    e = P.encode(a, 16)
+    for buf in (memoryview(e), bytearray(e), memoryview(b"xx" + e)[2:]):
+        np.testing.assert_array_equal(P.decode(buf, 12, 10, 16), a)
+
+
+def test_lzma_stream_is_plain_raw_lzma2():
+    """Interop: the LZMA2 method's stream decodes with a stock raw-LZMA2 decoder."""
+    a = blocky(30, 30, 16)
+    c = next(c for c in P._candidates(a, 16, 9, exhaustive=True)
+             if c[0] == P.METHOD_LZMA2 and c[1] == 0)
+    filt = [{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}]
+    assert lzma.decompress(c[2:], format=lzma.FORMAT_RAW, filters=filt) == a.tobytes()
