@@ -269,7 +269,7 @@ def _to_array(img) -> np.ndarray:
         target = "RGB"
     else:
         target = "RGBA" if "A" in img.getbands() else "RGB"
-    arr = np.asarray(img.convert(target))
+    arr = np.asarray(img if img.mode == target else img.convert(target))
     if target == "RGBA" and arr[..., 3].min() == 255:
         arr = arr[..., :3]
     return arr

@@ -19,8 +19,10 @@ def pack(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr, np.uint8)
     C = arr.shape[-1]
     lead = arr.shape[:-1]
-    buf = np.zeros(lead + (4,), np.uint8)
+    buf = np.empty(lead + (4,), np.uint8)
     buf[..., :C] = arr
+    if C == 3:
+        buf[..., 3] = 0
     return buf.view("<u4").reshape(lead).astype(np.uint32, copy=False)
 
 

@@ -1,22 +1,28 @@
 """Weighted K-means palette step (see the protocol in :mod:`pillow_gcp.quantize`).
 
-Pipeline, all on the weighted histogram of unique colours (never on pixels):
+Everything works on the weighted histogram of unique colours, never on pixels:
 
-1. reduce: unique colours are merged into the cells of a 2**5 grid per channel
-   (weighted means, :func:`~pillow_gcp.quantize.histogram.bin_reduce`), so the bulk
-   of the fitting scales with occupied cells (a few thousand for a photo);
-2. seed: greedy variance-minimising splits of the weighted cells (Wu/median-cut
-   like; deterministic), plus, for small ``k``, extra k-means++ restarts drawn from
-   ``seed``; the lowest error wins.  Fixed colours are extra centres that never move;
-3. Lloyd on the cells (squared Euclidean, float32, Hamerly upper/lower bounds so
-   only cells whose bound test fails are re-assigned; stop on relative improvement);
-4. polish: Lloyd on the true unique colours, starting from bounds inherited from
-   their cell (triangle inequality), so only ambiguous colours are re-assigned;
-5. round to uint8 (for uint8 input).
+1. reduce: unique colours are merged into the cells of a 2**bits grid per channel
+   (weighted means; 5 bits for k <= 32, 6 bits above), so seeding and the bulk of
+   Lloyd scale with occupied cells (a few thousand to ~20k for a photo);
+2. seed: greedy variance-minimising splits of the weighted cells (Wu / median-cut
+   like, vectorised in rounds: :func:`_split_init`); for k <= 32 five more restarts
+   seeded by greedy weighted k-means++ drawn from ``seed``;
+3. Lloyd on the cells: squared Euclidean, float32 distances in cache-sized chunks,
+   Hamerly upper/lower bounds so only cells whose bound test fails are re-assigned,
+   stop on relative improvement < ``tol``;
+4. swap moves (:func:`_swap_refine`): the centres whose removal costs least are moved
+   to the worst point of the clusters with the largest error, Lloyd re-run, the move
+   kept only if the error drops (escapes poor local optima; +0.05-0.1 dB);
+5. polish: a few Lloyd steps on the true unique colours, starting from bounds
+   inherited from each colour's cell through the triangle inequality, so only
+   ambiguous colours are re-assigned (above 150k unique colours and k > 32, a
+   7-bit level replaces this step: same error, a third less time);
+6. round to uint8 (uint8 input) and drop duplicate rows.
 
 K-means minimises weighted squared Euclidean error in the given space whatever
-``metric`` is; ``metric`` is only used by the front door for the final exact
-nearest-entry mapping.
+``metric`` is; ``metric`` is used only by the front door for the final exact
+nearest-entry mapping (and for its repair of unused entries).
 """
 
 from __future__ import annotations
@@ -284,10 +290,11 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     small = k <= 32
     if n_init is None:
         n_init = 6 if small else 1
+    huge = U > 150_000  # e.g. large photos: a 7-bit level replaces the exact polish
     if polish_iter is None:
-        polish_iter = 4 if small else 3
+        polish_iter = 4 if small else (0 if huge else 3)
     if bits is None:
-        bits = (5,) if small else (6,)
+        bits = (5,) if small else ((6, 7) if huge else (6,))
     if swap_rounds is None:
         swap_rounds = 10 if small else 4
     Xt = colors.astype(np.float32)

@@ -67,6 +67,8 @@ _MAX_PASSES = 8
 _MAX_ALT = 8
 #: Candidates per cluster in the polish step.
 _POLISH_CANDIDATES = 32
+#: The polish stops when a round gains less than this fraction of the loss.
+_POLISH_TOL = 1e-4
 #: Floats per distance block when working on the full histogram.
 _CHUNK_ELEMS = 1 << 21
 
@@ -181,10 +183,12 @@ def _validate(colors, weights, k, metric, seed, fixed):
 
 
 # --------------------------------------------------------------------------- stage 1
-def _reduce(X, w, max_points):
-    """Bin colours on a grid with at most ``max_points`` occupied cells.
+def _reduce(X, w, max_points, V0=None):
+    """Bin weighted points on a grid with at most ``max_points`` occupied cells.
 
-    X : (U, C) float32, w : (U,) float64.
+    X : (U, C) float32 points, w : (U,) float64 weights, V0 : None or (U, C) float32
+    per-channel variance already carried by each point (when ``X`` are cells of a
+    finer reduction).
     Returns P (n, C) float32 weighted cell means, V (n, C) float32 weighted per-channel
     variances inside each cell, pw (n,) float64 cell weights, rep (n,) int64 index into
     X of each cell's representative (the member nearest the cell mean).
@@ -192,19 +196,21 @@ def _reduce(X, w, max_points):
     U, C = X.shape
     lo = X.min(0)
     span = np.maximum(X.max(0) - lo, 1e-12)
+    Z = (X - lo) * (1.0 / span).astype(np.float32)  # in [0, 1]
     lmax = 128 if C == 3 else 40
 
     def occupancy(levels):
-        q = np.minimum(((X - lo) * (levels / span)).astype(np.int64), levels - 1)
-        cell = q[:, 0]
+        q = np.minimum((Z * np.float32(levels)).astype(np.int32), levels - 1)
+        cell = q[:, 0].astype(np.int64)
         for c in range(1, C):
-            cell = cell * levels + q[:, c]
+            cell *= levels
+            cell += q[:, c]
         occ = np.zeros(levels ** C, bool)
         occ[cell] = True
         return cell, occ, int(np.count_nonzero(occ))
 
     # photos fill a grid roughly like a surface (n ~ levels^2): secant steps in log-log
-    levels = 32 if C == 3 else 16
+    levels = int(min(lmax, max(2, 2 * np.sqrt(max_points)))) if C == 3 else 16
     best = None
     tried = {}
     for _ in range(5):
@@ -228,7 +234,6 @@ def _reduce(X, w, max_points):
         guess = int(levels * (0.95 * max_points / max(n, 1)) ** (1.0 / max(slope, 1.0)))
         levels = min(max(guess, lo_l + 1), hi_l - 1)
     if best is None:
-        levels = 2
         best = (2,) + occupancy(2)
     levels, cell, occ, n = best
     remap = np.cumsum(occ) - 1
@@ -240,7 +245,10 @@ def _reduce(X, w, max_points):
     for c in range(C):
         P[:, c] = np.bincount(cell, weights=w * X[:, c], minlength=n) * inv
         r = X[:, c] - P[cell, c]
-        V[:, c] = np.bincount(cell, weights=w * r * r, minlength=n) * inv
+        r *= r
+        if V0 is not None:
+            r += V0[:, c]
+        V[:, c] = np.bincount(cell, weights=w * r, minlength=n) * inv
     P = P.astype(np.float32)
     d = X - P[cell]
     d = np.einsum("ij,ij->i", d, d).astype(np.float64)
@@ -473,7 +481,7 @@ def _polish(X, w, Fx, midx, metric):
         M = np.concatenate([Fx, X[midx]])
         labels, dist = _assign(X, M, metric)
         loss = float(dist.astype(np.float64) @ w)
-        if not loss < prev * (1 - 1e-6):
+        if not loss < prev * (1 - _POLISH_TOL):
             break
         prev = loss
         order = np.argsort(labels.astype(np.int32), kind="stable")
@@ -570,22 +578,31 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
     w = weights.astype(np.float64)
     Fx = fixedX.astype(np.float32)
 
-    cover = {}
+    # the finest reduction is computed once; coarser ones merge its cells
+    n_fine = max(_MAX_POINTS, 8 * k)
+    if U <= n_fine:
+        base = (X, np.zeros_like(X), w, np.arange(U))
+    else:
+        base = _reduce(X, w, n_fine)
+    reductions = {}
+
+    def reduction(n_points):
+        """(P, V, pw, rep) with at most n_points cells; rep indexes X."""
+        if base[0].shape[0] <= n_points:
+            return base
+        if n_points not in reductions:
+            P, V, pw, r = _reduce(base[0], base[2], n_points, base[1])
+            reductions[n_points] = (P, V, pw, base[3][r])
+        return reductions[n_points]
 
     def level(n_points, n_cand, extra=None):
         """Reduced problem: cell weights, candidate rows of X, distances, fixed rows."""
-        if U <= n_points:
-            P, V, pw, prep = X, np.zeros_like(X), w, np.arange(U)
-        else:
-            P, V, pw, prep = _reduce(X, w, n_points)
+        P, V, pw, prep = reduction(n_points)
         if prep.size <= n_cand:
             cand = prep
         else:
             # a coarse grid's representatives for coverage, then the heaviest cells
-            n_cov = max(n_cand // 4, min(_COVER, n_cand // 2))
-            if n_cov not in cover:
-                cover[n_cov] = _reduce(X, w, n_cov)[3]
-            crep = cover[n_cov]
+            crep = reduction(max(n_cand // 4, min(_COVER, n_cand // 2)))[3]
             heavy = prep[np.argsort(-pw, kind="stable")]
             heavy = heavy[~np.isin(heavy, crep)]
             cand = np.concatenate([crep, heavy[: n_cand - crep.size]])
