@@ -66,7 +66,7 @@ _MAX_PASSES = 8
 #: Maximum alternating polish iterations on the full histogram.
 _MAX_ALT = 8
 #: Candidates per cluster in the polish step.
-_POLISH_CANDIDATES = 32
+_POLISH_CANDIDATES = 24
 #: The polish stops when a round gains less than this fraction of the loss.
 _POLISH_TOL = 1e-4
 #: Floats per distance block when working on the full histogram.
@@ -392,40 +392,46 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
     med_mask = np.zeros(order.size, bool)
     med_mask[pos[med][pos[med] >= 0]] = True
     buf = np.empty((min(_BLOCK, max(order.size, 1)), n), np.float32)
-    for _ in range(_MAX_PASSES):
-        improved = False
-        for s in range(0, order.size, _BLOCK):
-            Dc = Dp[s:s + _BLOCK]
-            A = buf[: Dc.shape[0]]
-            while True:
-                np.maximum(Dc, dn, out=A)
-                np.minimum(A, ds, out=A)
-                delta = A @ W  # (b, m)
-                np.minimum(Dc, dn, out=A)
-                delta += (A @ w32)[:, None]
-                delta -= const[None, :].astype(np.float32)
-                delta[med_mask[s:s + _BLOCK]] = np.inf
-                if F:
-                    delta[:, :F] = np.inf
-                j = int(np.argmin(delta))
-                bi, slot = divmod(j, m)
-                if not delta[bi, slot] < -1e-6 * loss:
-                    break
-                c = int(order[s + bi])
-                old = int(med[slot - F])
-                MD[slot] = D[c]
-                dn2, ds2, W2, loss2, const2 = state()
-                if not loss2 < loss:  # float safety: never accept a non-improvement
-                    MD[slot] = D[old]
-                    break
-                if pos[old] >= 0:
-                    med_mask[pos[old]] = False
-                med_mask[s + bi] = True
-                med[slot - F] = c
-                dn, ds, W, loss, const = dn2, ds2, W2, loss2, const2
-                improved = True
-        if not improved:
-            break
+    starts = list(range(0, order.size, _BLOCK))
+    # blocks are visited cyclically; stop once every block was evaluated without an
+    # improving swap since the last swap (FasterPAM's termination rule, per block)
+    quiet = 0
+    visits = 0
+    bi_block = 0
+    while quiet < len(starts) and visits < _MAX_PASSES * len(starts):
+        s = starts[bi_block]
+        bi_block = (bi_block + 1) % len(starts)
+        visits += 1
+        quiet += 1
+        Dc = Dp[s:s + _BLOCK]
+        A = buf[: Dc.shape[0]]
+        while True:
+            np.maximum(Dc, dn, out=A)
+            np.minimum(A, ds, out=A)
+            delta = A @ W  # (b, m)
+            np.minimum(Dc, dn, out=A)
+            delta += (A @ w32)[:, None]
+            delta -= const[None, :].astype(np.float32)
+            delta[med_mask[s:s + _BLOCK]] = np.inf
+            if F:
+                delta[:, :F] = np.inf
+            j = int(np.argmin(delta))
+            bi, slot = divmod(j, m)
+            if not delta[bi, slot] < -1e-6 * loss:
+                break
+            c = int(order[s + bi])
+            old = int(med[slot - F])
+            MD[slot] = D[c]
+            dn2, ds2, W2, loss2, const2 = state()
+            if not loss2 < loss:  # float safety: never accept a non-improvement
+                MD[slot] = D[old]
+                break
+            if pos[old] >= 0:
+                med_mask[pos[old]] = False
+            med_mask[s + bi] = True
+            med[slot - F] = c
+            dn, ds, W, loss, const = dn2, ds2, W2, loss2, const2
+            quiet = 1
     return med
 
 
