@@ -20,7 +20,8 @@ FORMAT = "GCP"
 MIME = "image/x-gcp"
 EXTENSION = ".gcp"
 
-_simple_alpha = re.compile(b"^\xff*\x00\xff*$")
+# one fully transparent entry, all others opaque (fullmatch: "$" would accept a trailing 0x0A)
+_simple_alpha = re.compile(b"\xff*\x00\xff*")
 
 
 def _accept(prefix: bytes) -> bool:
@@ -47,7 +48,7 @@ class GcpImageFile(ImageFile.ImageFile):
         self.palette = ImagePalette.raw("RGB", palette[:, :3].tobytes())
         if header.channels == 4:
             alpha = palette[:, 3].tobytes()
-            self.info["transparency"] = alpha.index(0) if _simple_alpha.match(alpha) else alpha
+            self.info["transparency"] = alpha.index(0) if _simple_alpha.fullmatch(alpha) else alpha
         self.info.update(header.metadata)
         self.info["gcp_palette_channels"] = header.channels
         self.info["gcp_payload_bytes"] = header.payload_length
