@@ -1,33 +1,39 @@
 """Weighted K-medoids palette step (FasterPAM-style swaps on a reduced histogram).
 
 The palette is a set of ``k`` *medoids*: actual colours of the image, chosen to minimise
-the weighted sum, over all unique colours, of the distance (``metric``) from each colour
-to its nearest medoid.  Plain PAM is ``O(k U^2)`` per pass and a ``U x U`` matrix is out
-of the question for photos (``U`` = 20k-150k unique colours), so the search runs in
-three stages, all vectorised with numpy and bounded in memory:
+the weighted sum, over all unique colours, of the distance (``metric``, not squared) from
+each colour to its nearest medoid.  Plain PAM is ``O(k U^2)`` per pass and a ``U x U``
+matrix is out of the question for photos (``U`` = 20k-150k unique colours), so the search
+runs in stages, all vectorised with numpy and bounded in memory:
 
 1. **Reduce.**  The unique colours are binned on a regular grid whose resolution is
-   chosen so that at most ``max_points`` cells are occupied.  Each occupied cell becomes
-   one weighted *point* (weighted mean of its colours, total pixel count) and one
-   *candidate* medoid (the real colour of the cell nearest to that mean).  When
-   ``U <= max_points`` the colours themselves are used (no approximation).
-2. **Swap search on the reduced problem.**  Greedy k-means++ seeding, then eager
-   FasterPAM-style swaps (Schubert & Rousseeuw 2021): the change of loss of every
-   (candidate, medoid) swap is computed for a block of candidates at once from the
-   nearest / second-nearest distances (the ``O(k)`` trick, written as one matrix
-   product per block), the best improving swap of the block is applied at once, and
-   passes repeat until no block improves.
-3. **Exact polish on all colours.**  Alternating steps on the full histogram: assign
-   every unique colour to its nearest medoid (chunked), then inside each cluster pick the
-   member that minimises the exact weighted distance sum over the whole cluster among a
-   short list of candidates (members nearest the cluster's metric centre: the weighted
-   geometric median for euclidean, the coordinate-wise weighted median for manhattan,
-   the weighted mean and midrange for chebyshev; the current medoid is always a
-   candidate, so the loss never increases).
+   chosen so that at most ``_MAX_POINTS`` (4096) cells are occupied.  Each occupied cell
+   is one weighted *point*: its weighted mean ``mu``, per-channel variance ``var`` and
+   total pixel count.  The distance from a candidate colour ``c`` to a cell is the
+   surrogate ``sqrt(|c - mu|^2 + sum(var))`` (the exact root mean *squared* distance to
+   the cell's pixels; manhattan / chebyshev apply the same correction per channel).
+   Coarser reductions (1024, 128 cells) merge these cells.  Candidate medoids are real
+   colours: for each cell the colour nearest its mean; the candidate list keeps the
+   128-cell grid's representatives (coverage of rare colours) and fills up with the
+   heaviest cells' (512 in all).  When ``U <= 4096`` the colours themselves are the
+   points (no approximation).
+2. **Swap search on the reduced problem.**  Greedy weighted k-means++ seeding, then eager
+   FasterPAM-style swaps (Schubert & Rousseeuw 2021): the loss change of every
+   (candidate, medoid) swap is computed for a block of 128 candidates at once from the
+   nearest / second-nearest distances (the ``O(k)`` decomposition, written as two matrix
+   products per block); the best improving swap of the block is applied at once; blocks
+   are visited cyclically until all were evaluated without improvement since the last
+   swap.  Six seedings run on the 1024-cell reduction; the two best are refined on the
+   4096-cell one and the best surrogate loss wins.
+3. **Exact polish on all colours.**  Alternating rounds on the full histogram: assign
+   every unique colour to its nearest medoid (chunked), take one Weiszfeld-type step from
+   each medoid towards its cluster's metric centre, and among the cluster members nearest
+   that point and nearest the current medoid pick the one with the smallest exact
+   weighted distance sum over the whole cluster (chunked).  The current medoid is always
+   a candidate, so the exact loss never increases; rounds stop when one gains < 0.01 %.
 
-The loss reported and minimised is always the chosen ``metric`` (not squared).
-Memory: ``O(max_points^2 + U * C + chunk * k)``; nothing of size ``U x U`` or
-``pixels x k`` is ever built.  The same inputs and ``seed`` give bit-identical output.
+Memory: ``O(4096 * 512 + U * C + chunk * k)``; nothing of size ``U x U`` or ``pixels x k``
+is built.  The same inputs and ``seed`` give bit-identical output.
 """
 
 from __future__ import annotations
@@ -144,7 +150,9 @@ def _validate(colors, weights, k, metric, seed, fixed):
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int >= 0, got {type(seed).__name__}")
+    if seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     colors = np.asarray(colors)
     if colors.ndim != 2 or colors.shape[1] not in (3, 4) or colors.shape[0] < 1:
@@ -165,14 +173,20 @@ def _validate(colors, weights, k, metric, seed, fixed):
         raise ValueError("weights must be finite")
     if np.any(weights < 0):
         raise ValueError("weights must be >= 0")
+    if not weights.sum() > 0:
+        raise ValueError("weights must have a positive sum")
     if fixed is not None:
         fixed = np.asarray(fixed)
         if fixed.ndim != 2 or fixed.shape[1] != colors.shape[1]:
             raise ValueError(f"fixed must have shape (F, {colors.shape[1]}), got {fixed.shape}")
-        if fixed.dtype != colors.dtype and not (fixed.dtype.kind in "iuf" and colors.dtype.kind == "f"):
-            if fixed.dtype.kind not in "iu" or fixed.size and (fixed.min() < 0 or fixed.max() > 255):
-                raise TypeError(f"fixed must have the dtype of colors ({colors.dtype}), got {fixed.dtype}")
+        if colors.dtype == np.uint8 and fixed.dtype != np.uint8:
+            if fixed.dtype.kind not in "iu" or (fixed.size and (fixed.min() < 0 or fixed.max() > 255)):
+                raise TypeError(f"fixed must be uint8 like colors, got dtype {fixed.dtype}")
+        elif fixed.dtype.kind not in "iuf":
+            raise TypeError(f"fixed must be numeric, got dtype {fixed.dtype}")
         fixed = fixed.astype(colors.dtype)
+        if colors.dtype.kind == "f" and not np.all(np.isfinite(fixed)):
+            raise ValueError("fixed must be finite")
         if fixed.shape[0] > k:
             raise ValueError(f"fixed has {fixed.shape[0]} rows, more than k={k}")
         if fixed.shape[0] and np.unique(fixed, axis=0).shape[0] != fixed.shape[0]:
@@ -555,6 +569,22 @@ def kmedoids_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=No
     then the medoids, each an exact row of ``colors``; ``m = min(k, F + U')`` where
     ``U'`` is the number of colours not equal to a fixed row.  Entries are distinct, and
     every non-fixed entry is the nearest entry of at least one colour (itself).
+
+    Raises
+    ------
+    ValueError
+        ``metric`` not one of :data:`METRICS`; ``k < 1``; ``seed < 0``; ``colors`` not
+        ``(U, 3|4)`` with ``U >= 1`` or not finite; ``weights`` of the wrong shape,
+        negative, not finite or summing to 0; ``fixed`` of the wrong shape, with more
+        than ``k`` rows or with repeated rows.
+    TypeError
+        ``k`` / ``seed`` not integers; ``colors`` neither uint8 nor float; ``weights``
+        or ``fixed`` of a non-numeric dtype (``fixed`` for uint8 ``colors``: integers in
+        0..255).
+
+    Notes
+    -----
+    Rows of ``colors`` are expected to be distinct (the histogram's unique colours).
     """
     colors, weights, k, fixed = _validate(colors, weights, k, metric, seed, fixed)
     with _single_thread():
