@@ -65,11 +65,11 @@ _COARSE_CAND = 256
 _KEEP = 2
 #: Grid representatives always among the candidates (coverage of rare colours).
 _COVER = 128
-#: Candidates evaluated per block in the swap search.
+#: Candidates evaluated per block in the swap search (k <= 16; fewer for larger k).
 _BLOCK = 128
 #: Maximum swap passes over all candidates.
 _MAX_PASSES = 8
-#: Maximum alternating polish iterations on the full histogram.
+#: Maximum alternating polish rounds on the full histogram (halved for k > 32).
 _MAX_ALT = 8
 #: Candidates per cluster in the polish step.
 _POLISH_CANDIDATES = 24
@@ -303,18 +303,24 @@ def _point_dist(R, P, V, metric):
 
 # --------------------------------------------------------------------------- stage 2
 def _near2(MD):
-    """Nearest and second-nearest medoid per point from ``MD`` (m, n) -> near, dn, ds."""
+    """Nearest and second-nearest medoid per point.
+
+    MD : (m, n) float32 medoid-to-point distances -> near, near2 (n,) int64 and
+    dn, ds (n,) float32 (``near2 = -1``, ``ds = inf`` when ``m == 1``).  Ties go to the
+    lowest index.
+    """
     m, n = MD.shape
     ar = np.arange(n)
     near = np.argmin(MD, axis=0)
     dn = MD[near, ar]
     if m == 1:
-        return near, dn, np.full(n, np.inf, np.float32)
-    saved = MD[near, ar].copy()
+        return near, np.full(n, -1, np.int64), dn, np.full(n, np.inf, np.float32)
+    saved = dn.copy()
     MD[near, ar] = np.inf
-    ds = MD.min(0)
+    near2 = np.argmin(MD, axis=0)
+    ds = MD[near2, ar]
     MD[near, ar] = saved
-    return near, dn, ds
+    return near, near2, dn, ds
 
 
 def _seed_pp(D, pw, MDfixed, n_free, allowed, rng):
@@ -376,8 +382,11 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
                       - sum(w dn) - sum_{near(o) = i} w_o dn_o
 
     (Schubert & Rousseeuw's O(k) decomposition: a shared gain plus a per-medoid
-    removal loss and correction), i.e. two matrix products per block.  The best
-    improving swap of the block is applied, then the block is evaluated again.
+    removal loss and correction): a matrix-vector product plus per-medoid sums per
+    block (a product with the one-hot ``W`` for ``m <= 32``, segment sums over the
+    points sorted by nearest medoid otherwise).  The best improving swap of the block
+    is applied, then the block is evaluated again.  After a swap only the points whose
+    nearest or second-nearest medoid was replaced are rescanned.
     """
     r, n = D.shape
     F = MDfixed.shape[0]
@@ -385,19 +394,58 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
     med = med.copy()
     w32 = pw.astype(np.float32)
     MD = np.vstack([MDfixed, D[med]]).astype(np.float32)
-    is_med = np.zeros(r, bool)
-    is_med[med] = True
-    ar = np.arange(n)
+    use_mm = m <= 32  # per-medoid sums: one-hot product for small k, segment sums else
 
-    def state():
-        near, dn, ds = _near2(MD)
-        W = np.zeros((n, m), np.float32)
-        W[ar, near] = w32
-        loss = float(dn @ pw)
-        const = loss + np.bincount(near, weights=pw * dn, minlength=m)  # (m,)
-        return dn, ds, W, loss, const
+    def full_state():
+        near, near2, dn, ds = _near2(MD)
+        return near, near2, dn, ds, float(dn @ pw)
 
-    dn, ds, W, loss, const = state()
+    def swapped(st, slot):
+        """State after MD[slot] changed, updating only the points it can affect."""
+        near, near2, dn, ds, _ = st
+        new = MD[slot]
+        near, near2, dn, ds = near.copy(), near2.copy(), dn.copy(), ds.copy()
+        aff = (near == slot) | (near2 == slot)
+        closer = ~aff & (new < dn)
+        mid = ~aff & ~closer & (new < ds)
+        near2[closer] = near[closer]
+        ds[closer] = dn[closer]
+        near[closer] = slot
+        dn[closer] = new[closer]
+        near2[mid] = slot
+        ds[mid] = new[mid]
+        idx = np.flatnonzero(aff)
+        if idx.size:
+            a, b, c, d = _near2(MD[:, idx])
+            near[idx], near2[idx], dn[idx], ds[idx] = a, b, c, d
+        return near, near2, dn, ds, float(dn @ pw)
+
+    def sums_setup(st):
+        near, _, dn, _, loss = st
+        const = (loss + np.bincount(near, weights=pw * dn, minlength=m)).astype(np.float32)
+        if use_mm:
+            W = np.zeros((n, m), np.float32)
+            W[np.arange(n), near] = w32
+            return const, W, None, None
+        perm = np.argsort(near, kind="stable")
+        bounds = np.searchsorted(near[perm], np.arange(m + 1))
+        ne = bounds[:-1] < bounds[1:]
+        return const, None, (perm, w32[perm]), (bounds[:-1][ne], ne)
+
+    def per_medoid(A, setup):
+        """(b, n) -> (b, m): sum of A * w over the points of each medoid."""
+        _, W, pp, seg = setup
+        if use_mm:
+            return A @ W
+        perm, wperm = pp
+        G = A[:, perm]
+        G *= wperm
+        out = np.zeros((A.shape[0], m), np.float32)
+        out[:, seg[1]] = np.add.reduceat(G, seg[0], axis=1)
+        return out
+
+    st = full_state()
+    setup = sums_setup(st)
     # candidates in a random order, stored contiguously so that blocks are views
     order = rng.permutation(np.flatnonzero(allowed))
     Dp = D[order]
@@ -405,8 +453,10 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
     pos[order] = np.arange(order.size)
     med_mask = np.zeros(order.size, bool)
     med_mask[pos[med][pos[med] >= 0]] = True
-    buf = np.empty((min(_BLOCK, max(order.size, 1)), n), np.float32)
-    starts = list(range(0, order.size, _BLOCK))
+    # a swap re-evaluates its block: smaller blocks when many swaps are expected
+    B = int(max(32, min(_BLOCK, _BLOCK * 16 // m)))
+    buf = np.empty((min(B, max(order.size, 1)), n), np.float32)
+    starts = list(range(0, order.size, B))
     # blocks are visited cyclically; stop once every block was evaluated without an
     # improving swap since the last swap (FasterPAM's termination rule, per block)
     quiet = 0
@@ -417,16 +467,18 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
         bi_block = (bi_block + 1) % len(starts)
         visits += 1
         quiet += 1
-        Dc = Dp[s:s + _BLOCK]
+        Dc = Dp[s:s + B]
         A = buf[: Dc.shape[0]]
         while True:
+            _, _, dn, ds, loss = st
+            np.minimum(Dc, dn, out=A)
+            shared = A @ w32  # (b,)
             np.maximum(Dc, dn, out=A)
             np.minimum(A, ds, out=A)
-            delta = A @ W  # (b, m)
-            np.minimum(Dc, dn, out=A)
-            delta += (A @ w32)[:, None]
-            delta -= const[None, :].astype(np.float32)
-            delta[med_mask[s:s + _BLOCK]] = np.inf
+            delta = per_medoid(A, setup)  # (b, m)
+            delta += shared[:, None]
+            delta -= setup[0][None, :]
+            delta[med_mask[s:s + B]] = np.inf
             if F:
                 delta[:, :F] = np.inf
             j = int(np.argmin(delta))
@@ -436,15 +488,16 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
             c = int(order[s + bi])
             old = int(med[slot - F])
             MD[slot] = D[c]
-            dn2, ds2, W2, loss2, const2 = state()
-            if not loss2 < loss:  # float safety: never accept a non-improvement
+            st2 = swapped(st, slot)
+            if not st2[4] < loss:  # float safety: never accept a non-improvement
                 MD[slot] = D[old]
                 break
             if pos[old] >= 0:
                 med_mask[pos[old]] = False
             med_mask[s + bi] = True
             med[slot - F] = c
-            dn, ds, W, loss, const = dn2, ds2, W2, loss2, const2
+            st = st2
+            setup = sums_setup(st)
             quiet = 1
     return med
 
@@ -497,7 +550,8 @@ def _polish(X, w, Fx, midx, metric):
     midx = midx.copy()
     m = F + midx.size
     prev = np.inf
-    for it in range(_MAX_ALT):
+    rounds = _MAX_ALT if m <= 32 else max(2, _MAX_ALT // 2)
+    for it in range(rounds):
         M = np.concatenate([Fx, X[midx]])
         labels, dist = _assign(X, M, metric)
         loss = float(dist.astype(np.float64) @ w)
@@ -660,8 +714,10 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
     # stage 2a: several cheap seedings + swap searches on a coarse reduction
     pw1, cand1, D1, MDf1 = level(max(_COARSE_POINTS, 4 * k), max(_COARSE_CAND, 2 * k))
     allowed1 = np.ones(cand1.size, bool)
+    # many medoids: each search is long and restarts matter less
+    restarts = _RESTARTS if k <= 32 else (2 if k <= 96 else 1)
     sols = []
-    for _ in range(_RESTARTS):
+    for _ in range(restarts):
         med = _seed_pp(D1, pw1, MDf1, n_free, allowed1, rng)
         med = _swap_search(D1, pw1, MDf1, med, allowed1, rng)
         sols.append((surrogate(D1, pw1, MDf1, med), cand1[med]))
