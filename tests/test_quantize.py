@@ -416,6 +416,15 @@ def test_validation_names_parameter(kw, word):
         quantize(smooth_rgb(), **kw)
 
 
+def test_degenerate_images():
+    idx, pal = quantize_to_arrays(Image.new("RGB", (0, 5)), k=4)
+    assert idx.shape == (5, 0) and pal.tolist() == [[0, 0, 0]]
+    idx, pal = quantize_to_arrays(Image.new("RGBA", (3, 2), (9, 9, 9, 0)), k=4)
+    assert pal.tolist() == [[0, 0, 0, 0]] and np.all(idx == 0)
+    idx, pal = quantize_to_arrays(Image.new("RGB", (1, 1), (3, 4, 5)), k=1)
+    assert pal.tolist() == [[3, 4, 5]]
+
+
 def test_bad_image_and_images():
     with pytest.raises(TypeError, match="img"):
         quantize(np.zeros((4, 4, 3), np.uint8))

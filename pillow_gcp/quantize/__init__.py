@@ -700,6 +700,8 @@ def _run(images: Sequence, o: _Opts):
         P4 = o.palette
     else:
         P4, gidx = _fit_palette(colors, counts, C, o)
+    if P4.shape[0] == 0:  # empty image: a one-entry palette keeps consumers simple
+        P4 = np.array([[0, 0, 0, 255]], np.uint8)
     if o.palette is not None or gidx is None:
         gidx = _assign(colors, C, P4, o.metric, o.space)
     if single:
