@@ -160,7 +160,8 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
 
     ``centres`` (k, C); the first ``nfix`` never move.  Optional starting ``assign``
     (B,) and valid ``lower`` (B,) bounds on the distance to the second-nearest centre.
-    Returns (centres float32, assign (B,), lower (B,), sse).
+    Returns (centres float32, assign (B,), lower (B,), sse, dist (B,)) with ``dist`` the
+    exact distance to the assigned centre and ``lower`` valid for the returned centres.
     """
     B, C = X.shape
     k = centres.shape[0]
@@ -214,46 +215,83 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
             break
         prev = sse
     diff = X - centres[assign]
-    sse = float(np.dot(np.einsum("ij,ij->i", diff, diff), w))
-    return centres, assign, lower, sse
+    d1 = np.einsum("ij,ij->i", diff, diff)
+    sse = float(np.dot(d1, w))
+    return centres, assign, lower, sse, np.sqrt(d1)
 
 
-def _swap_refine(X, w, cen, nfix, sse, rounds, frac, max_iter, tol):
-    """Remove-and-split moves: replace the centres whose removal costs least by new
-    centres in the worst clusters, re-run Lloyd, keep the result only if it lowers the
-    error.  The move size halves after a rejected move.  Returns (centres, assign, lower, sse).
+def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol):
+    """Remove-and-split moves on a converged Lloyd ``state`` (centres, assign, lower, sse, dist).
+
+    The ``m`` centres whose removal costs least (estimated from the distance to the
+    assigned centre and the lower bound on the second-nearest) are moved onto the worst
+    point of the ``m`` clusters with the largest error; assignments and bounds are
+    updated incrementally (distances to the moved centres only, full search only for
+    points that lost their centre), Lloyd re-runs, and the move is kept only if the
+    error drops.  ``m`` halves after a rejected move.  Returns the best state.
     """
+    cen, a, low, sse, up = state
     k = cen.shape[0]
-    best = None
     m = max(1, int(frac * (k - nfix)))
     for _ in range(rounds):
-        a, d1, d2 = nearest_two(X, cen)
-        d1 = d1.astype(np.float64)
-        # extra error if centre j disappeared (its points fall back to their 2nd)
+        d1 = up.astype(np.float64) ** 2
+        d2 = np.maximum(low.astype(np.float64), up) ** 2
         rem = np.bincount(a, weights=w * (d2 - d1), minlength=k)
         csse = np.bincount(a, weights=w * d1, minlength=k)
         rem[:nfix] = np.inf
-        order = np.argsort(rem, kind="stable")
-        removed = order[:m]
+        removed = np.argsort(rem, kind="stable")[:m]
         keep = np.ones(k, bool)
         keep[removed] = False
         cand = np.argsort(-np.where(keep, csse, -1.0), kind="stable")[:m]
-        new = cen.copy()
-        # a new centre at the worst point (largest weighted error) of each split cluster
         err = w * d1
+        # worst point of each chosen cluster, in one pass
+        sel = np.isin(a, cand)
+        idx = np.flatnonzero(sel)
+        o = np.lexsort((-err[idx], a[idx]))
+        first = np.r_[True, a[idx][o][1:] != a[idx][o][:-1]]
+        worst_of = dict(zip(a[idx][o][first].tolist(), idx[o][first].tolist()))
+        new = cen.copy()
+        moved = []
         for slot, j in zip(removed, cand):
-            members = np.flatnonzero(a == j)
-            if members.size < 2:
+            p = worst_of.get(int(j))
+            if p is None or err[p] <= 0:
                 continue
-            new[slot] = X[members[np.argmax(err[members])]]
-        res = _lloyd(X, w, new, nfix, max_iter, tol)
+            new[slot] = X[p]
+            moved.append(slot)
+        if not moved:
+            break
+        moved = np.array(moved)
+        # incremental assignment: removed centres only lose points; moved ones may win
+        a2 = a.copy()
+        u2 = up.astype(np.float32).copy()
+        l2 = low.astype(np.float32).copy()
+        lost = np.isin(a2, moved)
+        Dn = X[:, None, :] - new[moved][None, :, :]
+        Dn = np.sqrt(np.einsum("ijk,ijk->ij", Dn, Dn))
+        jmin = np.argmin(Dn, axis=1)
+        dmin = Dn[np.arange(X.shape[0]), jmin]
+        Dn[np.arange(X.shape[0]), jmin] = np.inf
+        dsec = Dn.min(axis=1) if moved.size > 1 else np.full(X.shape[0], np.inf, np.float32)
+        win = ~lost & (dmin < u2)
+        l2[win] = np.minimum(np.minimum(u2[win], l2[win]), dsec[win])
+        a2[win] = moved[jmin[win]]
+        u2[win] = dmin[win]
+        stay = ~lost & ~win
+        l2[stay] = np.minimum(l2[stay], dmin[stay])
+        li = np.flatnonzero(lost)
+        if li.size:
+            aa, e1, e2 = nearest_two(X[li], new)
+            a2[li] = aa
+            u2[li] = np.sqrt(e1)
+            l2[li] = np.sqrt(e2)
+        res = _lloyd(X, w, new, nfix, max_iter, tol, assign=a2, lower=l2)
         if res[3] < sse * (1 - 1e-6):
-            cen, sse, best = res[0], res[3], res
+            cen, a, low, sse, up = res
         else:
             m //= 2
             if m == 0:
                 break
-    return best
+    return cen, a, low, sse, up
 
 
 def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None,
@@ -322,12 +360,10 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
             init = _kmeanspp(X0, w0, k, rng, init=fixf)
         res = _lloyd(X0, w0, init, nfix, max_iter, tol)
         if swap_rounds:
-            sw = _swap_refine(X0, w0, res[0], nfix, res[3], swap_rounds, swap_frac, max_iter, tol)
-            if sw is not None:
-                res = sw
+            res = _swap_refine(X0, w0, res, nfix, swap_rounds, swap_frac, max_iter, tol)
         if best is None or res[3] < best[3]:
             best = res
-    cen, assign, lower, sse0 = best
+    cen, assign, lower = best[:3]
     # finer levels: map each finer point to the coarse cell it falls in
     prev_X, prev_inv = X0, (levels[0][2] if levels else None)
     targets = [(lv[0], lv[1], lv[2], level_iter) for lv in levels[1:]]
@@ -339,7 +375,7 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
         parent[invn] = prev_inv
         dm = Xn - prev_X[parent]
         low = lower[parent] - np.sqrt(np.einsum("ij,ij->i", dm, dm))
-        cen, assign, lower, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol,
+        cen, assign, lower, _, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol,
                                        assign=assign[parent], lower=low)
         prev_X, prev_inv = Xn, invn
     if colors.dtype == np.uint8:
