@@ -49,8 +49,8 @@ nearest entry of at least one colour.  ``m = min(k, U + F_absent)`` is expected.
 
 What the front door does around a step (so a step need not care):
 
-* Colours ``<= k``: the step is *not* called; the palette is the colours themselves
-  (lossless for every algorithm).
+* Colours ``<= k`` (per alpha group, fixed colours counted): the step is *not* called;
+  the palette is the colours themselves (lossless for every algorithm).
 * Alpha: fully transparent pixels (``a == 0``) are removed before fitting and get one
   reserved entry ``(0, 0, 0, 0)``.  Opaque colours (``a == 255``) and semi-transparent
   colours (``0 < a < 255``) are fitted by **separate** step calls - opaque ones as
@@ -68,6 +68,26 @@ What the front door does around a step (so a step need not care):
 * Mapping: every unique colour goes to its exact nearest entry under ``metric`` in the
   chosen space (chunked, memory bounded by unique colours), or Floyd-Steinberg
   dithering via Pillow when ``dither=True``.
+
+Other front-door rules
+======================
+* Modes: RGB, L, 1 -> RGB; RGBA, LA, PA, P with ``transparency`` or an RGBA palette ->
+  RGBA (dropped back to RGB when no alpha is below 255); CMYK, YCbCr, HSV, LAB via
+  Pillow's ``convert("RGB")``; I;16 scaled by 1/257; I and F kept when inside 0..255,
+  else min..max stretched to 0..255.
+* Budget split for alpha groups: each group gets its fixed colours or at least one
+  entry, the rest in proportion to (pixel count) ** 0.6.  If ``k`` is below the number
+  of groups present, priority is opaque > transparent > semi-transparent, and pixels
+  of a group without entries go to the nearest entry of any kind.
+* Palette order: the transparent entry (if any) is index 0, then opaque entries, then
+  semi-transparent ones, each group sorted by luma.
+* ``palette=``: used exactly as given (duplicates kept).  Transparent pixels go to an
+  entry with alpha 0 if there is one, opaque pixels to entries with alpha 255 if there
+  are any, everything else to the nearest entry in RGBA.
+* ``dither=True``: Pillow's Floyd-Steinberg remap over the opaque entries, for opaque
+  pixels; transparent and semi-transparent pixels keep the exact nearest mapping.
+  The ditherer works in RGB whatever ``metric``/``space`` are.
+* The whole call runs with OpenBLAS held to one thread (:mod:`._threads`).
 
 Registry: ``register_quantizer(name, step)`` adds a step; ``algo=`` accepts a
 registered name or any callable following the protocol.  ``"kmeans"``
