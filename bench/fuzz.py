@@ -521,7 +521,7 @@ def _where(exc: BaseException) -> str:
     return f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
 
 
-_DIGITS = re.compile(r"<[^>]* at 0x[0-9a-f]+>|\d+|'[^']*'|\b[0-9a-f]{8}\b")
+_DIGITS = re.compile(r"<[^>]* at 0x[0-9a-f]+>|b?'[^']*'|b?\"[^\"]*\"|\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{8}\b|\d+")
 
 
 def message_class(exc: BaseException) -> str:
