@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -226,6 +227,11 @@ def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> 
 def seed_corpus(seed: int = 0) -> list[bytes]:
     """Valid .gcp files covering palette sizes 1-256, RGB/RGBA, metadata, trailing chunks and
     every payload method and flag (see :func:`_payload_variants`)."""
+    return list(_seed_corpus(seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _seed_corpus(seed: int) -> tuple:
     rng = np.random.default_rng(seed)
     out = []
     for h, w, n, c, kind, meta in SEED_SPECS:
@@ -254,7 +260,7 @@ def seed_corpus(seed: int = 0) -> list[bytes]:
                 ok = False
             if ok and data not in out:
                 out.append(data)
-    return out
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- mutators

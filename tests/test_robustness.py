@@ -139,8 +139,9 @@ def test_short_seeded_fuzz_run_finds_nothing():
 
 def test_fuzz_run_is_reproducible():
     limits = fuzz.Limits(time_limit=None)
-    a = fuzz.run(seed=5, iterations=30, limits=limits, minimise_findings=False)
-    b = fuzz.run(seed=5, iterations=30, limits=limits, minimise_findings=False)
+    corpus = fuzz.seed_corpus(0)[:12]
+    a = fuzz.run(seed=5, iterations=40, limits=limits, corpus=corpus, minimise_findings=False)
+    b = fuzz.run(seed=5, iterations=40, limits=limits, corpus=corpus, minimise_findings=False)
     strip = lambda r: {k: v for k, v in r.stats.items() if not k.startswith("max_")}  # noqa: E731
     assert strip(a) == strip(b) and a.mutators == b.mutators
 
