@@ -196,7 +196,9 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
         4..8: RUNS with run lengths; from 6 also the run-start bitmap
         variant and LZMA2 over the raw indices when runs are dense (>= 1 run
         per 4 pixels), all with the palette permutation when
-        palette_size > 64.  9: every method and variant
+        palette_size > 64.  Above 2**20 pixels, levels 6..8 choose between
+        RUNS (run lengths) and raw LZMA2 on a sample of rows and code only
+        the winner (bounded time; no bitmap variant, which decodes slower).  9: every method and variant
         (slow on big images).  STORED is always a candidate.
 
     Returns
@@ -215,6 +217,48 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
     return cands[best]
 
 
+_BIG = 1 << 20        # pixels; above this, level 6..8 picks the method on a sample
+_SAMPLE_ROWS = 4      # bands sampled ...
+_SAMPLE_PIXELS = 1 << 18  # ... totalling about this many pixels
+
+
+def _runs_payload(perm, lens, lvals, preset: int) -> bytes:
+    flags = 0 if perm is None else FLAG_PERM
+    ptab = b"" if perm is None else perm.tobytes()
+    lz = _lzma2(lens.tobytes(), preset)
+    vz = _lzma2((lvals if perm is None else perm[lvals]).tobytes(), preset, 0 if perm is None else 4)
+    return bytes([METHOD_RUNS, flags]) + ptab + struct.pack("<I", len(lz)) + lz + vz
+
+
+def _lzma2_payload(perm, flat: np.ndarray, preset: int) -> bytes:
+    flags = 0 if perm is None else FLAG_PERM
+    ptab = b"" if perm is None else perm.tobytes()
+    body = _lzma2((flat if perm is None else perm[flat]).tobytes(), preset, 0 if perm is None else 4)
+    return bytes([METHOD_LZMA2, flags]) + ptab + body
+
+
+def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, preset: int) -> bytes:
+    """Level 6..8 on a big map: RUNS (run lengths) or, for dense runs, raw LZMA2, whichever
+    is smaller on ``_SAMPLE_ROWS`` evenly spaced bands of rows; only the winner is coded in
+    full (bounded encode time; the bitmap variant, slower to decode, is not used)."""
+    h, w = a.shape
+    flat = a.ravel()
+    perm = suggest_order(a, k) if k > 64 else None
+    use_raw = False
+    if values.size * 4 >= flat.size:
+        band = max(1, _SAMPLE_PIXELS // (_SAMPLE_ROWS * w))
+        rows = np.concatenate([np.arange(y, min(h, y + band))
+                               for y in np.linspace(0, max(0, h - band), _SAMPLE_ROWS).astype(int)])
+        sample = a[np.unique(rows)].ravel()
+        s_starts, s_values = _runs(sample)
+        s_runs = _runs_payload(perm, *_split_lengths(s_starts, s_values), preset)
+        s_raw = _lzma2_payload(perm, sample, preset)
+        use_raw = len(s_raw) < len(s_runs)
+    if use_raw:
+        return _lzma2_payload(perm, flat, preset)
+    return _runs_payload(perm, *_split_lengths(starts, values), preset)
+
+
 def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> list:
     """All payloads tried at ``level`` (every method and variant if ``exhaustive``)."""
     flat = a.ravel()
@@ -229,6 +273,8 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
         return cands
     preset = 6 if level >= 6 else 4
     starts, values = _runs(flat)
+    if 6 <= level <= 8 and not exhaustive and n > _BIG:
+        return cands + [_encode_big(a, k, starts, values, preset)]
     if exhaustive or level == 9:
         perms = [None, suggest_order(a, k)]
     elif level >= 6 and k > 64:
