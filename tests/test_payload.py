@@ -343,3 +343,17 @@ def test_lzma_stream_is_plain_raw_lzma2():
              if c[0] == P.METHOD_LZMA2 and c[1] == 0)
     filt = [{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}]
     assert lzma.decompress(c[2:], format=lzma.FORMAT_RAW, filters=filt) == a.tobytes()
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.6])
+@pytest.mark.parametrize("k", [16, 200])
+def test_big_map_path(monkeypatch, noise, k):
+    """Level 6 on a map above the size threshold: sampled choice RUNS / raw LZMA2."""
+    monkeypatch.setattr(P, "_BIG", 1000)
+    monkeypatch.setattr(P, "_SAMPLE_PIXELS", 600)
+    a = np.repeat(blocky(40, 50, k, seed=4, noise=noise), 2, axis=0)
+    e = P.encode(a, k)
+    assert e[0] == (P.METHOD_LZMA2 if noise else P.METHOD_RUNS)
+    assert not (e[0] == P.METHOD_RUNS and e[1] & P.FLAG_BITMAP)
+    assert bool(e[1] & P.FLAG_PERM) == (k > 64)
+    roundtrip(a, k, e)
