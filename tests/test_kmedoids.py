@@ -279,3 +279,34 @@ def test_invariants_property(n, k, seed, metric, C):
     pal = kmedoids_palette(cols, w, k, metric=metric, seed=seed)
     check_invariants(cols, w, k, pal, metric)
     np.testing.assert_array_equal(pal, kmedoids_palette(cols, w, k, metric=metric, seed=seed))
+
+
+# ----------------------------------------------------------------------------- swap search
+@pytest.mark.parametrize("m,n_fixed", [(5, 0), (6, 2), (40, 0), (40, 3)])
+def test_swap_search_ends_in_a_swap_local_optimum(m, n_fixed):
+    """No single (medoid, candidate) swap improves the result: small k uses the one-hot
+    product, k > 32 the segment sums; fixed medoids are never swapped out."""
+    from pillow_gcp.quantize import kmedoids as km
+
+    rng = np.random.default_rng(m + n_fixed)
+    pts = rng.random((400, 3)).astype(np.float32) * 100
+    cand = rng.random((150, 3)).astype(np.float32) * 100
+    fixed = rng.random((n_fixed, 3)).astype(np.float32) * 100
+    w = rng.integers(1, 20, 400).astype(np.float64)
+    D = km._pairwise(cand, pts, "euclidean")
+    MDf = km._pairwise(fixed, pts, "euclidean") if n_fixed else np.zeros((0, 400), np.float32)
+    start = rng.choice(150, m - n_fixed, replace=False)
+    med = km._swap_search(D, w, MDf, start, np.ones(150, bool), rng)
+    assert len(set(med.tolist())) == m - n_fixed
+
+    def loss(meds):
+        return float(np.vstack([MDf, D[meds]]).min(0) @ w)
+
+    L = loss(med)
+    assert L <= loss(start)
+    for i in range(med.size):
+        rest = np.delete(med, i)
+        base = np.vstack([MDf, D[rest]]).min(0)
+        others = np.setdiff1d(np.arange(150), med)
+        best = float((np.minimum(D[others], base) @ w).min())
+        assert best >= L * (1 - 1e-5)
