@@ -513,6 +513,20 @@ def test_histogram_helpers():
     assert np.array_equal(uk[histogram.map_keys(keys, uk, vals)], keys)
 
 
+@pytest.mark.parametrize("C", [3, 4])
+def test_map_keys_lookup_table_paths(C):
+    rng = np.random.default_rng(C)
+    a = rng.integers(0, 256, (300, 300, C)).astype(np.uint8)
+    if C == 4:
+        a[..., 3] = rng.choice(np.array([0, 17, 255, 255], np.uint8), (300, 300))
+    keys = histogram.pack(a)
+    uk, cnt = histogram.unique_keys(keys)
+    vals = (np.arange(uk.size) % 251).astype(np.uint8)
+    got = histogram.map_keys(keys, uk, vals)  # > 65536 keys: table path
+    assert got.shape == keys.shape
+    assert np.array_equal(got, vals[np.searchsorted(uk, keys)])
+
+
 def test_oklab_roundtrip():
     rng = np.random.default_rng(0)
     c = rng.integers(0, 256, (2000, 4)).astype(np.uint8)

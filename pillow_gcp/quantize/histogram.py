@@ -70,15 +70,28 @@ def merge_histograms(parts):
 def map_keys(keys: np.ndarray, ukeys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """For each key (any shape) return ``values[j]`` where ``ukeys[j] == key``.
 
-    ``ukeys`` sorted unique uint32 keys containing every key.  Uses a direct
-    lookup table when keys fit in 24 bits (RGB), else a binary search.
+    ``ukeys`` sorted unique uint32 keys containing every key.  RGB keys (< 2**24) go
+    through a direct 2**24 lookup table; for RGBA keys the opaque ones (alpha byte 255)
+    use such a table on their RGB bits and only the others a binary search.
     """
     values = np.asarray(values)
-    if ukeys.size and int(ukeys[-1]) < (1 << 24) and keys.size > (1 << 16):
-        lut = np.empty(1 << 24, values.dtype)
+    shape = keys.shape
+    keys = keys.ravel()
+    if keys.size <= (1 << 16) or ukeys.size == 0:
+        return values[np.searchsorted(ukeys, keys)].reshape(shape)
+    lut = np.empty(1 << 24, values.dtype)
+    if int(ukeys[-1]) < (1 << 24):
         lut[ukeys] = values
-        return lut[keys]
-    return values[np.searchsorted(ukeys, keys)]
+        return lut[keys].reshape(shape)
+    out = np.empty(keys.size, values.dtype)
+    u_op = ukeys >= np.uint32(0xFF000000)
+    lut[ukeys[u_op] & np.uint32(0xFFFFFF)] = values[u_op]
+    op = keys >= np.uint32(0xFF000000)
+    out[op] = lut[keys[op] & np.uint32(0xFFFFFF)]
+    rest = ~op
+    if rest.any():
+        out[rest] = values[np.searchsorted(ukeys, keys[rest])]
+    return out.reshape(shape)
 
 
 def bin_reduce(colors: np.ndarray, weights: np.ndarray, bits: int):
