@@ -623,7 +623,7 @@ class Limits:
     time_limit: float | None = 1.0  # seconds per target; None: not checked (CI)
     hard_timeout: float | None = 20.0  # SIGALRM guard against hangs
     alloc_per_pixel: float = 16.0  # traced bytes per declared pixel
-    alloc_per_byte: float = 8.0  # traced bytes per input byte
+    alloc_per_byte: float = 4.0  # traced bytes per input byte
     alloc_base: int = 1 << 20
     max_pixels: int = 1 << 20  # Image.MAX_IMAGE_PIXELS during the run (bomb error above 2x)
 
@@ -935,6 +935,39 @@ def run(seed: int = 0, iterations: int | None = None, seconds: float | None = No
     return report
 
 
+def memory_table(sizes=((512, 768), (2048, 2048))) -> list[dict]:
+    """Traced peak bytes per pixel and seconds of ``format.decode`` and ``Image.open+load``, for the
+    encoder's payload and every method/flag variant, on noise / runs / constant index maps."""
+    rng = np.random.default_rng(0)
+    rows = []
+    Image.init()
+    for h, w in sizes:
+        for kind in ("noise", "runs", "constant"):
+            k = 256
+            indices = _indices(rng, h, w, k, kind)
+            palette = rng.integers(0, 256, (k, 3), dtype=np.uint8)
+            base = gcp_format.encode(indices, palette)
+            sig, chunks, tail = split_chunks(base)
+            i = _find(chunks, b"DATA")
+            bodies = [("encoder", chunks[i][1])] + [
+                (f"m{b[0]}f{b[1] if b[0] >= 2 else 0}", b) for b in _payload_variants(indices, k, rng)]
+            for name, body in bodies:
+                chunks[i][1] = body
+                data = join_chunks(sig, chunks, tail)
+                row = {"size": f"{w}x{h}", "kind": kind, "payload": name if name != "encoder"
+                       else f"encoder (m{body[0]})", "file_bytes": len(data)}
+                for tname, fn in (("decode", _target_decode), ("load", _target_load)):
+                    out = _measure(fn, data, trace=True, hard_timeout=None)
+                    if not out.ok:
+                        row[tname] = f"error {out.error}"
+                        continue
+                    again = _measure(fn, data, trace=False, hard_timeout=None)
+                    row[f"{tname}_B_per_px"] = round(out.peak / (h * w), 2)
+                    row[f"{tname}_s"] = round(again.seconds, 3)
+                rows.append(row)
+    return rows
+
+
 def _atheris_main(argv: list[str], limits: Limits) -> None:
     import atheris  # noqa: PLC0415 - optional
 
@@ -981,7 +1014,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the summary here")
     p.add_argument("--no-minimise", action="store_true")
     p.add_argument("--atheris", action="store_true", help="libFuzzer-driven mode (extra args after --)")
+    p.add_argument("--memory-table", action="store_true",
+                   help="print decode memory (traced B/px) and time for every payload variant, then exit")
     args, rest = p.parse_known_args(argv)
+    if args.memory_table:
+        for row in memory_table():
+            print(json.dumps(row))
+        return 0
     limits = Limits(time_limit=args.time_limit, hard_timeout=args.hard_timeout, max_pixels=args.max_pixels,
                     alloc_per_pixel=args.alloc_per_pixel)
     if args.rlimit_mb:
