@@ -98,7 +98,7 @@ registered name or any callable following the protocol.  ``"kmeans"``
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -106,7 +106,7 @@ from PIL import Image
 from . import colorspace, histogram
 from ._threads import single_thread
 from .kmeans import kmeans_palette
-from .nearest import METRICS, distance_to, nearest
+from .nearest import METRICS, nearest
 
 __all__ = [
     "quantize",
