@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
 from . import format as gcp_format
-from . import quantize as _quantize
+from .quantize import check_params, quantize_to_arrays
 from .errors import GCPFormatError
 
 FORMAT = "GCP"
@@ -160,23 +160,20 @@ def _lossless_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return lut[levels], palette
 
 
-_QUANTIZE_DEFAULTS = {
-    "k": None, "algo": "kmeans", "seed": 0, "metric": "euclidean", "space": "rgb",
-    "dither": False, "fixed_colors": None, "palette": None,
-}
+_QUANTIZE_KEYS = ("k", "algo", "seed", "metric", "space", "dither", "fixed_colors", "palette")
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
-    params = {key: info[key] for key in _QUANTIZE_DEFAULTS if key in info}
+    params = {key: info[key] for key in _QUANTIZE_KEYS if key in info}
     lossless = im.mode in _LOSSLESS_MODES and not any(
         params.get(key) is not None for key in ("k", "fixed_colors", "palette")
     )
     if lossless:
-        _quantize._validate(**{**_QUANTIZE_DEFAULTS, **params})  # bad arguments fail even when unused
+        check_params(**params)  # bad arguments fail even when unused
         indices, palette = _lossless_arrays(im)
     else:
-        indices, palette = _quantize.quantize_to_arrays(im, **params)
+        indices, palette = quantize_to_arrays(im, **params)
     metadata = {}
     for key in gcp_format.META_KEYS:
         value = info.get(key, im.info.get(key))

@@ -504,6 +504,17 @@ def _validate(k, algo, seed, metric, space, dither, fixed_colors, palette) -> _O
     return o
 
 
+def check_params(k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb", dither=False,
+                 fixed_colors=None, palette=None) -> None:
+    """Validate quantizer arguments without quantizing anything.
+
+    Raises the same ``ValueError`` / ``TypeError`` (naming the parameter) as
+    :func:`quantize`; used where an argument would otherwise go unused, such as
+    a lossless save of a P image.
+    """
+    _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+
+
 def _alpha_groups(colors4: np.ndarray):
     """(U, 4) uint8 -> boolean masks (transparent, opaque, semi)."""
     a = colors4[:, 3]
