@@ -3,7 +3,7 @@
 Usage::
 
     python bench/bench_kmedoids.py [folder] [--k 16] [--metric euclidean] [--seed 0]
-                                   [--repeat 3] [--limit N]
+                                   [--repeat 3] [--limit N] [--n-cpu 1]
 
 For every image of ``folder`` (default ``/work/shared/corpus/photos``), in one process:
 
@@ -22,7 +22,8 @@ Reported per image: unique colours, mean distance of all pixels to their nearest
 colour (the chosen metric, on RGB 0..255) for both, loss ratio ours / anchor, times (the
 minimum over ``--repeat`` runs of each whole call) and time ratio ours / anchor, plus the
 ratio of process CPU times (all threads; steadier than wall time on a shared machine, and
-it charges the anchor's worker threads); then the medians.  Every palette colour of both is checked to occur in the image.
+it charges any worker threads); then the medians.  Every palette colour of both
+is checked to occur in the image.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="timing runs per method (min is kept)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images")
-    ap.add_argument("--n-cpu", type=int, default=1, help="threads of kmedoids.fasterpam (-1: package default)")
+    ap.add_argument("--n-cpu", type=int, default=1,
+                    help="threads of kmedoids.fasterpam (-1: package default)")
     a = ap.parse_args(argv)
     files = sorted(f for ext in ("png", "bmp", "jpg", "ppm", "tif")
                    for f in glob.glob(os.path.join(a.folder, "*." + ext)))
@@ -140,7 +142,8 @@ def main(argv=None):
         files = files[: a.limit]
     if not files:
         ap.error(f"no images in {a.folder}")
-    print(f"k={a.k} metric={a.metric} seed={a.seed} repeat={a.repeat} n_cpu={a.n_cpu}  (loss = mean {a.metric} "
+    print(f"k={a.k} metric={a.metric} seed={a.seed} repeat={a.repeat} n_cpu={a.n_cpu}  "
+          f"(loss = mean {a.metric} "
           f"distance of all pixels to the nearest palette colour, RGB 0..255)")
     hdr = (f"{'image':<16}{'U':>7} {'ours':>8} {'CLARA':>8} {'loss r':>7} "
            f"{'ours ms':>8} {'(hist)':>7} {'CLARA ms':>9} {'time r':>7} {'cpu r':>7}")
@@ -178,7 +181,8 @@ def main(argv=None):
     print(f"{'median':<16}{'':>7} {med[2]:>8.3f} {med[3]:>8.3f} {med[0]:>7.4f} "
           f"{1000 * med[4]:>8.1f} {'':>7} {1000 * med[5]:>9.1f} {med[1]:>7.4f} {med[6]:>7.4f}")
     print(f"loss ratio: median {med[0]:.4f}, max {r[:, 0].max():.4f}, images with ratio <= 1: "
-          f"{int((r[:, 0] <= 1).sum())}/{len(r)};  time ratio: median {med[1]:.4f}, max {r[:, 1].max():.4f};  "
+          f"{int((r[:, 0] <= 1).sum())}/{len(r)};  "
+          f"time ratio: median {med[1]:.4f}, max {r[:, 1].max():.4f};  "
           f"CPU-time ratio: median {med[6]:.4f}, max {r[:, 6].max():.4f}")
 
 
