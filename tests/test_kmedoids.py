@@ -218,6 +218,11 @@ def test_float_colors_rows_returned_exactly():
         pal = kmedoids_palette(cols, w, 9, metric=metric)
         assert pal.dtype == np.float32
         check_invariants(cols, w, 9, pal, metric)
+    # fixed rows taken from the colours (as the front door passes them in OKLab)
+    fixed = cols[[3, 50, 400]].copy()
+    for metric in METRICS:
+        pal = kmedoids_palette(cols, w, 9, metric=metric, fixed=fixed)
+        check_invariants(cols, w, 9, pal, metric, fixed=fixed)
 
 
 def test_rgba_colors():

@@ -534,11 +534,12 @@ def _descent_points(X, w, labels, dist, M, metric):
     return Y.astype(np.float32)
 
 
-def _polish(X, w, Fx, midx, metric):
+def _polish(X, w, Fx, midx, metric, allowed=None):
     """Alternating exact polish on the full histogram.
 
     X : (U, C) float32, w : (U,) float64, Fx : (F, C) float32 fixed medoids,
-    midx : (m,) int64 rows of X that are the free medoids.  Returns the improved
+    midx : (m,) int64 rows of X that are the free medoids, allowed : None or (U,) bool
+    rows that may become medoids (not equal to a fixed row).  Returns the improved
     ``midx``; the weighted loss never increases.
 
     Each round assigns every colour to its nearest medoid, takes one Weiszfeld-type
@@ -577,6 +578,8 @@ def _polish(X, w, Fx, midx, metric):
                 else:
                     cand.append(np.arange(mem.size))
             cand = np.unique(np.concatenate(cand))
+            if allowed is not None:
+                cand = cand[allowed[mem[cand]] | (mem[cand] == midx[i - F])]
             # exact weighted cost of each candidate over the whole cluster, chunked
             cost = np.zeros(cand.size, np.float64)
             step = max(1, _CHUNK_ELEMS // max(cand.size, 1))
@@ -733,6 +736,6 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
         L = surrogate(D, pw, MDf, med)
         if best is None or L < best[0]:
             best = (L, med)
-    midx = _polish(X, w, Fx, cand[best[1]], metric)
+    midx = _polish(X, w, Fx, cand[best[1]], metric, allowed_col if F else None)
     return np.concatenate([fixedX, colors[midx]])
 
