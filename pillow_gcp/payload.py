@@ -28,7 +28,9 @@ what the image needs and raises only :class:`GCPFormatError` on bad data.
 
 from __future__ import annotations
 
+import concurrent.futures
 import lzma
+import os
 import struct
 import zlib
 
@@ -80,6 +82,35 @@ def _lzma2_filters(decoded_size: int, preset: int = 6, lc: int = 0) -> list:
 
 def _lzma2(raw: bytes, preset: int, lc: int = 0) -> bytes:
     return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma2_filters(len(raw), preset, lc))
+
+
+_POOL = None
+_PARALLEL_MIN = 1 << 18  # bytes: smaller jobs run inline
+
+
+class _Done:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _lzma2_async(raw: bytes, preset: int, lc: int = 0):
+    """Start an LZMA2 compression; returns an object with ``.result()``.
+
+    liblzma releases the GIL, so big jobs run on a small thread pool (one
+    thread per core, at most 4); output is identical to :func:`_lzma2`.
+    """
+    global _POOL
+    if len(raw) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+        return _Done(_lzma2(raw, preset, lc))
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="gcp-lzma")
+    return _POOL.submit(_lzma2, raw, preset, lc)
 
 
 def suggest_order(indices: np.ndarray, palette_size: int) -> np.ndarray:
@@ -225,8 +256,10 @@ _SAMPLE_PIXELS = 1 << 18  # ... totalling about this many pixels
 def _runs_payload(perm, lens, lvals, preset: int) -> bytes:
     flags = 0 if perm is None else FLAG_PERM
     ptab = b"" if perm is None else perm.tobytes()
-    lz = _lzma2(lens.tobytes(), preset)
-    vz = _lzma2((lvals if perm is None else perm[lvals]).tobytes(), preset, 0 if perm is None else 4)
+    lz = _lzma2_async(lens.tobytes(), preset)
+    vz = _lzma2_async((lvals if perm is None else perm[lvals]).tobytes(), preset,
+                      0 if perm is None else 4).result()
+    lz = lz.result()
     return bytes([METHOD_RUNS, flags]) + ptab + struct.pack("<I", len(lz)) + lz + vz
 
 
@@ -251,9 +284,10 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
                                for y in np.linspace(0, max(0, h - band), _SAMPLE_ROWS).astype(int)])
         sample = a[np.unique(rows)].ravel()
         s_starts, s_values = _runs(sample)
+        s_raw = _lzma2_async((sample if perm is None else perm[sample]).tobytes(), preset,
+                             0 if perm is None else 4)
         s_runs = _runs_payload(perm, *_split_lengths(s_starts, s_values), preset)
-        s_raw = _lzma2_payload(perm, sample, preset)
-        use_raw = len(s_raw) < len(s_runs)
+        use_raw = len(s_raw.result()) + 2 + (0 if perm is None else k) < len(s_runs)
     if use_raw:
         return _lzma2_payload(perm, flat, preset)
     return _runs_payload(perm, *_split_lengths(starts, values), preset)
@@ -282,33 +316,43 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
     else:
         perms = [None]
     lens, lvals = _split_lengths(starts, values)
-    lens_z = _lzma2(lens.tobytes(), preset)
+    lens_z = _lzma2_async(lens.tobytes(), preset)
     dense = level >= 6 and values.size * 4 >= n  # >= 1 run per 4 pixels: raw coding may win
     bitmap_z = None
     if exhaustive or level == 9 or dense:
-        bitmap_z = _lzma2(np.packbits(starts).tobytes(), preset)
+        bitmap_z = _lzma2_async(np.packbits(starts).tobytes(), preset)
     vcache = {}
 
-    def vals_z(v: np.ndarray, lc: int) -> bytes:
+    def vals_z(v: np.ndarray, lc: int):
         key = (v.tobytes(), lc)
         if key not in vcache:
-            vcache[key] = _lzma2(key[0], preset, lc)
+            vcache[key] = _lzma2_async(key[0], preset, lc)
         return vcache[key]
+
+    # start every compression first (big ones run in parallel), then assemble in order
+    jobs = []
+    for perm in perms:
+        lc = 0 if perm is None else 4
+        jobs.append(vals_z(lvals if perm is None else perm[lvals], lc))
+        if bitmap_z is not None:
+            jobs.append(vals_z(values if perm is None else perm[values], lc))
+        if level == 9 or exhaustive or dense:
+            jobs.append(_lzma2_async(raw if perm is None else perm[flat].tobytes(), preset, lc))
+    jobs = iter(jobs)
+    lens_z = lens_z.result()
+    if bitmap_z is not None:
+        bitmap_z = bitmap_z.result()
 
     for perm in perms:
         flags = 0 if perm is None else FLAG_PERM
         ptab = b"" if perm is None else perm.tobytes()
-        lc = 0 if perm is None else 4
-        pv = lvals if perm is None else perm[lvals]
         cands.append(bytes([METHOD_RUNS, flags]) + ptab + struct.pack("<I", len(lens_z))
-                     + lens_z + vals_z(pv, lc))
+                     + lens_z + next(jobs).result())
         if bitmap_z is not None:
-            pv = values if perm is None else perm[values]
             cands.append(bytes([METHOD_RUNS, flags | FLAG_BITMAP]) + ptab
-                         + struct.pack("<I", len(bitmap_z)) + bitmap_z + vals_z(pv, lc))
+                         + struct.pack("<I", len(bitmap_z)) + bitmap_z + next(jobs).result())
         if level == 9 or exhaustive or dense:
-            pr = raw if perm is None else perm[flat].tobytes()
-            cands.append(bytes([METHOD_LZMA2, flags]) + ptab + _lzma2(pr, preset, lc))
+            cands.append(bytes([METHOD_LZMA2, flags]) + ptab + next(jobs).result())
     return cands
 
 
