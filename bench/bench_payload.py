@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-photos", type=int, default=3,
                     help="photos upscaled to ~4 MP for the time ratios (0 = skip timing)")
     ap.add_argument("--no-jxl", action="store_true", help="skip JPEG XL (slow at effort 9)")
+    ap.add_argument("--skip-sizes", action="store_true", help="only the 4 MP timing part")
     args = ap.parse_args(argv)
     files = sorted(glob.glob(os.path.join(args.folder, "*.png")) +
                    glob.glob(os.path.join(args.folder, "*.bmp")))
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     print("median size ratio ours / X, and median bits per pixel of ours and of X:")
     print(f"{'k':>4} " + " ".join(f"{c:>9}" for c in cols) + "   bpp ours  " +
           " ".join(f"{c:>8}" for c in cols) + "  methods")
-    for k in args.k:
+    for k in ([] if args.skip_sizes else args.k):
         rows = [sizes_for(quantize(im, k), use_jxl) for im in rgbs]
         npix = [im.size[0] * im.size[1] for im in rgbs]
         ratio = {c: float(np.median([r["ours"] / r[c] for r in rows])) for c in cols}
@@ -161,9 +162,11 @@ def main(argv=None) -> int:
             med = {key: float(np.median([t[key] for t in ts])) for key in ts[0]}
             dr = float(np.median([t["dec"] / t["png_dec"] for t in ts]))
             er = float(np.median([t["enc"] / t["png_enc"] for t in ts]))
+            per = "  per photo dec/enc: " + " ".join(
+                f"{t['dec'] / t['png_dec']:.2f}/{t['enc'] / t['png_enc']:.2f}({t['method']})" for t in ts)
             print(f"{k:>4} {med['size']:>8.3f}x {dr:>7.2f}x {er:>7.2f}x   "
                   f"{1e3 * med['dec']:>7.1f} {1e3 * med['png_dec']:>8.1f} "
-                  f"{1e3 * med['enc']:>7.1f} {1e3 * med['png_enc']:>8.1f}")
+                  f"{1e3 * med['enc']:>7.1f} {1e3 * med['png_enc']:>8.1f}" + per)
     return 0
 
 

@@ -357,3 +357,12 @@ def test_big_map_path(monkeypatch, noise, k):
     assert not (e[0] == P.METHOD_RUNS and e[1] & P.FLAG_BITMAP)
     assert bool(e[1] & P.FLAG_PERM) == (k > 64)
     roundtrip(a, k, e)
+
+
+def test_thread_pool_gives_identical_output(monkeypatch):
+    a = blocky(50, 70, 100, seed=8, noise=0.3)
+    inline = P._candidates(a, 100, 9, exhaustive=True)
+    monkeypatch.setattr(P, "_PARALLEL_MIN", 0)
+    pooled = P._candidates(a, 100, 9, exhaustive=True)
+    assert pooled == inline
+    assert P.encode(a, 100) == min(inline, key=len)
