@@ -622,9 +622,9 @@ def _target_load_truncated(data):
 class Limits:
     time_limit: float | None = 1.0  # seconds per target; None: not checked (CI)
     hard_timeout: float | None = 20.0  # SIGALRM guard against hangs
-    alloc_per_pixel: float = 16.0  # traced bytes per declared pixel
+    alloc_per_pixel: float = 8.0  # traced bytes per declared pixel
     alloc_per_byte: float = 4.0  # traced bytes per input byte
-    alloc_base: int = 1 << 20
+    alloc_base: int = 512 << 10
     max_pixels: int = 1 << 20  # Image.MAX_IMAGE_PIXELS during the run (bomb error above 2x)
 
 
@@ -1008,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=1.0, help="max seconds per target and input")
     p.add_argument("--hard-timeout", type=float, default=20.0)
     p.add_argument("--max-pixels", type=int, default=1 << 20, help="Image.MAX_IMAGE_PIXELS during the run")
-    p.add_argument("--alloc-per-pixel", type=float, default=16.0)
+    p.add_argument("--alloc-per-pixel", type=float, default=8.0)
     p.add_argument("--rlimit-mb", type=int, default=0, help="RLIMIT_AS for the process (0: none)")
     p.add_argument("--out", default=None, help="write each (minimised) finding here as a .gcp file")
     p.add_argument("--json", default=None, help="write the summary here")
