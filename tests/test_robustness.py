@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import random
 import re
 import struct
@@ -466,6 +467,45 @@ def test_threads_quantized_save_is_deterministic():
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: _save_bytes(photo, k=8, seed=3), range(8), timeout=300))
     assert all(r == expected for r in results)
+
+
+_FORK_PROBE = """
+import os, signal, sys, numpy as np
+from PIL import Image
+import pillow_gcp
+rng = np.random.default_rng(0)
+flat = (np.arange(1536 * 1536) // 23 % 64).astype(np.uint8)
+noise = rng.random(flat.size) < 0.1
+flat[noise] = rng.integers(0, 64, int(noise.sum()), dtype=np.uint8)
+im = Image.fromarray(flat.reshape(1536, 1536), "P")
+im.putpalette(bytes(range(192)))
+def save():
+    import io
+    buf = io.BytesIO()
+    im.save(buf, "GCP")
+    return buf.getvalue()
+parent = save()  # may start worker threads in the parent
+pid = os.fork()
+if pid == 0:
+    signal.alarm(int(sys.argv[1]))  # a deadlocked child dies of SIGALRM
+    os._exit(0 if save() == parent else 3)
+_, status = os.waitpid(pid, 0)
+print(os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_save_in_a_forked_child_after_saving_in_the_parent():
+    """multiprocessing's fork start method, gunicorn --preload, ...: a child process inherits the
+    parent's module state but not its threads. Saving there must work (and give the same bytes)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _FORK_PROBE, "15"], capture_output=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=180)
+    assert out.returncode == 0, out.stderr.decode()
+    status = int(out.stdout.decode().split()[-1])
+    assert status != -14, "the child deadlocked (killed by SIGALRM after 15 s)"
+    assert status == 0, f"child exit status {status}"
 
 
 # ----------------------------------------------------------------------------- incremental parsing
