@@ -851,6 +851,7 @@ class Report:
             "seconds": round(self.seconds, 1),
             "inputs_per_second": round(self.inputs / max(self.seconds, 1e-9), 1),
             "findings": {k: f.detail.splitlines()[0] for k, f in self.findings.items()},
+            "ignored_known_findings": self.stats.get("ignored", 0),
             "load_ok": self.stats.get("load:ok", 0),
             "load_errors_in_payload_decoder": reached_payload,
             "loaded_by_payload_method": {k.split(":")[1]: v for k, v in sorted(self.stats.items())
@@ -885,8 +886,12 @@ def fuzz_environment(limits: Limits):
 
 def run(seed: int = 0, iterations: int | None = None, seconds: float | None = None, limits: Limits | None = None,
         corpus: list[bytes] | None = None, minimise_findings: bool = True, out_dir: str | None = None,
-        progress: bool = False) -> Report:
-    """Fuzz until ``iterations`` inputs or ``seconds`` elapsed (whichever comes first)."""
+        progress: bool = False, ignore: tuple = ()) -> Report:
+    """Fuzz until ``iterations`` inputs or ``seconds`` elapsed (whichever comes first).
+
+    Findings whose signature contains one of the ``ignore`` strings are counted in
+    ``report.stats["ignored"]`` but not reported (known bugs, so the run can look further).
+    """
     if iterations is None and seconds is None:
         raise ValueError("give iterations or seconds (or both)")
     limits = limits or Limits()
@@ -898,7 +903,9 @@ def run(seed: int = 0, iterations: int | None = None, seconds: float | None = No
         pool = list(corpus)  # grows with inputs that decode fine or reach the payload decoder
         for data in corpus:
             for f in check_input(data, limits, report.stats):
-                if f.signature not in report.findings:
+                if any(i in f.signature for i in ignore):
+                    report.stats["ignored"] += 1
+                elif f.signature not in report.findings:
                     report.findings[f.signature] = f
                     if progress:
                         print(f"FINDING (seed) {f.signature}: {f.detail.splitlines()[0]}", file=sys.stderr, flush=True)
@@ -914,6 +921,9 @@ def run(seed: int = 0, iterations: int | None = None, seconds: float | None = No
             report.mutators[name] += 1
             before = report.stats.get("load:ok", 0)
             for f in check_input(data, limits, report.stats):
+                if any(i in f.signature for i in ignore):
+                    report.stats["ignored"] += 1
+                    continue
                 if f.signature not in report.findings:
                     if minimise_findings:
                         f.data = minimise(f.data, f.signature, limits)
@@ -968,14 +978,14 @@ def memory_table(sizes=((512, 768), (2048, 2048))) -> list[dict]:
     return rows
 
 
-def _atheris_main(argv: list[str], limits: Limits) -> None:
+def _atheris_main(argv: list[str], limits: Limits, ignore: tuple = ()) -> None:
     import atheris  # noqa: PLC0415 - optional
 
     corpus = seed_corpus(0)
 
     def test_one(data: bytes) -> None:
         with fuzz_environment(limits):
-            found = check_input(data, limits)
+            found = [f for f in check_input(data, limits) if not any(i in f.signature for i in ignore)]
         if found:
             raise RuntimeError(f"{found[0].signature}: {found[0].detail}")
 
@@ -995,6 +1005,10 @@ def _atheris_main(argv: list[str], limits: Limits) -> None:
             with open(os.path.join(seeds, f"seed{i:02d}.gcp"), "wb") as fh:
                 fh.write(data)
         argv = [*argv, seeds]
+    if not any(a.startswith("-artifact_prefix=") for a in argv):  # crash files go to a temp dir, not the cwd
+        import tempfile  # noqa: PLC0415
+
+        argv = [f"-artifact_prefix={tempfile.mkdtemp(prefix='gcp-fuzz-crash-')}/", *argv]
     atheris.instrument_all()  # coverage feedback for pillow_gcp (and PIL's Python code)
     atheris.Setup([sys.argv[0], *argv], test_one, custom_mutator=custom_mutator)
     atheris.Fuzz()
@@ -1014,6 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the summary here")
     p.add_argument("--no-minimise", action="store_true")
     p.add_argument("--atheris", action="store_true", help="libFuzzer-driven mode (extra args after --)")
+    p.add_argument("--ignore", action="append", default=[], metavar="TEXT",
+                   help="skip findings whose signature contains TEXT (known, reported bugs); repeatable")
     p.add_argument("--memory-table", action="store_true",
                    help="print decode memory (traced B/px) and time for every payload variant, then exit")
     args, rest = p.parse_known_args(argv)
@@ -1033,11 +1049,11 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("atheris is not installed (pip install atheris); use the built-in mutator", file=sys.stderr)
             return 2
-        _atheris_main([a for a in rest if a != "--"], limits)
+        _atheris_main([a for a in rest if a != "--"], limits, tuple(args.ignore))
         return 0
     seconds = args.seconds if args.seconds is not None or args.iterations is not None else 60.0
     report = run(args.seed, args.iterations, seconds, limits, minimise_findings=not args.no_minimise,
-                 out_dir=args.out, progress=True)
+                 out_dir=args.out, progress=True, ignore=tuple(args.ignore))
     summary = report.summary()
     print(json.dumps(summary, indent=1))
     for sig, f in report.findings.items():
