@@ -75,9 +75,13 @@ def _check_indices(indices, palette_size) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+_MAX_DICT = 1536 << 20  # liblzma's largest LZMA2 dictionary (1.5 GiB)
+
+
 def _lzma2_filters(decoded_size: int, preset: int = 6, lc: int = 0) -> list:
-    return [{"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": max(4096, decoded_size),
-             "lc": lc, "lp": 0, "pb": 0}]
+    """Filter chain: dictionary ``min(max(4096, decoded_size), 1.5 GiB)``."""
+    return [{"id": lzma.FILTER_LZMA2, "preset": preset,
+             "dict_size": min(max(4096, decoded_size), _MAX_DICT), "lc": lc, "lp": 0, "pb": 0}]
 
 
 def _lzma2(raw: bytes, preset: int, lc: int = 0) -> bytes:
@@ -96,6 +100,15 @@ class _Done:
 
     def result(self):
         return self.value
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # threads do not survive fork(): a child makes its own pool
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _lzma2_async(raw: bytes, preset: int, lc: int = 0):
@@ -378,12 +391,18 @@ def _inflate(kind: str, data: memoryview, start: int, end: int, cap: int, what: 
         d = zlib.decompressobj()
         err = zlib.error
     else:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(cap))
-        err = lzma.LZMAError
-    out = []
+        try:
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(cap))
+        except (ValueError, lzma.LZMAError, MemoryError) as e:
+            raise GCPFormatError(f"cannot set up the LZMA2 decoder for the {what}: {e}",
+                                 start) from None
+        err = (lzma.LZMAError, MemoryError)
+    out = bytearray()
     got = 0
     pos = start
     pending = b""
+    step = 1 << 18  # output bytes per call: bounded scratch beyond the result
+    last = 0
     while True:
         if kind == "zlib":
             if pending:
@@ -391,10 +410,12 @@ def _inflate(kind: str, data: memoryview, start: int, end: int, cap: int, what: 
             elif pos < end:
                 chunk = data[pos:min(end, pos + _CHUNK)]
                 pos += len(chunk)
+            elif last:  # input all fed; zlib may still hold output (limited by step)
+                chunk = b""
             else:
                 break
             try:
-                piece = d.decompress(chunk, cap + 1 - got)
+                piece = d.decompress(chunk, min(step, cap + 1 - got))
             except err as e:
                 raise GCPFormatError(f"corrupt {what}: {e}", pos - len(chunk)) from None
             pending = d.unconsumed_tail
@@ -408,12 +429,13 @@ def _inflate(kind: str, data: memoryview, start: int, end: int, cap: int, what: 
             else:
                 chunk = b""
             try:
-                piece = d.decompress(chunk, cap + 1 - got)
+                piece = d.decompress(chunk, min(step, cap + 1 - got))
             except err as e:
                 raise GCPFormatError(f"corrupt {what}: {e}", pos - len(chunk)) from None
             unused = len(d.unused_data)
         got += len(piece)
-        out.append(piece)
+        last = len(piece)
+        out += piece
         if got > cap:
             raise GCPFormatError(f"{what} decodes to more than the {cap} bytes the image needs",
                                  pos - len(pending))
@@ -421,8 +443,8 @@ def _inflate(kind: str, data: memoryview, start: int, end: int, cap: int, what: 
             stream_end = pos - unused - len(pending)
             if stream_end < end:
                 raise GCPFormatError(f"unexpected bytes after the end of the {what}", stream_end)
-            return _Stream(b"".join(out), True)
-    return _Stream(b"".join(out), False)
+            return _Stream(out, True)
+    return _Stream(out, False)
 
 
 def _read_perm(mv: memoryview, pos: int, k: int, partial: bool):
@@ -472,10 +494,12 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
     size = len(mv)
     if size < 1:
         if partial:
-            return np.zeros((height, width), np.uint8)
+            return _zeros(n).reshape(height, width)
         raise GCPFormatError("empty payload: method byte missing", 0)
     method = mv[0]
-    out = np.zeros(n, np.uint8)
+    if method > METHOD_RUNS:
+        raise GCPFormatError(f"unknown payload method {method}", 0)
+    # the output is allocated only once the data has shown it can fill it (or partial=True)
     inv = None
     if method == METHOD_STORED:
         body = mv[1:]
@@ -483,6 +507,7 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
             raise GCPFormatError("unexpected bytes after the stored indices", 1 + n)
         if len(body) < n and not partial:
             raise GCPFormatError(f"truncated stored indices: {len(body)} of {n} bytes", size)
+        out = _zeros(n)
         out[:len(body)] = np.frombuffer(body, np.uint8)
         data_start = 1
     elif method in (METHOD_ZLIB, METHOD_LZMA2):
@@ -490,7 +515,7 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
         if method == METHOD_LZMA2:
             if size < 2:
                 if partial:
-                    return out.reshape(height, width)
+                    return _zeros(n).reshape(height, width)
                 raise GCPFormatError("truncated payload: flags byte missing", size)
             flags = mv[1]
             if flags & ~FLAG_PERM:
@@ -499,39 +524,52 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
             if flags & FLAG_PERM:
                 inv, pos = _read_perm(mv, pos, k, partial)
                 if inv is None:
-                    return out.reshape(height, width)
+                    return _zeros(n).reshape(height, width)
         kind = "zlib" if method == METHOD_ZLIB else "lzma2"
         st = _inflate(kind, mv, pos, size, n, f"{kind} index stream")
         if not partial and (len(st.buf) < n or not st.complete):
             raise GCPFormatError(
                 f"truncated {kind} index stream: {len(st.buf)} of {n} bytes"
                 + ("" if len(st.buf) < n else ", end marker missing"), size)
-        out[:len(st.buf)] = np.frombuffer(st.buf, np.uint8)
+        got = min(len(st.buf), n)
+        out = _zeros(n) if got < n else np.empty(n, np.uint8)
+        out[:got] = np.frombuffer(st.buf, np.uint8, count=got)
         data_start = pos
-    elif method == METHOD_RUNS:
-        return _decode_runs(mv, n, k, partial).reshape(height, width)
+        if inv is not None:
+            # codes >= k would index past inv: check first; map only the decoded prefix
+            # (pixels a truncated stream did not reach stay index 0)
+            if got and int(out[:got].max()) >= k:
+                i = int(np.argmax(out[:got] >= k))
+                raise GCPFormatError(f"stored code {int(out[i])} >= palette_size {k} at pixel {i}",
+                                     data_start)
+            out[:got] = inv[out[:got]]
+            return out.reshape(height, width)
     else:
-        raise GCPFormatError(f"unknown payload method {method}", 0)
-    if inv is not None:
-        # codes >= k would index past inv: check first
-        if int(out.max()) >= k:
-            i = int(np.argmax(out >= k))
-            raise GCPFormatError(f"stored code {int(out[i])} >= palette_size {k} at pixel {i}",
-                                 data_start)
-        out = inv[out]
-    elif k < 256 and int(out.max()) >= k:
+        return _decode_runs(mv, n, k, partial).reshape(height, width)
+    if k < 256 and int(out.max()) >= k:
         i = int(np.argmax(out >= k))
         off = 1 + i if method == METHOD_STORED else data_start
         raise GCPFormatError(f"index {int(out[i])} >= palette_size {k} at pixel {i}", off)
     return out.reshape(height, width)
 
 
-def _decode_runs(mv: memoryview, n: int, k: int, partial: bool):
+def _zeros(n: int) -> np.ndarray:
+    """The (n,) uint8 output, zero-filled; an impossible size is a format error, not MemoryError."""
+    try:
+        return np.zeros(n, np.uint8)
+    except (MemoryError, ValueError):
+        raise GCPFormatError(f"cannot allocate the {n}-pixel index map", 0) from None
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+_BLOCK = 1 << 16  # pixels (bitmap) or runs (lengths) expanded per step: bounded scratch memory
+
+
+def _decode_runs(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
     size = len(mv)
-    out = np.zeros(n, np.uint8)
     if size < 2:
         if partial:
-            return out
+            return _zeros(n)
         raise GCPFormatError("truncated payload: flags byte missing", size)
     flags = mv[1]
     if flags & ~(FLAG_PERM | FLAG_BITMAP):
@@ -541,10 +579,10 @@ def _decode_runs(mv: memoryview, n: int, k: int, partial: bool):
     if flags & FLAG_PERM:
         inv, pos = _read_perm(mv, pos, k, partial)
         if inv is None:
-            return out
+            return _zeros(n)
     if size < pos + 4:
         if partial:
-            return out
+            return _zeros(n)
         raise GCPFormatError("truncated payload: structure stream length missing", size)
     slen = int.from_bytes(mv[pos:pos + 4], "little")
     pos += 4
@@ -564,15 +602,15 @@ def _decode_runs(mv: memoryview, n: int, k: int, partial: bool):
     if bitmap:
         if st.complete and sbuf.size != cap:
             raise GCPFormatError(f"run-start bitmap has {sbuf.size} bytes, expected {cap}", s_start)
-        bits = np.unpackbits(sbuf)
-        npix = min(bits.size, n)
-        if bits.size > n and bits[n:].any():
+        npix = min(8 * sbuf.size, n)
+        if sbuf.size == cap and n % 8 and sbuf[-1] & ((1 << (8 - n % 8)) - 1):
             raise GCPFormatError("non-zero padding bits after the run-start bitmap", s_start)
-        if npix and not bits[0]:
+        if npix and not sbuf[0] & 0x80:
             raise GCPFormatError("run-start bitmap does not start a run at pixel 0", s_start)
-        starts = np.flatnonzero(bits[:npix])
-        ends = np.append(starts[1:], npix)
-        lengths = ends - starts
+        nruns = 0
+        for b0 in range(0, sbuf.size, _BLOCK):
+            nruns += int(_POPCOUNT[sbuf[b0:b0 + _BLOCK]].sum(dtype=np.int64))
+        lengths = None
         covered = npix
     else:
         lengths = sbuf
@@ -581,12 +619,12 @@ def _decode_runs(mv: memoryview, n: int, k: int, partial: bool):
         total = int(lengths.sum(dtype=np.int64))
         if total > n or (st.complete and total != n):
             raise GCPFormatError(f"run lengths cover {total} pixels, image has {n}", s_start)
+        nruns = lengths.size
         covered = total
-    nruns = lengths.size
     v_start = s_end
     if v_start >= size and nruns:
         if partial:
-            return out
+            return _zeros(n)
         raise GCPFormatError("truncated payload: values stream missing", size)
     vs = _inflate("lzma2", mv, v_start, size, max(nruns, 1), "values stream")
     vals = np.frombuffer(vs.buf, np.uint8)
@@ -600,9 +638,28 @@ def _decode_runs(mv: memoryview, n: int, k: int, partial: bool):
         raise GCPFormatError(f"run {i} has code {int(vals[i])} >= palette_size {k}", v_start)
     if inv is not None:
         vals = inv[vals[:m]]
-    if m == nruns and covered == n:
-        return np.repeat(vals, lengths)
-    if m:
-        piece = np.repeat(vals[:m], lengths[:m])
-        out[:piece.size] = piece
+    out = _zeros(n) if (m < nruns or covered < n) else np.empty(n, np.uint8)
+    if not m:
+        return out
+    if bitmap:
+        # run index of pixel p = (number of run starts at or before p) - 1
+        seen = 0
+        for p0 in range(0, covered, _BLOCK):
+            p1 = min(covered, p0 + _BLOCK)
+            bits = np.unpackbits(sbuf[p0 // 8:(p1 + 7) // 8], count=p1 - p0)
+            ridx = np.cumsum(bits, dtype=np.int32)
+            ridx += seen - 1
+            seen = int(ridx[-1]) + 1
+            if seen > m:  # partial: values ran out inside this block
+                ok = ridx < m
+                out[p0:p1][ok] = vals[ridx[ok]]
+                break
+            out[p0:p1] = vals[ridx]
+        return out
+    p = 0
+    for r0 in range(0, m, _BLOCK):
+        r1 = min(m, r0 + _BLOCK)
+        piece = np.repeat(vals[r0:r1], lengths[r0:r1])
+        out[p:p + piece.size] = piece
+        p += piece.size
     return out

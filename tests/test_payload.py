@@ -366,3 +366,27 @@ def test_thread_pool_gives_identical_output(monkeypatch):
     monkeypatch.setattr(P, "_PARALLEL_MIN", 0)
     assert P._candidates(a, 100, 9, exhaustive=True) == inline
     assert P.encode(a, 100) == inline6
+
+
+def test_partial_pads_with_index_zero_under_permutation():
+    a = blocky(30, 40, 150, seed=6, noise=0.2)
+    for c in P._candidates(a, 150, 9, exhaustive=True):
+        if c[0] not in (P.METHOD_LZMA2, P.METHOD_RUNS) or not c[1] & P.FLAG_PERM:
+            continue
+        for cut in (len(c) // 2, len(c) - 3):
+            d = P.decode(c[:cut], 40, 30, 150, partial=True).ravel()
+            ref = a.ravel()
+            good = d.size if np.array_equal(d, ref) else int(np.argmin(d == ref))
+            assert not d[good:].any() or np.array_equal(d[good:], ref[good:])
+            if c[0] == P.METHOD_LZMA2:  # a prefix, then zeros
+                nz = np.flatnonzero(d != ref)
+                assert nz.size == 0 or not d[nz[0]:].any()
+
+
+def test_huge_declared_size_is_a_format_error_not_value_error():
+    a = np.zeros((4, 4), np.uint8)
+    for c in P._candidates(a, 2, 9, exhaustive=True):
+        try:
+            P.decode(c, 70000, 70000, 2)  # 4.9e9 pixels declared
+        except GCPFormatError:
+            pass
