@@ -525,6 +525,7 @@ class Result:
     k: int | None = None
     quality: float | None = None
     warning: str | None = None
+    psnr: float | None = None
 
 
 def _input_size(path: str, stdin_data: bytes | None) -> int:
@@ -537,9 +538,13 @@ def _input_size(path: str, stdin_data: bytes | None) -> int:
 
 
 def compress_one(
-    src: str, dst: str, params: QuantParams, force: bool, all_inputs: tuple[str, ...], stdin_data: bytes | None = None
+    src: str, dst: str, params: QuantParams, force: bool, all_inputs: tuple[str, ...], stdin_data: bytes | None = None,
+    verbose: bool = False,
 ) -> Result:
-    """Compress one file; never raises for a per-file problem (returns ok=False)."""
+    """Compress one file; never raises for a per-file problem (returns ok=False).
+
+    With ``verbose`` the PSNR of the written file against the input is measured too.
+    """
     try:
         _check_output(dst, all_inputs, force)
         raw = _read_input(src, stdin_data)
@@ -553,8 +558,9 @@ def compress_one(
         write_atomic(dst, blob, force)
         warnings = [w for w in (enc.warning, f"{frames} frames, only the first was compressed" if frames > 1 else None)
                     if w]
+        quality = psnr(im, Image.open(io.BytesIO(blob))) if verbose else None  # of the bytes written
         return Result(src, dst, True, "", _input_size(src, stdin_data), len(blob), im.size[0] * im.size[1],
-                      enc.k, enc.quality, "; ".join(warnings) or None)
+                      enc.k, enc.quality, "; ".join(warnings) or None, quality)
     except FileError as e:
         return Result(src, dst, False, str(e))
     except (OSError, MemoryError) as e:
@@ -744,6 +750,8 @@ def _report_line(r: Result) -> str:
         parts.append(f"k={r.k}")
     if r.quality is not None:
         parts.append(f"quality={r.quality:.2f}")
+    if r.psnr is not None:
+        parts.append(f"PSNR {r.psnr:.2f} dB")
     return " ".join(parts)
 
 
@@ -756,7 +764,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.shared_palette and len(inputs) > 1:
         return _compress_shared(args, params, inputs, outs)
     stdin = _stdin_bytes(inputs)
-    tasks = [(s, d, params, args.force, inputs, stdin) for s, d in zip(inputs, outs)]
+    tasks = [(s, d, params, args.force, inputs, stdin, args.verbose) for s, d in zip(inputs, outs)]
     results = _run_batch(compress_one, tasks, args.jobs, Progress(len(tasks)), args.verbose)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
@@ -786,7 +794,9 @@ def _compress_shared(args: argparse.Namespace, params: QuantParams, inputs: tupl
     for (s, d), blob, im in zip(kept, enc.blobs, images):
         try:
             write_atomic(d, blob, args.force)
-            r = Result(s, d, True, "", _input_size(s, None), len(blob), im.size[0] * im.size[1], enc.k, enc.quality)
+            quality = psnr(im, Image.open(io.BytesIO(blob))) if args.verbose else None
+            r = Result(s, d, True, "", _input_size(s, None), len(blob), im.size[0] * im.size[1], enc.k, enc.quality,
+                       psnr=quality)
             if args.verbose:
                 progress.message(_report_line(r))
         except (FileError, OSError) as e:
