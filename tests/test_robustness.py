@@ -12,7 +12,6 @@ import importlib.util
 import io
 import os
 import random
-import re
 import struct
 import sys
 import threading
@@ -194,14 +193,16 @@ def test_fuzz_cases_are_rejected_with_their_message(monkeypatch, load_truncated)
     for case in fuzz_cases.CASES:
         assert case["name"].startswith("fuzz-") and case["name"].endswith(".gcp")
         data = bytes.fromhex(case["hex"])
-        with pytest.raises(OSError, match=case["error"]):
+        assert case["description"]
+        with pytest.raises(OSError) as e:
             F.decode(data)
+        assert case["error"] in str(e.value), (case["name"], str(e.value))
         try:
             _open_load(data)
         except Image.DecompressionBombError:
             continue  # the declared size is above Pillow's limit: refused before any decoding
         except OSError as e:
-            assert re.search(case["error"], str(e)), (case["name"], str(e))
+            assert case["error"] in str(e), (case["name"], str(e))
         else:
             pytest.fail(f"{case['name']} loaded")
 
