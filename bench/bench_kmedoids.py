@@ -39,10 +39,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pillow_gcp.quantize.kmedoids import kmedoids_palette  # noqa: E402
+from pillow_gcp.quantizers.kmedoids import kmedoids_palette  # noqa: E402
 
 try:
-    from pillow_gcp.quantize._threads import single_thread
+    from pillow_gcp.quantizers._threads import single_thread
 except ImportError:  # pragma: no cover
     import contextlib
 

@@ -1,4 +1,4 @@
-"""Benchmark pillow_gcp.quantize against libimagequant and Pillow's own quantizers.
+"""Benchmark pillow_gcp.quantizers against libimagequant and Pillow's own quantizers.
 
 Usage::
 
@@ -10,7 +10,7 @@ libimagequant (``imagequant.quantize_pil_image(im, dithering_level=0, max_colors
 Pillow MEDIANCUT and FASTOCTREE.  Reports PSNR over R, G, B (10 log10(255^2 / MSE)),
 the best-of-``repeat`` wall time, per-image and median differences/ratios vs
 libimagequant, then (unless disabled) OKLab vs RGB fitting (mean DeltaE_OK x 100 and
-PSNR), quantize_many on 8 images vs libimagequant on them stacked into one, the K-medoids step if ``pillow_gcp.quantize.kmedoids`` exists, and one
+PSNR), quantize_many on 8 images vs libimagequant on them stacked into one, the K-medoids step if ``pillow_gcp.quantizers.kmedoids`` exists, and one
 24-megapixel timing / peak-memory line.
 """
 
@@ -30,8 +30,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pillow_gcp.quantize import quantize, quantize_many, registered_quantizers  # noqa: E402
-from pillow_gcp.quantize.colorspace import delta_e_ok  # noqa: E402
+from pillow_gcp.quantizers import quantize, quantize_many, registered_quantizers  # noqa: E402
+from pillow_gcp.quantizers.colorspace import delta_e_ok  # noqa: E402
 
 try:
     import imagequant

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .errors import GCPFormatError
 from .plugin import register
-from .quantize import quantize, quantize_many, register_quantizer
+from .quantizers import quantize, quantize_many, register_quantizer
 
 __all__ = ["GCPFormatError", "quantize", "quantize_many", "register", "register_quantizer", "__version__"]
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Pillow glue for .gcp: the ImageFile subclass, the decoder, ``_save``.
 
 The bytes are :mod:`pillow_gcp.format`'s business, the colours are
-:mod:`pillow_gcp.quantize`'s; this module only meets the two with Pillow.
+:mod:`pillow_gcp.quantizers`'s; this module only meets the two with Pillow.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
 from . import format as gcp_format
-from .quantize import check_params, quantize_to_arrays
+from .quantizers import check_params, quantize_to_arrays
 from .errors import GCPFormatError
 
 FORMAT = "GCP"

@@ -1,4 +1,4 @@
-"""Tests for the weighted K-medoids palette step (pillow_gcp.quantize.kmedoids)."""
+"""Tests for the weighted K-medoids palette step (pillow_gcp.quantizers.kmedoids)."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pillow_gcp.quantize.kmedoids import METRICS, kmedoids_palette, palette_loss
+from pillow_gcp.quantizers.kmedoids import METRICS, kmedoids_palette, palette_loss
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -291,7 +291,7 @@ def test_invariants_property(n, k, seed, metric, C):
 def test_swap_search_ends_in_a_swap_local_optimum(m, n_fixed):
     """No single (medoid, candidate) swap improves the result: small k uses the one-hot
     product, k > 32 the segment sums; fixed medoids are never swapped out."""
-    from pillow_gcp.quantize import kmedoids as km
+    from pillow_gcp.quantizers import kmedoids as km
 
     rng = np.random.default_rng(m + n_fixed)
     pts = rng.random((400, 3)).astype(np.float32) * 100

@@ -1,4 +1,4 @@
-"""Tests for pillow_gcp.quantize: the front door, the K-means step and the protocol."""
+"""Tests for pillow_gcp.quantizers: the front door, the K-means step and the protocol."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 from PIL import Image
 
-import pillow_gcp.quantize  # noqa: F401  (the package; `pillow_gcp.quantize` attr is the function)
-
-Q = sys.modules["pillow_gcp.quantize"]
-from pillow_gcp.quantize import (  # noqa: E402
+import pillow_gcp.quantizers as Q
+from pillow_gcp.quantizers import (  # noqa: E402
     kmeans_palette,
     quantize,
     quantize_many,
@@ -21,7 +19,7 @@ from pillow_gcp.quantize import (  # noqa: E402
     register_quantizer,
     registered_quantizers,
 )
-from pillow_gcp.quantize import colorspace, histogram  # noqa: E402
+from pillow_gcp.quantizers import colorspace, histogram  # noqa: E402
 
 ALGOS = [a for a in ("kmeans", "kmedoids") if a in registered_quantizers()]
 
@@ -536,7 +534,7 @@ def test_oklab_roundtrip():
 
 
 def test_nearest_chunked_matches_brute():
-    Nm = sys.modules["pillow_gcp.quantize.nearest"]
+    Nm = sys.modules["pillow_gcp.quantizers.nearest"]
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
     P = rng.integers(0, 256, (300, 3)).astype(np.uint8)

@@ -91,8 +91,8 @@ Other front-door rules
 
 Registry: ``register_quantizer(name, step)`` adds a step; ``algo=`` accepts a
 registered name or any callable following the protocol.  ``"kmeans"``
-(:mod:`pillow_gcp.quantize.kmeans`) and ``"kmedoids"``
-(:mod:`pillow_gcp.quantize.kmedoids`, ``kmedoids_palette``) are built in.
+(:mod:`pillow_gcp.quantizers.kmeans`) and ``"kmedoids"``
+(:mod:`pillow_gcp.quantizers.kmedoids`, ``kmedoids_palette``) are built in.
 """
 
 from __future__ import annotations

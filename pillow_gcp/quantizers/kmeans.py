@@ -1,4 +1,4 @@
-"""Weighted K-means palette step (see the protocol in :mod:`pillow_gcp.quantize`).
+"""Weighted K-means palette step (see the protocol in :mod:`pillow_gcp.quantizers`).
 
 Everything works on the weighted histogram of unique colours, never on pixels:
 
