@@ -179,6 +179,7 @@ class QuantParams:
     dither: bool = False
     seed: int = 0
     fixed_colors: tuple[tuple[int, int, int], ...] | None = None
+    palette: tuple[tuple[int, int, int, int], ...] | None = None
     target_psnr: float | None = None
     target_de: float | None = None
     strip: bool = False
@@ -187,6 +188,8 @@ class QuantParams:
         kw = dict(k=k, algo=self.algo, seed=self.seed, metric=self.metric, space=self.space, dither=self.dither)
         if self.fixed_colors:
             kw["fixed_colors"] = [list(c) for c in self.fixed_colors]
+        if self.palette:
+            kw["palette"] = [tuple(c) for c in self.palette]
         return kw
 
     @property
@@ -672,6 +675,26 @@ def _colors(text: str) -> list[tuple[int, int, int]]:
     return [_parse_color(t) for t in text.split(",") if t.strip()]
 
 
+def _palette_arg(spec: str) -> tuple[tuple[int, int, int, int], ...]:
+    """--palette: a palette image file (P mode: .gcp, PNG-8, GIF...) or a list of RRGGBB colours."""
+    from pillow_gcp.quantizers import parse_palette
+
+    if os.path.exists(spec):
+        try:
+            with Image.open(spec) as im:
+                colours = parse_palette(im)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--palette {spec}: {e}") from None
+    else:
+        try:
+            colours = parse_palette(_colors(spec))
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--palette: {e} (or no such palette file)") from None
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"--palette: {e}") from None
+    return tuple(tuple(int(v) for v in c) for c in colours)
+
+
 def _k_type(text: str) -> int:
     try:
         k = int(text)
@@ -712,14 +735,19 @@ def _params(args: argparse.Namespace) -> QuantParams:
     k = args.k if args.k is not None else DEFAULT_K
     if fixed and len(fixed) > (K_MAX if target else k):
         raise UsageError(f"{len(fixed)} --fixed-color values do not fit in a palette of k={k}")
+    palette = _palette_arg(args.palette) if getattr(args, "palette", None) else None
+    if palette is not None and (target or fixed or args.k is not None):
+        raise UsageError("--palette maps onto a given palette: it cannot be combined with -k, "
+                         "--fixed-color or a quality target")
     return QuantParams(
-        k=None if target else k,
+        k=None if target else (len(palette) if palette else k),
         algo=args.algo,
         metric=args.metric,
         space=args.space,
         dither=args.dither,
         seed=args.seed,
         fixed_colors=fixed,
+        palette=palette,
         target_psnr=args.target_psnr,
         target_de=args.target_de,
         strip=getattr(args, "strip", False),
@@ -1068,6 +1096,9 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
     q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB",
                    help="a colour that must be in the palette, hex RRGGBB; repeat the option or give a "
                         "comma-separated list (e.g. --fixed-color ffffff,000000)")
+    q.add_argument("--palette", metavar="FILE|RRGGBB,...",
+                   help="map onto exactly this palette, no fitting: a palette image file (a .gcp, PNG-8, "
+                        "GIF...) or a comma-separated list of hex colours; nearest colour under --metric")
     t = p.add_argument_group("quality target (instead of -k)")
     t.add_argument("--target-psnr", type=_positive_float, metavar="DB",
                    help="pick the smallest k whose PSNR is at least DB (k meets it, k/2 does not)")

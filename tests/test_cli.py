@@ -540,3 +540,35 @@ def test_shared_palette_with_target_and_bad_input(tmp_path, capsys):
     decoded = [Image.open(out / f"i{n}.gcp") for n in range(2)]
     assert joint_psnr(decoded) >= 28
     assert joint_psnr(pillow_gcp.quantize_many(originals, k=k // 2)) < 28
+
+
+def test_given_palette_from_colours_and_from_a_file(tmp_path, capsys):
+    src = save_png(tmp_path / "a.png")
+    out = tmp_path / "a.gcp"
+    assert main(["compress", src, "--palette", "ff0000,00ff00,0000ff,000000", "-o", str(out)]) == 0
+    with Image.open(out) as im:
+        colours = {tuple(c) for c in np.asarray(im.getpalette()).reshape(-1, 3)}
+        assert colours <= {(255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)}
+        expect = pillow_gcp.quantize(Image.open(src), palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)])
+        assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(expect.convert("RGB")))
+    # a palette image file: the .gcp just written
+    out2 = tmp_path / "b.gcp"
+    assert main(["compress", src, "--palette", str(out), "-o", str(out2)]) == 0
+    with Image.open(out2) as im2, Image.open(out) as im1:
+        assert np.array_equal(np.asarray(im2.convert("RGB")), np.asarray(im1.convert("RGB")))
+    capsys.readouterr()
+    assert main(["compress", src, "--palette", "ff0000", "-k", "4", "-o", str(tmp_path / "c.gcp")]) == 2
+    assert "--palette" in capsys.readouterr().err
+    assert main(["compress", src, "--palette", "nothex", "-o", str(tmp_path / "c.gcp")]) == 2
+    assert not (tmp_path / "c.gcp").exists()
+
+
+def test_verbose_prints_size_and_psnr_of_the_file_written(tmp_path, capsys):
+    src = save_png(tmp_path / "a.png")
+    out = tmp_path / "a.gcp"
+    assert main(["compress", src, "-k", "8", "-o", str(out), "-v"]) == 0
+    err = capsys.readouterr().err
+    size = os.path.getsize(out)
+    assert f"{size} bytes" in err
+    value = float(re.search(r"PSNR ([0-9.]+) dB", err).group(1))
+    assert value == pytest.approx(ref_psnr(Image.open(src), Image.open(out)), abs=0.01)

@@ -222,6 +222,15 @@ def _parse_colors(name, colors, allow_empty=False) -> np.ndarray:
     return out
 
 
+def parse_palette(palette) -> np.ndarray:
+    """The colours of a ``palette=`` argument (a P image or a sequence of colours).
+
+    Returns (m, 4) uint8 RGBA, alpha 255 for RGB entries; a P image's
+    ``transparency`` is applied. Raises ValueError/TypeError naming ``palette``.
+    """
+    return _parse_palette(palette)
+
+
 def _parse_palette(palette) -> np.ndarray:
     """palette= argument -> (m, 4) uint8 (alpha 255 for RGB palettes)."""
     if isinstance(palette, Image.Image):
