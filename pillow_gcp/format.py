@@ -36,6 +36,8 @@ __all__ = [
     "read_header",
     "read_payload",
     "decode_payload",
+    "decode_indices",
+    "check_crc",
     "encode",
     "decode",
     "write",
@@ -124,11 +126,12 @@ class _Reader:
     def body(self, ctype: bytes, length: int) -> bytes:
         """Read a whole chunk's data and check its CRC."""
         data = self.read(length, f"{ctype.decode()} chunk data")
-        _check_crc(ctype, data, self.read(4, f"{ctype.decode()} chunk CRC"), self.offset - 4)
+        check_crc(ctype, data, self.read(4, f"{ctype.decode()} chunk CRC"), self.offset - 4)
         return data
 
 
-def _check_crc(ctype: bytes, data, crc_bytes: bytes, offset: int) -> None:
+def check_crc(ctype: bytes, data, crc_bytes: bytes, offset: int) -> None:
+    """Raise GCPFormatError unless ``crc_bytes`` (u32 LE, at file ``offset``) is CRC-32 of type + data."""
     (stored,) = _CRC.unpack(crc_bytes)
     actual = zlib.crc32(data, zlib.crc32(ctype))
     if stored != actual:
@@ -197,7 +200,7 @@ def read_payload(fp: IO[bytes], header: Header) -> bytes:
     """Read the payload and its CRC from ``fp`` (positioned at the payload) and check the CRC."""
     r = _Reader(fp, header.payload_offset)
     data = r.read(header.payload_length, "DATA chunk data")
-    _check_crc(b"DATA", data, r.read(4, "DATA chunk CRC"), r.offset - 4)
+    check_crc(b"DATA", data, r.read(4, "DATA chunk CRC"), r.offset - 4)
     return data
 
 
@@ -206,13 +209,20 @@ def decode_payload(data, header: Header, *, partial: bool = False) -> np.ndarray
 
     Payload errors are re-raised with file offsets.
     """
+    return decode_indices(data, header.width, header.height, len(header.palette), header.payload_offset,
+                          partial=partial)
+
+
+def decode_indices(data, width: int, height: int, palette_size: int, payload_offset: int, *,
+                   partial: bool = False) -> np.ndarray:
+    """:func:`payload.decode` with its errors rebased to file offsets (``payload_offset`` = first payload byte)."""
     try:
-        return payload.decode(data, header.width, header.height, len(header.palette), partial=partial)
+        return payload.decode(data, width, height, palette_size, partial=partial)
     except GCPFormatError as e:
         if e.offset is None:
             raise
         msg = str(e).rsplit(" (at byte", 1)[0]
-        raise GCPFormatError(f"bad payload: {msg}", header.payload_offset + e.offset) from None
+        raise GCPFormatError(f"bad payload: {msg}", payload_offset + e.offset) from None
 
 
 def check_trailer(fp: IO[bytes], offset: int) -> dict:

@@ -94,16 +94,14 @@ class GcpDecoder(ImageFile.PyDecoder):
             return len(buffer), 0
         self._complete = True  # whatever happens now, the data is not truncated
         data = memoryview(self._buffer)[: self._length]
-        gcp_format._check_crc(b"DATA", data, bytes(self._buffer[self._length :]), self._payload_offset + self._length)
+        gcp_format.check_crc(b"DATA", data, bytes(self._buffer[self._length :]), self._payload_offset + self._length)
         self._finish(data, partial=False)
         return -1, 0
 
     def _finish(self, data, *, partial: bool) -> None:
-        header = gcp_format.Header(
-            self.state.xsize, self.state.ysize, np.zeros((self._palette_size, 3), np.uint8),
-            self._payload_offset, self._length,
+        indices = gcp_format.decode_indices(
+            data, self.state.xsize, self.state.ysize, self._palette_size, self._payload_offset, partial=partial
         )
-        indices = gcp_format.decode_payload(data, header, partial=partial)
         self.set_as_raw(indices.tobytes(), "P")
 
     def cleanup(self) -> None:
