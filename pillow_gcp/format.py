@@ -38,6 +38,7 @@ __all__ = [
     "decode_payload",
     "decode_indices",
     "check_crc",
+    "chunk_table",
     "encode",
     "decode",
     "write",
@@ -245,6 +246,20 @@ def check_trailer(fp: IO[bytes], offset: int) -> dict:
         key = META_CHUNKS.get(ctype)
         if key is not None:
             metadata.setdefault(key, body.decode("utf-8", "replace") if key == "comment" else body)
+
+
+def chunk_table(data: bytes) -> list[tuple[int, bytes, int]]:
+    """``[(offset, type, length), ...]`` of the chunks of a file, for tools and tests.
+
+    Walks the length fields only: no CRC or order checks, and it stops at the
+    first chunk header that runs past the end of ``data``.
+    """
+    out, pos = [], len(MAGIC)
+    while pos + _CHUNK.size <= len(data):
+        length, ctype = _CHUNK.unpack_from(data, pos)
+        out.append((pos, ctype, length))
+        pos += _CHUNK.size + length + _CRC.size
+    return out
 
 
 def _chunk(ctype: bytes, data: bytes) -> bytes:

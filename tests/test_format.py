@@ -20,14 +20,6 @@ def _image(h=7, w=13, n=5, channels=3, seed=1):
     return indices, palette
 
 
-def _chunks(data: bytes):
-    """[(offset, type, length)] of every chunk in a file."""
-    out, pos = [], 8
-    while pos < len(data):
-        length, ctype = struct.unpack_from("<I4s", data, pos)
-        out.append((pos, ctype, length))
-        pos += 12 + length
-    return out
 
 
 def _chunk(ctype: bytes, body: bytes) -> bytes:
@@ -49,7 +41,7 @@ def test_roundtrip(shape, n, channels):
 def test_layout_matches_spec():
     indices, palette = _image(n=5, channels=4)
     data = F.encode(indices, palette, {"comment": "hi"})
-    chunks = _chunks(data)
+    chunks = F.chunk_table(data)
     assert [c[1] for c in chunks] == [b"HEAD", b"PLTE", b"cmnt", b"DATA", b"DONE"]
     version, channels, size, width, height = struct.unpack_from("<BBHII", data, 16)
     assert (version, channels, size, width, height) == (1, 4, 5, 13, 7)
@@ -61,7 +53,7 @@ def test_metadata_roundtrip_and_unknown_ancillary_skipped():
     meta = {"icc_profile": b"\x00ICC" * 10, "exif": b"Exif\x00\x00MM", "xmp": b"<x/>", "comment": "caf\u00e9"}
     data = F.encode(indices, palette, meta)
     # insert an unknown ancillary chunk before DATA and another after it
-    pos_data = [c for c in _chunks(data) if c[1] == b"DATA"][0][0]
+    pos_data = [c for c in F.chunk_table(data) if c[1] == b"DATA"][0][0]
     extra = _chunk(b"zzzz", b"whatever")
     data2 = data[:pos_data] + extra + data[pos_data:-12] + extra + data[-12:]
     got, pal, m = F.decode(data2)
@@ -72,7 +64,7 @@ def test_metadata_roundtrip_and_unknown_ancillary_skipped():
 def test_unknown_critical_chunk_is_an_error():
     indices, palette = _image()
     data = F.encode(indices, palette)
-    pos_data = [c for c in _chunks(data) if c[1] == b"DATA"][0][0]
+    pos_data = [c for c in F.chunk_table(data) if c[1] == b"DATA"][0][0]
     bad = data[:pos_data] + _chunk(b"ZZZZ", b"") + data[pos_data:]
     with pytest.raises(GCPFormatError, match="critical chunk ZZZZ") as e:
         F.decode(bad)
@@ -101,7 +93,7 @@ def test_every_single_bit_flip_is_detected():
 def test_crc_error_names_the_chunk_and_offset():
     indices, palette = _image()
     data = bytearray(F.encode(indices, palette))
-    off, _, length = [c for c in _chunks(bytes(data)) if c[1] == b"PLTE"][0]
+    off, _, length = [c for c in F.chunk_table(bytes(data)) if c[1] == b"PLTE"][0]
     data[off + 8] ^= 0xFF
     with pytest.raises(GCPFormatError, match="CRC mismatch in PLTE") as e:
         F.decode(bytes(data))
@@ -133,7 +125,7 @@ def test_bad_header_fields(field, offset, value, message):
 def test_lying_lengths_do_not_allocate():
     indices, palette = _image()
     data = bytearray(F.encode(indices, palette))
-    off = [c for c in _chunks(bytes(data)) if c[1] == b"DATA"][0][0]
+    off = [c for c in F.chunk_table(bytes(data)) if c[1] == b"DATA"][0][0]
     data[off : off + 4] = struct.pack("<I", 2**31 - 1)
     with pytest.raises(GCPFormatError, match="truncated"):
         F.decode(bytes(data))

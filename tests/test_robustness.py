@@ -60,18 +60,10 @@ def _image(h=30, w=40, n=12, channels=3, seed=0):
     return base.reshape(h, w), palette
 
 
-def _chunks(data):
-    """[(offset, type, length)] of every chunk of a valid file."""
-    out, pos = [], 8
-    while pos < len(data):
-        length, ctype = struct.unpack_from("<I4s", data, pos)
-        out.append((pos, ctype, length))
-        pos += 12 + length
-    return out
 
 
 def _chunk_at(data, ctype):
-    return next((off, length) for off, t, length in _chunks(data) if t == ctype)
+    return next((off, length) for off, t, length in F.chunk_table(data) if t == ctype)
 
 
 def _with_head(data, width, height):
@@ -588,7 +580,7 @@ def test_bit_flip_after_data_is_caught_by_verify():
     sig, chunks, tail = fuzz.split_chunks(data)
     chunks.insert(len(chunks) - 1, [b"cmnt", b"after the data"])
     data = fuzz.join_chunks(sig, chunks, tail)
-    off, length = [(o, n) for o, t, n in _chunks(data) if t == b"cmnt"][-1]
+    off, length = [(o, n) for o, t, n in F.chunk_table(data) if t == b"cmnt"][-1]
     for pos in (off + 8, len(data) - 1):  # the trailing comment, the DONE CRC
         bad = bytearray(data)
         bad[pos] ^= 0x01
