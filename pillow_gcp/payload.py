@@ -111,19 +111,46 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+_PIECE = 2 << 20  # bytes: longer inputs are coded as independent pieces of this size
+
+
+class _Spliced:
+    """Independently coded pieces joined into one LZMA2 stream.
+
+    A raw LZMA2 stream is chunks ending in the end-of-stream byte 0x00, and the
+    first chunk of each piece resets the dictionary and the state; dropping
+    every piece's end byte but the last gives one valid stream that decodes to
+    the concatenated input (SPEC.md section 6). The pieces compress in parallel.
+    """
+
+    def __init__(self, futures):
+        self.futures = futures
+
+    def result(self) -> bytes:
+        parts = [f.result() for f in self.futures]
+        return b"".join(p[:-1] for p in parts[:-1]) + parts[-1]
+
+
 def _lzma2_async(raw: bytes, preset: int, lc: int = 0):
     """Start an LZMA2 compression; returns an object with ``.result()``.
 
     liblzma releases the GIL, so big jobs run on a small thread pool (one
-    thread per core, at most 4); output is identical to :func:`_lzma2`.
+    thread per core, at most 4). Inputs longer than ``_PIECE`` bytes are cut
+    into fixed ``_PIECE``-byte pieces coded side by side (:class:`_Spliced`);
+    the output depends only on the input, never on the number of cores.
     """
     global _POOL
     if len(raw) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
-        return _Done(_lzma2(raw, preset, lc))
+        if len(raw) <= _PIECE:
+            return _Done(_lzma2(raw, preset, lc))
+        return _Spliced([_Done(_lzma2(raw[i:i + _PIECE], preset, lc)) for i in range(0, len(raw), _PIECE)])
     if _POOL is None:
         _POOL = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="gcp-lzma")
-    return _POOL.submit(_lzma2, raw, preset, lc)
+    if len(raw) <= _PIECE:
+        return _POOL.submit(_lzma2, raw, preset, lc)
+    view = memoryview(raw)
+    return _Spliced([_POOL.submit(_lzma2, view[i:i + _PIECE], preset, lc) for i in range(0, len(raw), _PIECE)])
 
 
 def suggest_order(indices: np.ndarray, palette_size: int) -> np.ndarray:
@@ -279,8 +306,8 @@ def _runs_payload(perm, lens, lvals, preset: int) -> bytes:
 def _lzma2_payload(perm, flat: np.ndarray, preset: int) -> bytes:
     flags = 0 if perm is None else FLAG_PERM
     ptab = b"" if perm is None else perm.tobytes()
-    body = _lzma2((flat if perm is None else perm[flat]).tobytes(), preset, 0 if perm is None else 4)
-    return bytes([METHOD_LZMA2, flags]) + ptab + body
+    body = _lzma2_async((flat if perm is None else perm[flat]).tobytes(), preset, 0 if perm is None else 4)
+    return bytes([METHOD_LZMA2, flags]) + ptab + body.result()
 
 
 def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, preset: int) -> bytes:

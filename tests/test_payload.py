@@ -390,3 +390,20 @@ def test_huge_declared_size_is_a_format_error_not_value_error():
             P.decode(c, 70000, 70000, 2)  # 4.9e9 pixels declared
         except GCPFormatError:
             pass
+
+
+def test_long_lzma2_streams_are_spliced_pieces_and_independent_of_cores(monkeypatch):
+    """Streams over 2 MiB are coded as independent pieces joined into one LZMA2 stream
+    (a dictionary reset at each piece): they decode with any LZMA2 decoder, and the
+    bytes do not depend on how many cores did the work."""
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 200, size=(1500, 1600), dtype=np.uint8)  # dense: raw LZMA2 wins
+    blob = P.encode(a, 200)
+    assert blob[0] == P.METHOD_LZMA2
+    assert np.array_equal(P.decode(blob, 1600, 1500, 200), a)
+    # one stream: stock liblzma decodes the body to the whole map and stops at its end marker
+    body = blob[2 + (200 if blob[1] & P.FLAG_PERM else 0):]
+    d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=P._lzma2_filters(a.size))
+    assert len(d.decompress(body)) == a.size and d.eof and not d.unused_data
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 1)
+    assert P.encode(a, 200) == blob
