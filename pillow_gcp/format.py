@@ -142,6 +142,13 @@ def check_crc(ctype: bytes, data, crc_bytes: bytes, offset: int) -> None:
         )
 
 
+def _keep_metadata(metadata: dict, ctype: bytes, body: bytes) -> None:
+    """Record a known ancillary chunk; the first of a kind wins (SPEC.md 3.5)."""
+    key = META_CHUNKS.get(ctype)
+    if key is not None and key not in metadata:
+        metadata[key] = body.decode("utf-8", "replace") if key == "comment" else body
+
+
 def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
     """Parse signature, HEAD, PLTE and ancillary chunks up to the DATA chunk.
 
@@ -191,10 +198,7 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
         elif ctype in (b"HEAD", b"DONE") or ctype[0] < 97:
             raise GCPFormatError(f"unexpected critical chunk {ctype.decode()} before DATA", start + 4)
         else:
-            body = r.body(ctype, length)
-            key = META_CHUNKS.get(ctype)
-            if key is not None and key not in metadata:
-                metadata[key] = body.decode("utf-8", "replace") if key == "comment" else body
+            _keep_metadata(metadata, ctype, r.body(ctype, length))
 
 
 def read_payload(fp: IO[bytes], header: Header) -> bytes:
@@ -242,10 +246,7 @@ def check_trailer(fp: IO[bytes], offset: int) -> dict:
             return metadata
         if ctype[0] < 97:
             raise GCPFormatError(f"unexpected critical chunk {ctype.decode()} after DATA", start + 4)
-        body = r.body(ctype, length)
-        key = META_CHUNKS.get(ctype)
-        if key is not None:
-            metadata.setdefault(key, body.decode("utf-8", "replace") if key == "comment" else body)
+        _keep_metadata(metadata, ctype, r.body(ctype, length))
 
 
 def chunk_table(data: bytes) -> list[tuple[int, bytes, int]]:
