@@ -321,31 +321,15 @@ def encode(images: list[Image.Image], params: QuantParams) -> Encoded:
     else:
         k = params.k
         pimgs, value = _quantize(images, params, k), None
+    from pillow_gcp.plugin import metadata_of  # the quantized images carry no info: take the originals'
+
     blobs = []
     for src, p in zip(images, pimgs):
-        meta = {} if params.strip else _metadata(src)
+        meta = {} if params.strip else metadata_of(src)
         buf = io.BytesIO()
         p.save(buf, "GCP", **meta)
         blobs.append(buf.getvalue())
     return Encoded(blobs, k, value, warning)
-
-
-_META_KEYS = ("icc_profile", "exif", "xmp", "comment")
-
-
-def _metadata(im: Image.Image) -> dict:
-    """The metadata of ``im`` that .gcp keeps: ICC profile, EXIF, XMP, comment."""
-    info = dict(im.info)
-    if "xmp" not in info and "XML:com.adobe.xmp" in info:
-        info["xmp"] = info["XML:com.adobe.xmp"]
-    meta = {}
-    for key in _META_KEYS:
-        value = info.get(key)
-        if isinstance(value, Image.Exif):
-            value = value.tobytes()
-        if isinstance(value, (bytes, bytearray, str)) and value:
-            meta[key] = value
-    return meta
 
 
 # --------------------------------------------------------------------------

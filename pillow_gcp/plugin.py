@@ -158,6 +158,25 @@ def _lossless_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return lut[levels], palette
 
 
+def metadata_of(im: Image.Image) -> dict:
+    """The metadata of ``im.info`` that .gcp keeps: ICC profile, EXIF, XMP, comment.
+
+    XMP is also taken from PNG's ``XML:com.adobe.xmp``; values of other types than
+    bytes/str (or ``Image.Exif``) are left out rather than failing the save.
+    """
+    info = im.info
+    meta = {}
+    for key in gcp_format.META_KEYS:
+        value = info.get(key)
+        if value is None and key == "xmp":
+            value = info.get("XML:com.adobe.xmp")
+        if isinstance(value, Image.Exif):
+            value = value.tobytes()
+        if isinstance(value, (bytes, bytearray, str)) and value:
+            meta[key] = value
+    return meta
+
+
 _QUANTIZE_KEYS = ("k", "algo", "seed", "metric", "space", "dither", "fixed_colors", "palette")
 
 
@@ -172,13 +191,11 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         indices, palette = _lossless_arrays(im)
     else:
         indices, palette = quantize_to_arrays(im, **params)
-    metadata = {}
-    for key in gcp_format.META_KEYS:
-        value = info.get(key, im.info.get(key))
-        if key == "exif" and isinstance(value, Image.Exif):
-            value = value.tobytes()
-        if value:
-            metadata[key] = value
+    metadata = metadata_of(im)
+    for key in gcp_format.META_KEYS:  # explicit save arguments win, and are validated by encode
+        if info.get(key) is not None:
+            value = info[key]
+            metadata[key] = value.tobytes() if isinstance(value, Image.Exif) else value
     # Everything is encoded in memory first: a bad argument or a failure
     # leaves nothing half-written.
     fp.write(gcp_format.encode(indices, palette, metadata))

@@ -333,3 +333,14 @@ def test_save_to_file_object_and_path_agree(tmp_path):
     im.save(buf, "GCP", k=8, seed=1)
     assert path.read_bytes() == buf.getvalue()
     assert os.path.getsize(path) > 0
+
+
+def test_metadata_from_source_info_png_xmp_and_odd_values():
+    im = _few_colours()
+    im.info["XML:com.adobe.xmp"] = "<x:xmpmeta/>"  # where PngImagePlugin puts XMP
+    im.info["comment"] = 42  # not bytes/str: left out, the save must not fail
+    out, _ = _roundtrip(im)
+    assert out.info["xmp"] == b"<x:xmpmeta/>"
+    assert "comment" not in out.info
+    with pytest.raises(TypeError, match="comment"):  # an explicit argument is validated
+        _roundtrip(im, comment=42)
