@@ -139,18 +139,16 @@ def _lzma2_async(raw: bytes, preset: int, lc: int = 0):
     into fixed ``_PIECE``-byte pieces coded side by side (:class:`_Spliced`);
     the output depends only on the input, never on the number of cores.
     """
+    if len(raw) > _PIECE:
+        view = memoryview(raw)
+        return _Spliced([_lzma2_async(view[i:i + _PIECE], preset, lc) for i in range(0, len(raw), _PIECE)])
     global _POOL
     if len(raw) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
-        if len(raw) <= _PIECE:
-            return _Done(_lzma2(raw, preset, lc))
-        return _Spliced([_Done(_lzma2(raw[i:i + _PIECE], preset, lc)) for i in range(0, len(raw), _PIECE)])
+        return _Done(_lzma2(raw, preset, lc))
     if _POOL is None:
         _POOL = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="gcp-lzma")
-    if len(raw) <= _PIECE:
-        return _POOL.submit(_lzma2, raw, preset, lc)
-    view = memoryview(raw)
-    return _Spliced([_POOL.submit(_lzma2, view[i:i + _PIECE], preset, lc) for i in range(0, len(raw), _PIECE)])
+    return _POOL.submit(_lzma2, raw, preset, lc)
 
 
 def suggest_order(indices: np.ndarray, palette_size: int) -> np.ndarray:

@@ -14,7 +14,6 @@ from PIL import Image, ImageFile, ImagePalette
 
 from . import format as gcp_format
 from .quantizers import check_params, quantize_to_arrays
-from .errors import GCPFormatError
 
 FORMAT = "GCP"
 MIME = "image/x-gcp"
