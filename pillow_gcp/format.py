@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 MAGIC = b"\x89GCP\r\n\x1a\n"
-VERSION = 1
+VERSION = 2  # the highest version this module reads; it writes the lowest one the file needs
 MAX_DIMENSION = 0x7FFFFFFF
 MAX_CHUNK_LENGTH = 0x7FFFFFFF
 
@@ -74,6 +74,7 @@ class Header:
     payload_offset: int
     payload_length: int
     metadata: dict = field(default_factory=dict)
+    version: int = 1
 
     @property
     def channels(self) -> int:
@@ -168,8 +169,8 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
         raise GCPFormatError(f"HEAD chunk length must be {_HEAD.size}, found {length}", start)
     version, channels, size, width, height = _HEAD.unpack(r.body(ctype, length))
     data_at = start + 8
-    if version != VERSION:
-        raise GCPFormatError(f"unsupported format version {version} (this decoder reads {VERSION})", data_at)
+    if not 1 <= version <= VERSION:
+        raise GCPFormatError(f"unsupported format version {version} (this decoder reads 1..{VERSION})", data_at)
     if channels not in (3, 4):
         raise GCPFormatError(f"palette channels must be 3 or 4, found {channels}", data_at + 1)
     if not 1 <= size <= 256:
@@ -194,7 +195,7 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
         elif ctype == b"DATA":
             if palette is None:
                 raise GCPFormatError("DATA chunk before PLTE chunk", start + 4)
-            return Header(width, height, palette, r.offset, length, metadata)
+            return Header(width, height, palette, r.offset, length, metadata, version)
         elif ctype in (b"HEAD", b"DONE") or ctype[0] < 97:
             raise GCPFormatError(f"unexpected critical chunk {ctype.decode()} before DATA", start + 4)
         else:
@@ -215,12 +216,18 @@ def decode_payload(data, header: Header, *, partial: bool = False) -> np.ndarray
     Payload errors are re-raised with file offsets.
     """
     return decode_indices(data, header.width, header.height, len(header.palette), header.payload_offset,
-                          partial=partial)
+                          partial=partial, version=header.version)
 
 
 def decode_indices(data, width: int, height: int, palette_size: int, payload_offset: int, *,
-                   partial: bool = False) -> np.ndarray:
-    """:func:`payload.decode` with its errors rebased to file offsets (``payload_offset`` = first payload byte)."""
+                   partial: bool = False, version: int = VERSION) -> np.ndarray:
+    """:func:`payload.decode` with its errors rebased to file offsets (``payload_offset`` = first payload byte).
+
+    ``version`` is the file's HEAD version: payload method 4 (RANKS) needs version 2.
+    """
+    if version < 2 and len(data) and data[0] == payload.METHOD_RANKS:
+        raise GCPFormatError(f"bad payload: method {data[0]} needs format version 2, HEAD says {version}",
+                             payload_offset)
     try:
         return payload.decode(data, width, height, palette_size, partial=partial)
     except GCPFormatError as e:
@@ -296,7 +303,9 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
     indices, palette = _check_arrays(indices, palette)
     h, w = indices.shape
     n, channels = palette.shape
-    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(VERSION, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
+    body = payload.encode(indices, n)
+    version = 2 if body[0] == payload.METHOD_RANKS else 1
+    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(version, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
     for key, value in (metadata or {}).items():
         if value is None:
             continue
@@ -309,7 +318,7 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
         if len(value) > MAX_CHUNK_LENGTH:
             raise ValueError(f"metadata {key!r} is too large ({len(value)} bytes)")
         parts.append(_chunk(META_KEYS[key], bytes(value)))
-    parts.append(_chunk(b"DATA", payload.encode(indices, n)))
+    parts.append(_chunk(b"DATA", body))
     parts.append(_chunk(b"DONE", b""))
     return b"".join(parts)
 

@@ -56,7 +56,7 @@ class GcpImageFile(ImageFile.ImageFile):
                 FORMAT,
                 (0, 0, *self._size),
                 header.payload_offset,
-                (header.payload_offset, header.payload_length, len(palette)),
+                (header.payload_offset, header.payload_length, len(palette), header.version),
             )
         ]
 
@@ -82,7 +82,7 @@ class GcpDecoder(ImageFile.PyDecoder):
     _pulls_fd = False
 
     def init(self, args) -> None:
-        self._payload_offset, self._length, self._palette_size = args
+        self._payload_offset, self._length, self._palette_size, self._version = args
         self._buffer = bytearray()
         self._complete = False  # the whole DATA chunk (payload + CRC) has arrived
 
@@ -99,7 +99,8 @@ class GcpDecoder(ImageFile.PyDecoder):
 
     def _finish(self, data, *, partial: bool) -> None:
         indices = gcp_format.decode_indices(
-            data, self.state.xsize, self.state.ysize, self._palette_size, self._payload_offset, partial=partial
+            data, self.state.xsize, self.state.ysize, self._palette_size, self._payload_offset, partial=partial,
+            version=self._version,
         )
         self.set_as_raw(indices.tobytes(), "P")
 

@@ -103,7 +103,7 @@ def test_crc_error_names_the_chunk_and_offset():
 @pytest.mark.parametrize(
     "field,offset,value,message",
     [
-        ("version", 16, struct.pack("<B", 2), "unsupported format version 2"),
+        ("version", 16, struct.pack("<B", 3), "unsupported format version 3"),
         ("channels", 17, struct.pack("<B", 5), "palette channels"),
         ("palette_size", 18, struct.pack("<H", 0), "palette size"),
         ("palette_size", 18, struct.pack("<H", 257), "palette size"),

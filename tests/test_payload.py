@@ -48,10 +48,10 @@ SHAPES = [(1, 1), (1, 17), (13, 1), (5, 7), (16, 33), (40, 61)]
 def test_every_candidate_roundtrips(shape, k):
     a = blocky(*shape, k, seed=k + shape[0])
     cands = P._candidates(a, k, 9, exhaustive=True)
-    kinds = {(c[0], c[1] if c[0] in (P.METHOD_LZMA2, P.METHOD_RUNS) else None) for c in cands}
-    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm)
+    kinds = {(c[0], c[1] if c[0] != P.METHOD_STORED and c[0] != P.METHOD_ZLIB else None) for c in cands}
+    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm), ranks (+perm)
     assert kinds == {(0, None), (1, None), (2, 0), (2, P.FLAG_PERM), (3, 0), (3, P.FLAG_BITMAP),
-                     (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP)}
+                     (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP), (4, 0), (4, P.FLAG_PERM)}
     for c in cands:
         roundtrip(a, k, c)
 
@@ -244,7 +244,7 @@ def test_index_out_of_palette():
     for c in P._candidates(a, 4, 9, exhaustive=True):
         if c[0] == P.METHOD_LZMA2 and c[1] & P.FLAG_PERM:
             continue  # the permutation table itself is rejected first, tested below
-        with pytest.raises(GCPFormatError, match="palette_size|permutation"):
+        with pytest.raises(GCPFormatError, match="palette_size|permutation|rank table"):
             P.decode(c, 2, 2, 3)
 
 
@@ -407,3 +407,112 @@ def test_long_lzma2_streams_are_spliced_pieces_and_independent_of_cores(monkeypa
     assert len(d.decompress(body)) == a.size and d.eof and not d.unused_data
     monkeypatch.setattr(P.os, "cpu_count", lambda: 1)
     assert P.encode(a, 200) == blob
+
+
+# ----------------------------------------------------------------------------- RANKS (method 4)
+
+def test_default_order_is_c_then_alternating_neighbours():
+    assert P.default_order(5).tolist() == [[0, 1, 2, 3, 4], [1, 0, 2, 3, 4], [2, 1, 3, 0, 4],
+                                           [3, 2, 4, 1, 0], [4, 3, 2, 1, 0]]
+    assert P.default_order(1).tolist() == [[0]]
+
+
+def test_rank_order_lists_first_then_default():
+    order = P.rank_order(5, [[], [4, 2], [], [], []])
+    # context 1: default order is 1,0,2,3,4; positions 4 and 2 are symbols 4 and 2
+    assert order[1].tolist() == [4, 2, 1, 0, 3]
+    assert order[0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_rank_contexts_restart_every_segment():
+    codes = np.arange(3000, dtype=np.int64).astype(np.uint8)
+    ctx = P.rank_contexts(codes)
+    assert ctx[0] == 0 and ctx[P.SEGMENT] == 0 and ctx[2 * P.SEGMENT] == 0
+    assert ctx[1] == codes[0] and ctx[P.SEGMENT + 1] == codes[P.SEGMENT]
+
+
+@pytest.mark.parametrize("n", [1, 2, 1023, 1024, 1025, 16 * 1024 - 1, 16 * 1024, 40000])
+@pytest.mark.parametrize("k", [1, 2, 7, 256])
+def test_ranks_transform_inverts(n, k):
+    rng = np.random.default_rng(n + k)
+    codes = np.minimum(np.repeat(rng.integers(0, k, n // 3 + 1), 3)[:n], k - 1).astype(np.uint8)
+    lists = P._rank_lists(codes, P.rank_contexts(codes), k)
+    order = P.rank_order(k, lists)
+    ranks = P.to_ranks(codes, order)
+    assert ranks.max(initial=0) < k
+    np.testing.assert_array_equal(P.from_ranks(ranks, order), codes)
+
+
+def test_ranks_python_and_numpy_paths_agree():
+    """from_ranks uses plain Python below 16 segments and numpy lanes above: same result."""
+    rng = np.random.default_rng(5)
+    k = 9
+    order = P.rank_order(k, [rng.permutation(k)[:4] for _ in range(k)])
+    ranks = rng.integers(0, k, 20 * P.SEGMENT + 17).astype(np.uint8)
+    whole = P.from_ranks(ranks, order)
+    m = 15 * P.SEGMENT  # a prefix of whole segments is decoded the same on its own
+    np.testing.assert_array_equal(P.from_ranks(ranks[:m], order), whole[:m])
+
+
+def test_ranks_is_chosen_on_dense_maps_and_wins_there():
+    rng = np.random.default_rng(1)
+    # a noisy gradient: dense runs, neighbouring codes close, like a photo at k=256
+    base = (np.add.outer(np.arange(96), np.arange(128)) // 2 % 200).astype(np.int64)
+    a = np.clip(base + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+    e = P.encode(a, 256)
+    roundtrip(a, 256, e)
+    assert e[0] == P.METHOD_RANKS
+
+
+def _ranks_payload(a, k):
+    return P._RanksJob(None, a.ravel(), k, 6).result()
+
+
+def test_ranks_errors_and_truncation():
+    a = blocky(40, 61, 16, seed=2)
+    e = _ranks_payload(a, 16)
+    roundtrip(a, 16, e)
+    with pytest.raises(GCPFormatError, match="reserved flag bits"):
+        P.decode(e[:1] + b"\x02" + e[2:], 61, 40, 16)
+    with pytest.raises(GCPFormatError, match="rank table length missing"):
+        P.decode(e[:4], 61, 40, 16)
+    # a table for the wrong palette size: it lists too few contexts, or a position >= k
+    with pytest.raises(GCPFormatError, match="rank table"):
+        P.decode(e, 61, 40, 8)
+    for cut in range(3, len(e), max(1, len(e) // 25)):
+        with pytest.raises(GCPFormatError, match="truncated"):
+            P.decode(e[:cut], 61, 40, 16)
+        part = P.decode(e[:cut], 61, 40, 16, partial=True)
+        flat, ref = part.ravel(), a.ravel()
+        good = int(np.argmax(flat != ref)) if (flat != ref).any() else flat.size
+        assert (flat[good:] == 0).all()  # decoded prefix, then index 0
+    with pytest.raises(GCPFormatError, match="unexpected bytes"):
+        P.decode(e + b"\x00", 61, 40, 16)
+
+
+def test_parallel_decode_of_pieces_matches_sequential_and_falls_back_on_errors(monkeypatch):
+    """A stream of independently coded pieces is decoded piece by piece on the pool; the
+    result equals one sequential decoder's, and damage anywhere gives the sequential error."""
+    monkeypatch.setattr(P, "_PIECE", 1 << 12)  # many small pieces
+    rng = np.random.default_rng(3)
+    a = np.repeat(rng.integers(0, 60, size=(120, 100), dtype=np.uint8), 2, axis=1)
+    body = P._lzma2_async(a.tobytes(), 6).result()
+    mv = memoryview(body)
+    pieces = P._lzma2_pieces(mv, 0, len(body), a.size)
+    assert pieces is not None and len(pieces) == -(-a.size // (1 << 12))
+    assert sum(size for _, _, size in pieces) == a.size
+    blob = bytes([P.METHOD_LZMA2, 0]) + body
+    np.testing.assert_array_equal(P.decode(blob, 200, 120, 60), a)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 1)  # sequential reference
+    np.testing.assert_array_equal(P.decode(blob, 200, 120, 60), a)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    # a declared size past the cap, trailing bytes, a bad control byte: no split
+    assert P._lzma2_pieces(mv, 0, len(body), a.size - 1) is None
+    assert P._lzma2_pieces(memoryview(body + b"\x00"), 0, len(body) + 1, a.size) is None
+    assert P._lzma2_pieces(memoryview(b"\x05" + body), 0, len(body) + 1, a.size) is None
+    # damage inside the second piece: the error is the sequential decoder's
+    start = pieces[1][0]
+    bad = bytearray(blob)
+    bad[2 + start + 20] ^= 0xFF
+    with pytest.raises(GCPFormatError, match="corrupt|truncated|more than"):
+        P.decode(bytes(bad), 200, 120, 60)
