@@ -74,6 +74,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from PIL import Image, ImageFile  # noqa: E402
 
 from pillow_gcp import format as gcp_format  # noqa: E402
+from pillow_gcp import payload  # noqa: E402
 from pillow_gcp import plugin as gcp_plugin  # noqa: E402
 
 gcp_plugin.register()
@@ -222,6 +223,11 @@ def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> 
         bz = _lzma2_raw(np.packbits(starts).tobytes())
         bv = flat[pos] if p is None else p[flat[pos]]
         out.append(bytes([3, flags | 2]) + ptab + _U32.pack(len(bz)) + bz + _lzma2_raw(bv.tobytes()))
+        # RANKS: a random rank table (up to 6 listed positions per context), ranks per SPEC.md 6.5
+        lists = [rng.permutation(k)[: int(rng.integers(0, min(k - 1, 6) + 1))].astype(np.uint8) for _ in range(k)]
+        tz = _lzma2_raw(b"".join(bytes([len(q)]) + q.tobytes() for q in lists))
+        ranks = payload.to_ranks(mapped, payload.rank_order(k, lists))
+        out.append(bytes([4, flags]) + ptab + _U32.pack(len(tz)) + tz + _lzma2_raw(ranks.tobytes()))
     return out
 
 
@@ -252,8 +258,10 @@ def _seed_corpus(seed: int) -> tuple:
         palette = rng.integers(0, 256, (n, 3), dtype=np.uint8)
         sig, chunks, tail = split_chunks(gcp_format.encode(indices, palette))
         i = _find(chunks, b"DATA")
+        head = _find(chunks, b"HEAD")
         for body in _payload_variants(indices, n, rng):
             chunks[i][1] = body
+            chunks[head][1] = bytes([2 if body[0] == 4 else 1]) + chunks[head][1][1:]  # RANKS needs version 2
             data = join_chunks(sig, chunks, tail)
             try:
                 ok = np.array_equal(gcp_format.decode(data)[0], indices)

@@ -273,10 +273,13 @@ _LIST_MIN = 3      # RANKS encoder: a symbol is listed for a context if seen >= 
 @functools.lru_cache(maxsize=None)
 def default_order(k: int) -> np.ndarray:
     """RANKS default order, (k, k) uint8: row ``c`` is c, c-1, c+1, c-2, c+2, ... within 0..k-1."""
-    s = np.arange(k)
-    d = s[None, :] - s[:, None]
-    key = 2 * np.abs(d) - (d < 0)
-    order = np.argsort(key, axis=1, kind="stable").astype(np.uint8)
+    steps = np.zeros(2 * k - 1, np.int16)
+    steps[1::2] = -np.arange(1, k, dtype=np.int16)
+    steps[2::2] = np.arange(1, k, dtype=np.int16)
+    order = np.empty((k, k), np.uint8)
+    for c in range(k):  # O(k) scratch per row: the decoder's memory stays small for tiny images
+        cand = steps + c
+        order[c] = cand[(cand >= 0) & (cand < k)]
     order.flags.writeable = False
     return order
 
@@ -293,11 +296,17 @@ def rank_order(k: int, lists) -> np.ndarray:
     """Symbol order per context, (k, k) uint8: ``lists[c]`` (default-order positions) first,
     then the other symbols in default order. ``order[c, r]`` is the code of rank ``r``."""
     dflt = default_order(k)
-    key = np.broadcast_to(np.arange(k, 2 * k), (k, k)).copy()  # unlisted: k + default position
+    order = dflt.copy()
+    rest = np.empty(k, bool)
     for c, pos in enumerate(lists):
         if len(pos):
-            key[c, np.asarray(pos, np.intp)] = np.arange(len(pos))
-    return np.take_along_axis(dflt, np.argsort(key, axis=1, kind="stable"), axis=1)
+            pos = np.asarray(pos, np.intp)
+            rest.fill(True)
+            rest[pos] = False
+            m = len(pos)
+            order[c, :m] = dflt[c, pos]
+            order[c, m:] = dflt[c, rest]
+    return order
 
 
 def _rank_lists(codes: np.ndarray, ctx: np.ndarray, k: int) -> list:

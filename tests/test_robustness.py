@@ -75,11 +75,13 @@ def _with_head(data, width, height):
 
 
 def _with_data(data, body):
-    """The same file with another DATA body (length and CRC fixed)."""
+    """The same file with another DATA body (length and CRC fixed; HEAD version 2 for RANKS)."""
     sig, chunks, tail = fuzz.split_chunks(data)
     for c in chunks:
         if c[0] == b"DATA":
             c[1] = body
+        if c[0] == b"HEAD":
+            c[1] = bytes([2 if body[:1] == b"\x04" else 1]) + c[1][1:]
     return fuzz.join_chunks(sig, chunks, tail)
 
 
@@ -127,7 +129,7 @@ def test_short_seeded_fuzz_run_finds_nothing():
     assert s["load_ok"] > 20
     assert s["load_errors_in_payload_decoder"] > 30
     assert s["distinct_load_outcomes"] > 15
-    assert len(s["loaded_by_payload_method"]) == 4  # stored, zlib, LZMA2 and runs payloads all decoded
+    assert len(s["loaded_by_payload_method"]) == 5  # stored, zlib, LZMA2, runs and ranks payloads all decoded
 
 
 def test_fuzz_run_is_reproducible():
@@ -325,7 +327,7 @@ def test_every_payload_variant_decodes_in_linear_memory(kind):
     palette = rng.integers(0, 256, (n, 3), dtype=np.uint8)
     base = F.encode(indices, palette)
     variants = fuzz._payload_variants(indices, n, rng)
-    assert len(variants) == 8
+    assert len(variants) == 10
     too_much = {}
     for body in variants:
         data = _with_data(base, body)
@@ -354,7 +356,7 @@ def test_truncated_file_raises_by_default():
             _open_load(data[:cut])
 
 
-@pytest.mark.parametrize("variant", ["encoder", 0, 1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("variant", ["encoder", *range(10)])
 def test_truncated_file_loads_decoded_prefix_then_index_0(truncated_images, variant):
     """Every payload method / flag variant (SPEC 6), cut at every byte of DATA and its CRC."""
     indices, palette = _image(30, 40, n=12, seed=3)
