@@ -228,6 +228,7 @@ def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> 
         tz = _lzma2_raw(b"".join(bytes([len(q)]) + q.tobytes() for q in lists))
         ranks = payload.to_ranks(mapped, payload.rank_order(k, lists))
         out.append(bytes([4, flags]) + ptab + _U32.pack(len(tz)) + tz + _lzma2_raw(ranks.tobytes()))
+        out.append(bytes([4, flags | 2]) + ptab + _U32.pack(len(tz)) + tz + zlib.compress(ranks.tobytes()))
     return out
 
 

@@ -50,6 +50,7 @@ METHOD_RANKS = 4
 
 FLAG_PERM = 0x01       # a k-byte permutation follows the flags byte
 FLAG_BITMAP = 0x02     # RUNS only: structure is a run-start bitmap, not run lengths
+FLAG_ZLIB = 0x02       # RANKS only: the ranks stream is a zlib stream, not LZMA2
 _MAX_RUN = 255
 
 _CHUNK = 1 << 16       # compressed bytes fed to a decompressor per call
@@ -450,42 +451,73 @@ class _RawJob:
         return bytes([METHOD_LZMA2, flags]) + ptab + self.body.result()
 
 
-class _RanksJob:
-    """A RANKS payload being coded: the rank table and the ranks of ``codes`` under it."""
+def _huffman(raw: bytes) -> bytes:
+    """A zlib stream of ``raw`` with Huffman coding only (no matches), in 32K-symbol blocks.
 
-    def __init__(self, perm, codes: np.ndarray, k: int, preset: int, lists=None):
-        self.perm, self.k = perm, k
+    On rank streams this is as small as LZMA2 (the context did the modelling: what is left is
+    nearly memoryless) and both ways an order of magnitude faster."""
+    co = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    return co.compress(raw) + co.flush()
+
+
+class _RanksJob:
+    """A RANKS payload being coded: the rank table and the ranks of ``codes`` under it; the ranks
+    stream as Huffman-only zlib (``huffman``, flag ZLIB) or LZMA2."""
+
+    def __init__(self, perm, codes: np.ndarray, k: int, preset: int, lists=None, huffman: bool = False):
+        self.perm, self.k, self.huffman = perm, k, huffman
         if lists is None:
             lists = _rank_lists(codes, rank_contexts(codes), k)
         self.lists = lists
-        self.table = _Done(_lzma2(_rank_table_bytes(lists), preset, dict_for=k * k))
-        self.ranks = _lzma2_async(to_ranks(codes, rank_order(k, lists)).tobytes(), preset, 0, True)
+        self.table = _lzma2(_rank_table_bytes(lists), preset, dict_for=k * k)
+        ranks = to_ranks(codes, rank_order(k, lists)).tobytes()
+        self.ranks = _Done(_huffman(ranks)) if huffman else _lzma2_async(ranks, preset, 0, True)
 
     def result(self) -> bytes:
-        flags = 0 if self.perm is None else FLAG_PERM
+        flags = (0 if self.perm is None else FLAG_PERM) | (FLAG_ZLIB if self.huffman else 0)
         ptab = b"" if self.perm is None else self.perm.tobytes()
-        tz = self.table.result()
+        tz = self.table
         return bytes([METHOD_RANKS, flags]) + ptab + struct.pack("<I", len(tz)) + tz + self.ranks.result()
 
 
-def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, preset: int) -> bytes:
-    """Level 6..8 on a big map: RUNS (run lengths) or, for dense runs, raw LZMA2, whichever
-    is smaller on ``_SAMPLE_ROWS`` evenly spaced bands of rows; only the winner is coded in
-    full (bounded encode time). Neither the bitmap variant nor RANKS is used: both decode
-    slower (RANKS: about 4x PNG's time on 4-megapixel maps, against 2x for LZMA2)."""
+def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, preset: int,
+                level: int) -> bytes:
+    """Level 6..8 on a big map, in bounded time: only the winner of a trial on a sample is coded
+    in full. Sparse runs (< 1 run per 4 pixels): RUNS (run lengths). Dense: RUNS or RANKS with
+    Huffman-coded ranks, whichever is smaller on ``_SAMPLE_ROWS`` evenly spaced bands of rows;
+    levels 7..8 also try raw LZMA2 and RANKS with LZMA2 (both several times slower to encode).
+    The bitmap variant, slower to decode, is not used."""
     h, w = a.shape
     flat = a.ravel()
-    perm = suggest_order(a, k) if k > 64 else None
-    if values.size * 4 >= flat.size:
-        band = max(1, _SAMPLE_PIXELS // (_SAMPLE_ROWS * w))
-        rows = np.concatenate([np.arange(y, min(h, y + band))
-                               for y in np.linspace(0, max(0, h - band), _SAMPLE_ROWS).astype(int)])
-        sample = a[np.unique(rows)].ravel()
-        raw = _RawJob(perm, sample, preset)
-        runs = _RunsJob(perm, *_split_lengths(*_runs(sample)), preset)
-        if len(raw.result()) < len(runs.result()):
-            return _RawJob(perm, flat, preset).result()
-    return _RunsJob(perm, *_split_lengths(starts, values), preset).result()
+    if values.size * 4 < flat.size:
+        perm = suggest_order(a, k) if k > 64 else None
+        return _RunsJob(perm, *_split_lengths(starts, values), preset).result()
+    spectral = suggest_order(a, k)
+    codes = spectral[flat]
+    lists = _rank_lists(codes, rank_contexts(codes), k)
+    band = max(1, _SAMPLE_PIXELS // (_SAMPLE_ROWS * w))
+    rows = np.concatenate([np.arange(y, min(h, y + band))
+                           for y in np.linspace(0, max(0, h - band), _SAMPLE_ROWS).astype(int)])
+    sample = a[np.unique(rows)].ravel()
+    s_codes = spectral[sample]
+    rperm = spectral if k > 64 else None
+    trials = {"huffman": _RanksJob(spectral, s_codes, k, preset, lists, huffman=True),
+              "runs": _RunsJob(rperm, *_split_lengths(*_runs(sample)), preset)}
+    if level >= 7:
+        trials["lzma"] = _RanksJob(spectral, s_codes, k, preset, lists)
+        trials["raw"] = _RawJob(rperm, sample, preset)
+    # the rank table covers the whole map: count only the sample's share of it
+    table_rest = len(trials["huffman"].table) * (1 - sample.size / flat.size)
+    size = {name: len(job.result()) - (table_rest if name in ("huffman", "lzma") else 0)
+            for name, job in trials.items()}
+    best = min(size, key=size.get)
+    if best == "huffman":
+        return _RanksJob(spectral, codes, k, preset, lists, huffman=True).result()
+    if best == "lzma":
+        return _RanksJob(spectral, codes, k, preset, lists).result()
+    if best == "raw":
+        return _RawJob(rperm, flat, preset).result()
+    return _RunsJob(rperm, *_split_lengths(starts, values), preset).result()
 
 
 def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> list:
@@ -503,7 +535,7 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
     preset = 6 if level >= 6 else 4
     starts, values = _runs(flat)
     if 6 <= level <= 8 and not exhaustive and n > _BIG:
-        return cands + [_encode_big(a, k, starts, values, preset)]
+        return cands + [_encode_big(a, k, starts, values, preset, level)]
     spectral = suggest_order(a, k) if (exhaustive or level >= 6) else None
     if exhaustive or level == 9:
         perms = [None, spectral]
@@ -528,10 +560,11 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
     # start every compression first (big ones run in parallel), then assemble in order
     ranks = []
     if exhaustive or level == 9:
-        ranks = [_RanksJob(p, flat if p is None else p[flat], k, preset) for p in (None, spectral)]
+        ranks = [_RanksJob(p, flat if p is None else p[flat], k, preset, huffman=z)
+                 for p in (None, spectral) for z in (False, True)]
     elif dense:
         p = spectral if k > 2 else None
-        ranks = [_RanksJob(p, flat if p is None else p[flat], k, preset)]
+        ranks = [_RanksJob(p, flat if p is None else p[flat], k, preset, huffman=z) for z in (False, True)]
     jobs = []
     for perm in perms:
         lc = 0 if perm is None else 4
@@ -977,8 +1010,9 @@ def _decode_ranks(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
             return _zeros(n)
         raise GCPFormatError("truncated payload: flags byte missing", size)
     flags = mv[1]
-    if flags & ~FLAG_PERM:
+    if flags & ~(FLAG_PERM | FLAG_ZLIB):
         raise GCPFormatError(f"reserved flag bits set in RANKS flags 0x{flags:02x}", 1)
+    kind = "zlib" if flags & FLAG_ZLIB else "lzma2"
     pos = 2
     inv = None
     if flags & FLAG_PERM:
@@ -1011,11 +1045,11 @@ def _decode_ranks(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
         r = np.frombuffer(piece, np.uint8)
         return None if r.size and int(r.max()) >= k else from_ranks(r, order)
 
-    parts = _parallel_pieces(mv, t_end, size, n, codes_of, SEGMENT)
+    parts = _parallel_pieces(mv, t_end, size, n, codes_of, SEGMENT) if kind == "lzma2" else None
     if parts is not None and sum(p.size for p in parts) == n:
         out = np.concatenate(parts)
         return out if inv is None else inv[out]
-    rs = _inflate("lzma2", mv, t_end, size, n, "ranks stream")
+    rs = _inflate(kind, mv, t_end, size, n, "ranks stream")
     if not partial and (len(rs.buf) < n or not rs.complete):
         raise GCPFormatError(f"truncated ranks stream: {len(rs.buf)} of {n} bytes"
                              + ("" if len(rs.buf) < n else ", end marker missing"), size)

@@ -49,9 +49,10 @@ def test_every_candidate_roundtrips(shape, k):
     a = blocky(*shape, k, seed=k + shape[0])
     cands = P._candidates(a, k, 9, exhaustive=True)
     kinds = {(c[0], c[1] if c[0] != P.METHOD_STORED and c[0] != P.METHOD_ZLIB else None) for c in cands}
-    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm), ranks (+perm)
+    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm), ranks with LZMA2 or zlib (+perm)
     assert kinds == {(0, None), (1, None), (2, 0), (2, P.FLAG_PERM), (3, 0), (3, P.FLAG_BITMAP),
-                     (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP), (4, 0), (4, P.FLAG_PERM)}
+                     (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP), (4, 0), (4, P.FLAG_PERM),
+                     (4, P.FLAG_ZLIB), (4, P.FLAG_PERM | P.FLAG_ZLIB)}
     for c in cands:
         roundtrip(a, k, c)
 
@@ -347,16 +348,22 @@ def test_lzma_stream_is_plain_raw_lzma2():
 
 @pytest.mark.parametrize("noise", [0.0, 0.6])
 @pytest.mark.parametrize("k", [16, 200])
-def test_big_map_path(monkeypatch, noise, k):
-    """Level 6 on a map above the size threshold: sampled choice RUNS / raw LZMA2."""
+@pytest.mark.parametrize("level", [6, 7])
+def test_big_map_path(monkeypatch, noise, k, level):
+    """Above the size threshold: sparse runs -> RUNS; dense -> the winner of a sampled trial,
+    at level 6 only among the fast codings (RUNS, RANKS with Huffman-coded ranks)."""
     monkeypatch.setattr(P, "_BIG", 1000)
     monkeypatch.setattr(P, "_SAMPLE_PIXELS", 600)
     a = np.repeat(blocky(40, 50, k, seed=4, noise=noise), 2, axis=0)
-    e = P.encode(a, k)
-    assert e[0] == (P.METHOD_LZMA2 if noise else P.METHOD_RUNS)
-    assert not (e[0] == P.METHOD_RUNS and e[1] & P.FLAG_BITMAP)
-    assert bool(e[1] & P.FLAG_PERM) == (k > 64)
+    e = P.encode(a, k, level=level)
     roundtrip(a, k, e)
+    assert not (e[0] == P.METHOD_RUNS and e[1] & P.FLAG_BITMAP)
+    if not noise:
+        assert e[0] == P.METHOD_RUNS and bool(e[1] & P.FLAG_PERM) == (k > 64)
+    elif level == 6:
+        assert e[0] == P.METHOD_RUNS or (e[0] == P.METHOD_RANKS and e[1] & P.FLAG_ZLIB)
+    else:
+        assert e[0] in (P.METHOD_RUNS, P.METHOD_RANKS, P.METHOD_LZMA2)
 
 
 def test_thread_pool_gives_identical_output(monkeypatch):
@@ -397,8 +404,8 @@ def test_long_lzma2_streams_are_spliced_pieces_and_independent_of_cores(monkeypa
     (a dictionary reset at each piece): they decode with any LZMA2 decoder, and the
     bytes do not depend on how many cores did the work."""
     rng = np.random.default_rng(7)
-    a = rng.integers(0, 200, size=(1500, 1600), dtype=np.uint8)  # dense: raw LZMA2 wins
-    blob = P.encode(a, 200)
+    a = rng.integers(0, 200, size=(1500, 1600), dtype=np.uint8)
+    blob = P._RawJob(None, a.ravel(), 6).result()  # what levels 7..9 write when raw LZMA2 wins
     assert blob[0] == P.METHOD_LZMA2
     assert np.array_equal(P.decode(blob, 1600, 1500, 200), a)
     # one stream: stock liblzma decodes the body to the whole map and stops at its end marker
@@ -406,7 +413,7 @@ def test_long_lzma2_streams_are_spliced_pieces_and_independent_of_cores(monkeypa
     d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=P._lzma2_filters(a.size))
     assert len(d.decompress(body)) == a.size and d.eof and not d.unused_data
     monkeypatch.setattr(P.os, "cpu_count", lambda: 1)
-    assert P.encode(a, 200) == blob
+    assert P._RawJob(None, a.ravel(), 6).result() == blob
 
 
 # ----------------------------------------------------------------------------- RANKS (method 4)
@@ -454,26 +461,35 @@ def test_ranks_python_and_numpy_paths_agree():
     np.testing.assert_array_equal(P.from_ranks(ranks[:m], order), whole[:m])
 
 
-def test_ranks_is_chosen_on_dense_maps_and_wins_there():
+@pytest.mark.parametrize("big", [False, True])
+def test_ranks_is_chosen_on_dense_maps_and_wins_there(monkeypatch, big):
     rng = np.random.default_rng(1)
     # a noisy gradient: dense runs, neighbouring codes close, like a photo at k=256
     base = (np.add.outer(np.arange(96), np.arange(128)) // 2 % 200).astype(np.int64)
     a = np.clip(base + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+    if big:  # the bounded-time path for big maps: RANKS with Huffman-coded ranks
+        monkeypatch.setattr(P, "_BIG", 1000)
+        monkeypatch.setattr(P, "_SAMPLE_PIXELS", 3000)
     e = P.encode(a, 256)
     roundtrip(a, 256, e)
     assert e[0] == P.METHOD_RANKS
+    if big:
+        assert e[1] & P.FLAG_ZLIB
 
 
-def _ranks_payload(a, k):
-    return P._RanksJob(None, a.ravel(), k, 6).result()
+def _ranks_payload(a, k, huffman=False):
+    return P._RanksJob(None, a.ravel(), k, 6, huffman=huffman).result()
 
 
-def test_ranks_errors_and_truncation():
+@pytest.mark.parametrize("huffman", [False, True])
+def test_ranks_errors_and_truncation(huffman):
     a = blocky(40, 61, 16, seed=2)
-    e = _ranks_payload(a, 16)
+    e = _ranks_payload(a, 16, huffman)
     roundtrip(a, 16, e)
     with pytest.raises(GCPFormatError, match="reserved flag bits"):
-        P.decode(e[:1] + b"\x02" + e[2:], 61, 40, 16)
+        P.decode(e[:1] + b"\x04" + e[2:], 61, 40, 16)
+    with pytest.raises(GCPFormatError, match="ranks stream"):  # the other stream kind
+        P.decode(e[:1] + bytes([e[1] ^ P.FLAG_ZLIB]) + e[2:], 61, 40, 16)
     with pytest.raises(GCPFormatError, match="rank table length missing"):
         P.decode(e[:4], 61, 40, 16)
     # a table for the wrong palette size: it lists too few contexts, or a position >= k

@@ -327,7 +327,7 @@ def test_every_payload_variant_decodes_in_linear_memory(kind):
     palette = rng.integers(0, 256, (n, 3), dtype=np.uint8)
     base = F.encode(indices, palette)
     variants = fuzz._payload_variants(indices, n, rng)
-    assert len(variants) == 10
+    assert len(variants) == 12
     too_much = {}
     for body in variants:
         data = _with_data(base, body)
@@ -356,7 +356,7 @@ def test_truncated_file_raises_by_default():
             _open_load(data[:cut])
 
 
-@pytest.mark.parametrize("variant", ["encoder", *range(10)])
+@pytest.mark.parametrize("variant", ["encoder", *range(12)])
 def test_truncated_file_loads_decoded_prefix_then_index_0(truncated_images, variant):
     """Every payload method / flag variant (SPEC 6), cut at every byte of DATA and its CRC."""
     indices, palette = _image(30, 40, n=12, seed=3)
