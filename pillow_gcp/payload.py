@@ -418,7 +418,7 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
 
 _BIG = 1 << 20        # pixels; above this, level 6..8 picks the method on a sample
 _SAMPLE_ROWS = 4      # bands sampled ...
-_SAMPLE_PIXELS = 1 << 18  # ... totalling about this many pixels
+_SAMPLE_PIXELS = 1 << 17  # ... totalling about this many pixels
 
 
 class _RunsJob:
@@ -480,13 +480,20 @@ class _RanksJob:
         return bytes([METHOD_RANKS, flags]) + ptab + struct.pack("<I", len(tz)) + tz + self.ranks.result()
 
 
+_SLOW_GAIN = 0.92  # level 6, big dense maps: a slow coding must be this much smaller to be chosen
+
+
 def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, preset: int,
                 level: int) -> bytes:
     """Level 6..8 on a big map, in bounded time: only the winner of a trial on a sample is coded
-    in full. Sparse runs (< 1 run per 4 pixels): RUNS (run lengths). Dense: RUNS or RANKS with
-    Huffman-coded ranks, whichever is smaller on ``_SAMPLE_ROWS`` evenly spaced bands of rows;
-    levels 7..8 also try raw LZMA2 and RANKS with LZMA2 (both several times slower to encode).
-    The bitmap variant, slower to decode, is not used."""
+    in full (the bitmap variant, slower to decode, is not used).
+
+    Sparse runs (< 1 run per 4 pixels): RUNS (run lengths). Dense: RANKS with Huffman-coded
+    ranks (fast both ways), RUNS and raw LZMA2 (several times slower to encode: LZMA2 with
+    optimal parsing over about a byte per pixel) are coded on ``_SAMPLE_ROWS`` evenly spaced bands
+    of rows. Level 6 takes a slow coding only if it is smaller than ``_SLOW_GAIN`` times the
+    Huffman RANKS size; levels 7..8 take the smallest, RANKS with LZMA2 included.
+    """
     h, w = a.shape
     flat = a.ravel()
     if values.size * 4 < flat.size:
@@ -501,15 +508,17 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
     sample = a[np.unique(rows)].ravel()
     s_codes = spectral[sample]
     rperm = spectral if k > 64 else None
-    trials = {"huffman": _RanksJob(spectral, s_codes, k, preset, lists, huffman=True),
-              "runs": _RunsJob(rperm, *_split_lengths(*_runs(sample)), preset)}
+    trials = {"raw": _RawJob(rperm, sample, preset),
+              "runs": _RunsJob(rperm, *_split_lengths(*_runs(sample)), preset),
+              "huffman": _RanksJob(spectral, s_codes, k, preset, lists, huffman=True)}
     if level >= 7:
         trials["lzma"] = _RanksJob(spectral, s_codes, k, preset, lists)
-        trials["raw"] = _RawJob(rperm, sample, preset)
     # the rank table covers the whole map: count only the sample's share of it
     table_rest = len(trials["huffman"].table) * (1 - sample.size / flat.size)
     size = {name: len(job.result()) - (table_rest if name in ("huffman", "lzma") else 0)
             for name, job in trials.items()}
+    if level == 6:
+        size = {name: v / (1 if name == "huffman" else _SLOW_GAIN) for name, v in size.items()}
     best = min(size, key=size.get)
     if best == "huffman":
         return _RanksJob(spectral, codes, k, preset, lists, huffman=True).result()
