@@ -16,6 +16,10 @@ no container, dictionary size ``max(4096, size it decodes to)``):
             equal indices in raster order (runs continue across row ends):
             a *structure* stream (run lengths 1..255, or a run-start bitmap)
             and a *values* stream (one index per run), each LZMA2.
+4  RANKS  : flags byte, optional index permutation, a rank table (LZMA2) and
+            the rank of every code among the codes ordered for its context
+            (the code before it, restarting every 1024 pixels), as LZMA2 or
+            as Huffman-only zlib (flag ZLIB).  Files using it are version 2.
 
 The optional permutation ``perm`` (k bytes, a bijection of 0..k-1) maps a
 palette index ``i`` to the stored code ``perm[i]``; the encoder derives it
@@ -392,13 +396,16 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
         Number of palette entries, 1..256.
     level : int or None
         Effort 0..9; None means 6.  0: STORED.  1..3: ZLIB at that level.
-        4..8: RUNS with run lengths; from 6 also the run-start bitmap
-        variant and LZMA2 over the raw indices when runs are dense (>= 1 run
-        per 4 pixels), all with the palette permutation when
-        palette_size > 64.  Above 2**20 pixels, levels 6..8 choose between
-        RUNS (run lengths) and raw LZMA2 on a sample of rows and code only
-        the winner (bounded time; no bitmap variant, which decodes slower).  9: every method and variant
-        (slow on big images).  STORED is always a candidate.
+        4..8: RUNS with run lengths; from 6 also, when runs are dense (>= 1
+        run per 4 pixels), the run-start bitmap variant, LZMA2 over the raw
+        indices and RANKS (LZMA2 and Huffman ranks), with the palette
+        permutation when palette_size > 64 (RANKS: > 2).  Above 2**20
+        pixels, levels 6..8 work in bounded time: sparse maps get RUNS;
+        dense maps get Huffman RANKS unless RUNS or raw LZMA2 is at least 8%
+        smaller on a sample of rows (levels 7..8: the smallest on the
+        sample, LZMA2 RANKS included); only the winner is coded in full.
+        9: every method and variant (slow on big images).  STORED is always
+        a candidate.
 
     Returns
     -------

@@ -49,6 +49,7 @@ class GcpImageFile(ImageFile.ImageFile):
             alpha = palette[:, 3].tobytes()
             self.info["transparency"] = alpha.index(0) if _simple_alpha.fullmatch(alpha) else alpha
         self.info.update(header.metadata)
+        self.info["gcp_version"] = header.version
         self.info["gcp_palette_channels"] = header.channels
         self.info["gcp_payload_bytes"] = header.payload_length
         self.tile = [
