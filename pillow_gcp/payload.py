@@ -884,27 +884,39 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 _BLOCK = 1 << 16  # pixels (bitmap) or runs (lengths) expanded per step: bounded scratch memory
 
 
-def _decode_runs(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
+def _read_front(mv: memoryview, k: int, partial: bool, name: str, allowed: int, first: str):
+    """Flags, optional permutation and the uint32 length of the first stream (RUNS, RANKS).
+
+    Returns ``(flags, inv, start, length)`` with ``start`` the first stream's offset, or None
+    when ``partial`` and the payload stops before them (the caller returns all zeros).
+    """
     size = len(mv)
     if size < 2:
         if partial:
-            return _zeros(n)
+            return None
         raise GCPFormatError("truncated payload: flags byte missing", size)
     flags = mv[1]
-    if flags & ~(FLAG_PERM | FLAG_BITMAP):
-        raise GCPFormatError(f"reserved flag bits set in RUNS flags 0x{flags:02x}", 1)
+    if flags & ~allowed:
+        raise GCPFormatError(f"reserved flag bits set in {name} flags 0x{flags:02x}", 1)
     pos = 2
     inv = None
     if flags & FLAG_PERM:
         inv, pos = _read_perm(mv, pos, k, partial)
         if inv is None:
-            return _zeros(n)
+            return None
     if size < pos + 4:
         if partial:
-            return _zeros(n)
-        raise GCPFormatError("truncated payload: structure stream length missing", size)
-    slen = int.from_bytes(mv[pos:pos + 4], "little")
-    pos += 4
+            return None
+        raise GCPFormatError(f"truncated payload: {first} length missing", size)
+    return flags, inv, pos + 4, int.from_bytes(mv[pos:pos + 4], "little")
+
+
+def _decode_runs(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
+    size = len(mv)
+    front = _read_front(mv, k, partial, "RUNS", FLAG_PERM | FLAG_BITMAP, "structure stream")
+    if front is None:
+        return _zeros(n)
+    flags, inv, pos, slen = front
     s_start = pos
     s_end = pos + slen
     if s_end > size:
@@ -1021,26 +1033,11 @@ def _parse_rank_table(buf: bytes, k: int, offset: int) -> list:
 
 def _decode_ranks(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
     size = len(mv)
-    if size < 2:
-        if partial:
-            return _zeros(n)
-        raise GCPFormatError("truncated payload: flags byte missing", size)
-    flags = mv[1]
-    if flags & ~(FLAG_PERM | FLAG_ZLIB):
-        raise GCPFormatError(f"reserved flag bits set in RANKS flags 0x{flags:02x}", 1)
+    front = _read_front(mv, k, partial, "RANKS", FLAG_PERM | FLAG_ZLIB, "rank table")
+    if front is None:
+        return _zeros(n)
+    flags, inv, t_start, tlen = front
     kind = "zlib" if flags & FLAG_ZLIB else "lzma2"
-    pos = 2
-    inv = None
-    if flags & FLAG_PERM:
-        inv, pos = _read_perm(mv, pos, k, partial)
-        if inv is None:
-            return _zeros(n)
-    if size < pos + 4:
-        if partial:
-            return _zeros(n)
-        raise GCPFormatError("truncated payload: rank table length missing", size)
-    tlen = int.from_bytes(mv[pos:pos + 4], "little")
-    t_start = pos + 4
     t_end = t_start + tlen
     if t_end > size:
         if not partial:
