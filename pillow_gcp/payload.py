@@ -1018,16 +1018,22 @@ def _parse_rank_table(buf: bytes, k: int, offset: int) -> list:
         m = buf[pos]
         if m >= k:
             raise GCPFormatError(f"rank table lists {m} symbols for context {c}, at most {k - 1}", offset)
-        p = np.frombuffer(buf, np.uint8, count=min(m, len(buf) - pos - 1), offset=pos + 1)
-        if p.size < m:
+        if pos + 1 + m > len(buf):
             raise GCPFormatError(f"rank table ends inside context {c}", offset)
-        if m and (int(p.max()) >= k or np.unique(p).size != m):
-            raise GCPFormatError(f"rank table list of context {c} has a position >= {k} or a repeat",
-                                 offset)
-        lists.append(p)
+        lists.append(np.frombuffer(buf, np.uint8, count=m, offset=pos + 1))
         pos += 1 + m
     if pos != len(buf):
         raise GCPFormatError(f"{len(buf) - pos} unexpected bytes after the rank table", offset)
+    # every position < k and no repeat within a list: one count over all (context, position) pairs
+    ctx = np.repeat(np.arange(k), [len(p) for p in lists])
+    pairs = np.concatenate(lists).astype(np.intp) if ctx.size else np.zeros(0, np.intp)
+    bad = pairs >= k
+    if not bad.any():
+        counts = np.bincount(ctx * k + pairs, minlength=k * k)
+        bad = counts[ctx * k + pairs] > 1
+    if bad.any():
+        c = int(ctx[np.argmax(bad)])
+        raise GCPFormatError(f"rank table list of context {c} has a position >= {k} or a repeat", offset)
     return lists
 
 
