@@ -293,17 +293,20 @@ def _check_arrays(indices: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray,
     return np.ascontiguousarray(indices), np.ascontiguousarray(palette)
 
 
-def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = None) -> bytes:
+def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = None, *,
+           level: int | None = None) -> bytes:
     """Encode a whole .gcp file.
 
     indices: (height, width) uint8, each < len(palette). palette: (n, 3) or
     (n, 4) uint8, 1 <= n <= 256. metadata: optional dict with any of the keys
     ``icc_profile``, ``exif``, ``xmp`` (bytes) and ``comment`` (str or bytes).
+    level: payload effort 0..9 (None: 6), see :func:`payload.encode`.
     """
+    payload.check_level(level)
     indices, palette = _check_arrays(indices, palette)
     h, w = indices.shape
     n, channels = palette.shape
-    body = payload.encode(indices, n)
+    body = payload.encode(indices, n, level=level)
     version = 2 if body[0] == payload.METHOD_RANKS else 1
     parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(version, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
     for key, value in (metadata or {}).items():
@@ -323,9 +326,10 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
     return b"".join(parts)
 
 
-def write(fp: BinaryIO, indices: np.ndarray, palette: np.ndarray, metadata: dict | None = None) -> None:
+def write(fp: BinaryIO, indices: np.ndarray, palette: np.ndarray, metadata: dict | None = None, *,
+          level: int | None = None) -> None:
     """Encode fully in memory, then write in one call (nothing half-encoded is written)."""
-    fp.write(encode(indices, palette, metadata))
+    fp.write(encode(indices, palette, metadata, level=level))
 
 
 def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -414,13 +414,19 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
         then the order tried); deterministic.
     """
     a = _check_indices(indices, palette_size)
-    if level is None:
-        level = 6
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 9:
-        raise ValueError(f"level must be None or an int in 0..9, got {level!r}")
+    level = check_level(level)
     cands = _candidates(a, int(palette_size), int(level))
     best = min(range(len(cands)), key=lambda i: (len(cands[i]), cands[i][0], i))
     return cands[best]
+
+
+def check_level(level, name: str = "level") -> int:
+    """The effort level, 0..9 (None: the default 6); ValueError naming ``name`` otherwise."""
+    if level is None:
+        return 6
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 9:
+        raise ValueError(f"{name} must be None or an int in 0..9, got {level!r}")
+    return int(level)
 
 
 _BIG = 1 << 20        # pixels; above this, level 6..8 picks the method on a sample

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
 from . import format as gcp_format
+from . import payload
 from .quantizers import check_params, quantize_to_arrays
 
 FORMAT = "GCP"
@@ -181,8 +182,17 @@ def metadata_of(im: Image.Image) -> dict:
 _QUANTIZE_KEYS = ("k", "algo", "seed", "metric", "space", "dither", "fixed_colors", "palette")
 
 
+def payload_level(info: dict) -> int:
+    """The payload effort of a save: ``compress_level`` 0..9 (default 6; Pillow's PNG name), or 9
+    with ``optimize=True`` (every coding tried, slow on big images)."""
+    if info.get("compress_level") is not None:
+        return payload.check_level(info["compress_level"], "compress_level")
+    return 9 if info.get("optimize") else 6
+
+
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
+    level = payload_level(info)
     params = {key: info[key] for key in _QUANTIZE_KEYS if key in info}
     lossless = im.mode in _LOSSLESS_MODES and not any(
         params.get(key) is not None for key in ("k", "fixed_colors", "palette")
@@ -199,7 +209,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             metadata[key] = value.tobytes() if isinstance(value, Image.Exif) else value
     # Everything is encoded in memory first: a bad argument or a failure
     # leaves nothing half-written.
-    fp.write(gcp_format.encode(indices, palette, metadata))
+    fp.write(gcp_format.encode(indices, palette, metadata, level=level))
 
 
 def register() -> None:

@@ -572,3 +572,20 @@ def test_verbose_prints_size_and_psnr_of_the_file_written(tmp_path, capsys):
     assert f"{size} bytes" in err
     value = float(re.search(r"PSNR ([0-9.]+) dB", err).group(1))
     assert value == pytest.approx(ref_psnr(Image.open(src), Image.open(out)), abs=0.01)
+
+
+def test_level_option_sets_the_payload_effort(tmp_path, capsys):
+    src = save_png(tmp_path / "in.png")
+    sizes = {}
+    for level in (0, 6, 9):
+        out = tmp_path / f"l{level}.gcp"
+        assert main(["compress", src, "-k", "8", "--level", str(level), "-o", str(out)]) == 0
+        data = out.read_bytes()
+        sizes[level] = len(data)
+        assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "l0.gcp")))
+    assert data[data.index(b"DATA") + 4] in range(5)
+    assert Image.open(tmp_path / "l0.gcp").info["gcp_payload_bytes"] == 1 + 48 * 32  # STORED
+    assert sizes[9] <= sizes[6] < sizes[0]
+    assert main(["compress", src, "--level", "10", "-o", str(tmp_path / "x.gcp")]) == 2
+    assert "--level" in capsys.readouterr().err
+    assert not (tmp_path / "x.gcp").exists()

@@ -256,6 +256,8 @@ def test_wide_image_beyond_student_limits():
         ({"k": 8, "algo": "nope"}, ValueError, "algo"),
         ({"k": 8, "metric": "cosine"}, ValueError, "metric"),
         ({"k": 8, "seed": -1}, ValueError, "seed"),
+        ({"k": 8, "compress_level": 10}, ValueError, "compress_level"),
+        ({"compress_level": "9"}, ValueError, "compress_level"),
     ],
 )
 def test_bad_parameters(tmp_path, params, exc, name):
@@ -344,3 +346,18 @@ def test_metadata_from_source_info_png_xmp_and_odd_values():
     assert "comment" not in out.info
     with pytest.raises(TypeError, match="comment"):  # an explicit argument is validated
         _roundtrip(im, comment=42)
+
+
+def test_compress_level_and_optimize_set_the_payload_effort():
+    rng = np.random.default_rng(3)
+    im = Image.fromarray(np.repeat(rng.integers(0, 40, (30, 20), dtype=np.uint8), 3, axis=1)).convert("P")
+    blobs = {}
+    for kw in ({}, {"compress_level": 0}, {"compress_level": 2}, {"optimize": True}, {"compress_level": 9}):
+        b = io.BytesIO()
+        im.save(b, "GCP", **kw)
+        blobs[tuple(kw.items())] = data = b.getvalue()
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(im))
+    method = {key: data[data.index(b"DATA") + 4] for key, data in blobs.items()}
+    assert method[(("compress_level", 0),)] == 0 and method[(("compress_level", 2),)] in (0, 1)
+    assert blobs[(("optimize", True),)] == blobs[(("compress_level", 9),)]
+    assert len(blobs[(("optimize", True),)]) <= len(blobs[()])
