@@ -229,6 +229,9 @@ def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> 
         ranks = payload.to_ranks(mapped, payload.rank_order(k, lists))
         out.append(bytes([4, flags]) + ptab + _U32.pack(len(tz)) + tz + _lzma2_raw(ranks.tobytes()))
         out.append(bytes([4, flags | 2]) + ptab + _U32.pack(len(tz)) + tz + zlib.compress(ranks.tobytes()))
+        by_col = np.ascontiguousarray(indices.T).ravel()  # COLUMNS: the same in column-major order
+        ranks = payload.to_ranks(by_col if p is None else p[by_col], payload.rank_order(k, lists))
+        out.append(bytes([4, flags | 4]) + ptab + _U32.pack(len(tz)) + tz + _lzma2_raw(ranks.tobytes()))
     return out
 
 
@@ -761,9 +764,12 @@ def _check_input(data: bytes, limits: Limits, stats: Counter | None) -> list[Fin
         if header is not None and header.payload_length > 0:
             cut = header.payload_offset + zlib.crc32(data) % header.payload_length
             part = _measure(_target_load_truncated, data[:cut], trace=False, hard_timeout=None)
-            full = decode.value[0].ravel()
+            pay = data[header.payload_offset:header.payload_offset + 2]
+            # RANKS in columns (SPEC 6.5) decodes column by column: its prefix is in column order
+            order = (lambda m: m.T.ravel()) if pay[:1] == b"\x04" and pay[1:2] and pay[1] & 4 else np.ravel
+            full = order(decode.value[0])
             if part.ok:
-                got = np.asarray(part.value).ravel()
+                got = order(np.asarray(part.value))
                 bad = got != full
                 k = int(np.argmax(bad)) if bad.any() else full.size
                 if got.size != full.size or got[k:].any():

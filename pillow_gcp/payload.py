@@ -55,6 +55,7 @@ METHOD_RANKS = 4
 FLAG_PERM = 0x01       # a k-byte permutation follows the flags byte
 FLAG_BITMAP = 0x02     # RUNS only: structure is a run-start bitmap, not run lengths
 FLAG_ZLIB = 0x02       # RANKS only: the ranks stream is a zlib stream, not LZMA2
+FLAG_COLUMNS = 0x04    # RANKS only: pixels in column-major order (context: the pixel above)
 _MAX_RUN = 255
 
 _CHUNK = 1 << 16       # compressed bytes fed to a decompressor per call
@@ -475,10 +476,12 @@ def _huffman(raw: bytes) -> bytes:
 
 class _RanksJob:
     """A RANKS payload being coded: the rank table and the ranks of ``codes`` under it; the ranks
-    stream as Huffman-only zlib (``huffman``, flag ZLIB) or LZMA2."""
+    stream as Huffman-only zlib (``huffman``, flag ZLIB) or LZMA2. With ``columns`` (flag COLUMNS)
+    ``codes`` is the map in column-major order (``a.T.ravel()``)."""
 
-    def __init__(self, perm, codes: np.ndarray, k: int, preset: int, lists=None, huffman: bool = False):
-        self.perm, self.k, self.huffman = perm, k, huffman
+    def __init__(self, perm, codes: np.ndarray, k: int, preset: int, lists=None, huffman: bool = False,
+                 columns: bool = False):
+        self.perm, self.k, self.huffman, self.columns = perm, k, huffman, columns
         if lists is None:
             lists = _rank_lists(codes, rank_contexts(codes), k)
         self.lists = lists
@@ -487,7 +490,8 @@ class _RanksJob:
         self.ranks = _Done(_huffman(ranks)) if huffman else _lzma2_async(ranks, preset, 0, True)
 
     def result(self) -> bytes:
-        flags = (0 if self.perm is None else FLAG_PERM) | (FLAG_ZLIB if self.huffman else 0)
+        flags = ((0 if self.perm is None else FLAG_PERM) | (FLAG_ZLIB if self.huffman else 0)
+                 | (FLAG_COLUMNS if self.columns else 0))
         ptab = b"" if self.perm is None else self.perm.tobytes()
         tz = self.table
         return bytes([METHOD_RANKS, flags]) + ptab + struct.pack("<I", len(tz)) + tz + self.ranks.result()
@@ -502,44 +506,54 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
     in full (the bitmap variant, slower to decode, is not used).
 
     Sparse runs (< 1 run per 4 pixels): RUNS (run lengths). Dense: RANKS with Huffman-coded
-    ranks (fast both ways), RUNS and raw LZMA2 (several times slower to encode: LZMA2 with
-    optimal parsing over about a byte per pixel) are coded on ``_SAMPLE_ROWS`` evenly spaced bands
-    of rows. Level 6 takes a slow coding only if it is smaller than ``_SLOW_GAIN`` times the
-    Huffman RANKS size; levels 7..8 take the smallest, RANKS with LZMA2 included.
+    ranks in rows and in columns (fast both ways), RUNS and raw LZMA2 (several times slower to
+    encode: LZMA2 with optimal parsing over about a byte per pixel) are coded on
+    ``_SAMPLE_ROWS`` evenly spaced bands of rows (of columns, for RANKS in columns). Level 6 takes a
+    slow coding only if it is smaller than ``_SLOW_GAIN`` times the best Huffman RANKS; levels 7..8
+    take the smallest, RANKS with LZMA2 included.
     """
-    h, w = a.shape
     flat = a.ravel()
     if values.size * 4 < flat.size:
         perm = suggest_order(a, k) if k > 64 else None
         return _RunsJob(perm, *_split_lengths(starts, values), preset).result()
     spectral = suggest_order(a, k)
-    codes = spectral[flat]
-    lists = _rank_lists(codes, rank_contexts(codes), k)
-    band = max(1, _SAMPLE_PIXELS // (_SAMPLE_ROWS * w))
-    rows = np.concatenate([np.arange(y, min(h, y + band))
-                           for y in np.linspace(0, max(0, h - band), _SAMPLE_ROWS).astype(int)])
-    sample = a[np.unique(rows)].ravel()
-    s_codes = spectral[sample]
     rperm = spectral if k > 64 else None
-    trials = {"raw": _RawJob(rperm, sample, preset),
-              "runs": _RunsJob(rperm, *_split_lengths(*_runs(sample)), preset),
-              "huffman": _RanksJob(spectral, s_codes, k, preset, lists, huffman=True)}
-    if level >= 7:
-        trials["lzma"] = _RanksJob(spectral, s_codes, k, preset, lists)
-    # the rank table covers the whole map: count only the sample's share of it
-    table_rest = len(trials["huffman"].table) * (1 - sample.size / flat.size)
-    size = {name: len(job.result()) - (table_rest if name in ("huffman", "lzma") else 0)
-            for name, job in trials.items()}
-    if level == 6:
-        size = {name: v / (1 if name == "huffman" else _SLOW_GAIN) for name, v in size.items()}
+    trials, full = {}, {}
+    for cols in (False, True):  # RANKS in rows (context: the left pixel) and in columns (the one above)
+        m = np.ascontiguousarray(a.T) if cols else a
+        codes = spectral[m.ravel()]
+        lists = _rank_lists(codes, rank_contexts(codes), k)
+        sample = _sample_rows(m)
+        for z in (True, False) if level >= 7 else (True,):
+            name = ("huffman" if z else "lzma") + ("-columns" if cols else "")
+            trials[name] = _RanksJob(spectral, spectral[sample], k, preset, lists, huffman=z, columns=cols)
+            full[name] = (codes, lists, z, cols, sample.size)
+    sample = _sample_rows(a)
+    trials["raw"] = _RawJob(rperm, sample, preset)
+    trials["runs"] = _RunsJob(rperm, *_split_lengths(*_runs(sample)), preset)
+    size = {}
+    for name, job in trials.items():
+        size[name] = len(job.result())
+        if name in full:  # the rank table covers the whole map: count only the sample's share of it
+            size[name] -= len(job.table) * (1 - full[name][4] / flat.size)
+        if level == 6 and name in ("raw", "runs"):
+            size[name] /= _SLOW_GAIN
     best = min(size, key=size.get)
-    if best == "huffman":
-        return _RanksJob(spectral, codes, k, preset, lists, huffman=True).result()
-    if best == "lzma":
-        return _RanksJob(spectral, codes, k, preset, lists).result()
+    if best in full:
+        codes, lists, z, cols, _ = full[best]
+        return _RanksJob(spectral, codes, k, preset, lists, huffman=z, columns=cols).result()
     if best == "raw":
         return _RawJob(rperm, flat, preset).result()
     return _RunsJob(rperm, *_split_lengths(starts, values), preset).result()
+
+
+def _sample_rows(m: np.ndarray) -> np.ndarray:
+    """``_SAMPLE_ROWS`` evenly spaced bands of rows of ``m`` (about ``_SAMPLE_PIXELS`` in all), flat."""
+    h, w = m.shape
+    band = max(1, _SAMPLE_PIXELS // (_SAMPLE_ROWS * w))
+    rows = np.concatenate([np.arange(y, min(h, y + band))
+                           for y in np.linspace(0, max(0, h - band), _SAMPLE_ROWS).astype(int)])
+    return m[np.unique(rows)].ravel()
 
 
 def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> list:
@@ -581,12 +595,13 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
 
     # start every compression first (big ones run in parallel), then assemble in order
     ranks = []
-    if exhaustive or level == 9:
-        ranks = [_RanksJob(p, flat if p is None else p[flat], k, preset, huffman=z)
-                 for p in (None, spectral) for z in (False, True)]
-    elif dense:
-        p = spectral if k > 2 else None
-        ranks = [_RanksJob(p, flat if p is None else p[flat], k, preset, huffman=z) for z in (False, True)]
+    if exhaustive or level == 9 or dense:
+        by_col = np.ascontiguousarray(a.T).ravel()
+        for p in ((None, spectral) if exhaustive or level == 9 else (spectral if k > 2 else None,)):
+            for cols, src in ((False, flat), (True, by_col)):
+                codes = src if p is None else p[src]
+                lists = _rank_lists(codes, rank_contexts(codes), k)
+                ranks += [_RanksJob(p, codes, k, preset, lists, huffman=z, columns=cols) for z in (False, True)]
     jobs = []
     for perm in perms:
         lc = 0 if perm is None else 4
@@ -870,7 +885,7 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
     elif method == METHOD_RUNS:
         return _decode_runs(mv, n, k, partial).reshape(height, width)
     else:
-        return _decode_ranks(mv, n, k, partial).reshape(height, width)
+        return _decode_ranks(mv, width, height, k, partial).reshape(height, width)
     if k < 256 and int(out.max()) >= k:
         i = int(np.argmax(out >= k))
         off = 1 + i if method == METHOD_STORED else data_start
@@ -1043,9 +1058,17 @@ def _parse_rank_table(buf: bytes, k: int, offset: int) -> list:
     return lists
 
 
-def _decode_ranks(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
+def _decode_ranks(mv: memoryview, width: int, height: int, k: int, partial: bool) -> np.ndarray:
+    out = _decode_rank_codes(mv, width * height, k, partial)
+    if len(mv) > 1 and mv[1] & FLAG_COLUMNS and width > 1 and height > 1:
+        out = np.ascontiguousarray(out.reshape(width, height).T).ravel()
+    return out
+
+
+def _decode_rank_codes(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
+    """The N indices of a RANKS payload in its own order (column-major with COLUMNS)."""
     size = len(mv)
-    front = _read_front(mv, k, partial, "RANKS", FLAG_PERM | FLAG_ZLIB, "rank table")
+    front = _read_front(mv, k, partial, "RANKS", FLAG_PERM | FLAG_ZLIB | FLAG_COLUMNS, "rank table")
     if front is None:
         return _zeros(n)
     flags, inv, t_start, tlen = front

@@ -49,10 +49,12 @@ def test_every_candidate_roundtrips(shape, k):
     a = blocky(*shape, k, seed=k + shape[0])
     cands = P._candidates(a, k, 9, exhaustive=True)
     kinds = {(c[0], c[1] if c[0] != P.METHOD_STORED and c[0] != P.METHOD_ZLIB else None) for c in cands}
-    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm), ranks with LZMA2 or zlib (+perm)
+    # stored, zlib, lzma2 (+perm), runs lengths/bitmap (+perm), ranks with LZMA2 or zlib, in rows or
+    # columns (+perm)
     assert kinds == {(0, None), (1, None), (2, 0), (2, P.FLAG_PERM), (3, 0), (3, P.FLAG_BITMAP),
                      (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP), (4, 0), (4, P.FLAG_PERM),
-                     (4, P.FLAG_ZLIB), (4, P.FLAG_PERM | P.FLAG_ZLIB)}
+                     (4, P.FLAG_ZLIB), (4, P.FLAG_PERM | P.FLAG_ZLIB)} | {
+                     (4, f | P.FLAG_COLUMNS) for f in (0, P.FLAG_PERM, P.FLAG_ZLIB, P.FLAG_PERM | P.FLAG_ZLIB)}
     for c in cands:
         roundtrip(a, k, c)
 
@@ -487,7 +489,7 @@ def test_ranks_errors_and_truncation(huffman):
     e = _ranks_payload(a, 16, huffman)
     roundtrip(a, 16, e)
     with pytest.raises(GCPFormatError, match="reserved flag bits"):
-        P.decode(e[:1] + b"\x04" + e[2:], 61, 40, 16)
+        P.decode(e[:1] + b"\x08" + e[2:], 61, 40, 16)
     with pytest.raises(GCPFormatError, match="ranks stream"):  # the other stream kind
         P.decode(e[:1] + bytes([e[1] ^ P.FLAG_ZLIB]) + e[2:], 61, 40, 16)
     with pytest.raises(GCPFormatError, match="rank table length missing"):
@@ -532,3 +534,28 @@ def test_parallel_decode_of_pieces_matches_sequential_and_falls_back_on_errors(m
     bad[2 + start + 20] ^= 0xFF
     with pytest.raises(GCPFormatError, match="corrupt|truncated|more than"):
         P.decode(bytes(bad), 200, 120, 60)
+
+
+@pytest.mark.parametrize("huffman", [False, True])
+def test_ranks_in_columns_roundtrip_and_truncate_in_column_order(huffman):
+    """COLUMNS: the map is coded column by column (context: the pixel above); a truncated payload
+    gives the pixels decoded in that order, then index 0."""
+    a = blocky(40, 61, 16, seed=5)
+    cols = np.ascontiguousarray(a.T).ravel()
+    e = P._RanksJob(None, cols, 16, 6, huffman=huffman, columns=True).result()
+    assert e[1] & P.FLAG_COLUMNS
+    roundtrip(a, 16, e)
+    previous = 0
+    for cut in range(3, len(e), max(1, len(e) // 20)):
+        part = P.decode(e[:cut], 61, 40, 16, partial=True)
+        got, ref = part.T.ravel(), cols  # column order
+        good = int(np.argmax(got != ref)) if (got != ref).any() else got.size
+        assert not got[good:].any() and good >= previous
+        previous = good
+
+
+def test_ranks_columns_on_one_row_or_column_is_the_same_order():
+    for shape in ((1, 50), (50, 1)):
+        a = blocky(*shape, 5, seed=1)
+        e = P._RanksJob(None, a.ravel(), 5, 6, columns=True).result()
+        roundtrip(a, 5, e)

@@ -327,7 +327,7 @@ def test_every_payload_variant_decodes_in_linear_memory(kind):
     palette = rng.integers(0, 256, (n, 3), dtype=np.uint8)
     base = F.encode(indices, palette)
     variants = fuzz._payload_variants(indices, n, rng)
-    assert len(variants) == 12
+    assert len(variants) == 14
     too_much = {}
     for body in variants:
         data = _with_data(base, body)
@@ -356,7 +356,7 @@ def test_truncated_file_raises_by_default():
             _open_load(data[:cut])
 
 
-@pytest.mark.parametrize("variant", ["encoder", *range(12)])
+@pytest.mark.parametrize("variant", ["encoder", *range(14)])
 def test_truncated_file_loads_decoded_prefix_then_index_0(truncated_images, variant):
     """Every payload method / flag variant (SPEC 6), cut at every byte of DATA and its CRC."""
     indices, palette = _image(30, 40, n=12, seed=3)
@@ -364,12 +364,14 @@ def test_truncated_file_loads_decoded_prefix_then_index_0(truncated_images, vari
     if variant != "encoder":
         data = _with_data(data, fuzz._payload_variants(indices, 12, np.random.default_rng(0))[variant])
     start, end = _payload_span(data)
-    flat = indices.ravel()
+    columns = data[start] == 4 and data[start + 1] & 4  # RANKS in column order: decoded in that order
+    order = (lambda m: m.T.ravel()) if columns else (lambda m: m.ravel())
+    flat = order(indices)
     previous = 0
     for cut in range(start, end + 4):
         im = _open_load(data[:cut])
         assert im.size == (40, 30) and im.mode == "P"
-        got = np.asarray(im).ravel()
+        got = order(np.asarray(im))
         k = int(np.argmax(got != flat)) if (got != flat).any() else len(flat)  # length of the correct prefix
         assert not got[k:].any(), f"cut {cut}: pixels after the decoded prefix ({k}) are not index 0"
         assert k >= previous, f"cut {cut}: more data decoded fewer pixels ({k} < {previous})"
