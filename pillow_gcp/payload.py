@@ -54,7 +54,7 @@ METHOD_RANKS = 4
 
 FLAG_PERM = 0x01       # a k-byte permutation follows the flags byte
 FLAG_BITMAP = 0x02     # RUNS only: structure is a run-start bitmap, not run lengths
-FLAG_ZLIB = 0x02       # RANKS only: the ranks stream is a zlib stream, not LZMA2
+FLAG_ZSTREAM = 0x02    # RANKS only: the ranks stream is a zlib stream, not LZMA2
 FLAG_COLUMNS = 0x04    # RANKS only: pixels in column-major order (context: the pixel above)
 _MAX_RUN = 255
 
@@ -490,7 +490,7 @@ class _RanksJob:
         self.ranks = _Done(_huffman(ranks)) if huffman else _lzma2_async(ranks, preset, 0, True)
 
     def result(self) -> bytes:
-        flags = ((0 if self.perm is None else FLAG_PERM) | (FLAG_ZLIB if self.huffman else 0)
+        flags = ((0 if self.perm is None else FLAG_PERM) | (FLAG_ZSTREAM if self.huffman else 0)
                  | (FLAG_COLUMNS if self.columns else 0))
         ptab = b"" if self.perm is None else self.perm.tobytes()
         tz = self.table
@@ -1068,11 +1068,11 @@ def _decode_ranks(mv: memoryview, width: int, height: int, k: int, partial: bool
 def _decode_rank_codes(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
     """The N indices of a RANKS payload in its own order (column-major with COLUMNS)."""
     size = len(mv)
-    front = _read_front(mv, k, partial, "RANKS", FLAG_PERM | FLAG_ZLIB | FLAG_COLUMNS, "rank table")
+    front = _read_front(mv, k, partial, "RANKS", FLAG_PERM | FLAG_ZSTREAM | FLAG_COLUMNS, "rank table")
     if front is None:
         return _zeros(n)
     flags, inv, t_start, tlen = front
-    kind = "zlib" if flags & FLAG_ZLIB else "lzma2"
+    kind = "zlib" if flags & FLAG_ZSTREAM else "lzma2"
     t_end = t_start + tlen
     if t_end > size:
         if not partial:

@@ -53,8 +53,8 @@ def test_every_candidate_roundtrips(shape, k):
     # columns (+perm)
     assert kinds == {(0, None), (1, None), (2, 0), (2, P.FLAG_PERM), (3, 0), (3, P.FLAG_BITMAP),
                      (3, P.FLAG_PERM), (3, P.FLAG_PERM | P.FLAG_BITMAP), (4, 0), (4, P.FLAG_PERM),
-                     (4, P.FLAG_ZLIB), (4, P.FLAG_PERM | P.FLAG_ZLIB)} | {
-                     (4, f | P.FLAG_COLUMNS) for f in (0, P.FLAG_PERM, P.FLAG_ZLIB, P.FLAG_PERM | P.FLAG_ZLIB)}
+                     (4, P.FLAG_ZSTREAM), (4, P.FLAG_PERM | P.FLAG_ZSTREAM)} | {
+                     (4, f | P.FLAG_COLUMNS) for f in (0, P.FLAG_PERM, P.FLAG_ZSTREAM, P.FLAG_PERM | P.FLAG_ZSTREAM)}
     for c in cands:
         roundtrip(a, k, c)
 
@@ -363,7 +363,7 @@ def test_big_map_path(monkeypatch, noise, k, level):
     if not noise:
         assert e[0] == P.METHOD_RUNS and bool(e[1] & P.FLAG_PERM) == (k > 64)
     elif level == 6:  # never RANKS with LZMA2 (slow to decode at this size)
-        assert e[0] in (P.METHOD_RUNS, P.METHOD_LZMA2) or (e[0] == P.METHOD_RANKS and e[1] & P.FLAG_ZLIB)
+        assert e[0] in (P.METHOD_RUNS, P.METHOD_LZMA2) or (e[0] == P.METHOD_RANKS and e[1] & P.FLAG_ZSTREAM)
     else:
         assert e[0] in (P.METHOD_RUNS, P.METHOD_RANKS, P.METHOD_LZMA2)
 
@@ -476,7 +476,7 @@ def test_ranks_is_chosen_on_dense_maps_and_wins_there(monkeypatch, big):
     roundtrip(a, 256, e)
     assert e[0] == P.METHOD_RANKS
     if big:
-        assert e[1] & P.FLAG_ZLIB
+        assert e[1] & P.FLAG_ZSTREAM
 
 
 def _ranks_payload(a, k, huffman=False):
@@ -491,7 +491,7 @@ def test_ranks_errors_and_truncation(huffman):
     with pytest.raises(GCPFormatError, match="reserved flag bits"):
         P.decode(e[:1] + b"\x08" + e[2:], 61, 40, 16)
     with pytest.raises(GCPFormatError, match="ranks stream"):  # the other stream kind
-        P.decode(e[:1] + bytes([e[1] ^ P.FLAG_ZLIB]) + e[2:], 61, 40, 16)
+        P.decode(e[:1] + bytes([e[1] ^ P.FLAG_ZSTREAM]) + e[2:], 61, 40, 16)
     with pytest.raises(GCPFormatError, match="rank table length missing"):
         P.decode(e[:4], 61, 40, 16)
     # a table for the wrong palette size: it lists too few contexts, or a position >= k
