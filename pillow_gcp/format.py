@@ -306,9 +306,7 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
     indices, palette = _check_arrays(indices, palette)
     h, w = indices.shape
     n, channels = palette.shape
-    body = payload.encode(indices, n, level=level)
-    version = 2 if body[0] == payload.METHOD_RANKS else 1
-    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(version, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
+    meta = []  # metadata checked before the (possibly long) payload encode
     for key, value in (metadata or {}).items():
         if value is None:
             continue
@@ -320,7 +318,11 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
             raise TypeError(f"metadata {key!r} must be bytes or str, got {type(value).__name__}")
         if len(value) > MAX_CHUNK_LENGTH:
             raise ValueError(f"metadata {key!r} is too large ({len(value)} bytes)")
-        parts.append(_chunk(META_KEYS[key], bytes(value)))
+        meta.append(_chunk(META_KEYS[key], bytes(value)))
+    body = payload.encode(indices, n, level=level)
+    version = 2 if body[0] == payload.METHOD_RANKS else 1
+    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(version, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
+    parts += meta
     parts.append(_chunk(b"DATA", body))
     parts.append(_chunk(b"DONE", b""))
     return b"".join(parts)

@@ -37,6 +37,7 @@ import functools
 import lzma
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -163,15 +164,28 @@ def _lzma2_async(raw: bytes, preset: int, lc: int = 0, fast: bool = False):
                          for i in range(0, len(raw), _PIECE)])
     if len(raw) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
         return _Done(_lzma2(raw, preset, lc, fast))
-    return _pool().submit(_lzma2, raw, preset, lc, fast)
+    return _submit(_lzma2, raw, preset, lc, fast)
+
+
+_POOL_LOCK = threading.Lock()
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     global _POOL
-    if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="gcp-lzma")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(
+                max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="gcp-lzma")
+        return _POOL
+
+
+def _submit(fn, *args):
+    """``fn(*args)`` on the thread pool; inline when the pool takes no more work (interpreter
+    shutdown has begun), so that callers never see the pool's RuntimeError."""
+    try:
+        return _pool().submit(fn, *args)
+    except RuntimeError:
+        return _Done(fn(*args))
 
 
 def suggest_order(indices: np.ndarray, palette_size: int) -> np.ndarray:
@@ -516,8 +530,9 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
     if values.size * 4 < flat.size:
         perm = suggest_order(a, k) if k > 64 else None
         return _RunsJob(perm, *_split_lengths(starts, values), preset).result()
-    spectral = suggest_order(a, k)
+    spectral = suggest_order(a, k)  # (the identity for k <= 2: no PERM then)
     rperm = spectral if k > 64 else None
+    rank_perm = spectral if k > 2 else None
     trials, full = {}, {}
     for cols in (False, True):  # RANKS in rows (context: the left pixel) and in columns (the one above)
         m = np.ascontiguousarray(a.T) if cols else a
@@ -526,7 +541,7 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
         sample = _sample_rows(m)
         for z in (True, False) if level >= 7 else (True,):
             name = ("huffman" if z else "lzma") + ("-columns" if cols else "")
-            trials[name] = _RanksJob(spectral, spectral[sample], k, preset, lists, huffman=z, columns=cols)
+            trials[name] = _RanksJob(rank_perm, spectral[sample], k, preset, lists, huffman=z, columns=cols)
             full[name] = (codes, lists, z, cols, sample.size)
     sample = _sample_rows(a)
     trials["raw"] = _RawJob(rperm, sample, preset)
@@ -541,7 +556,7 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
     best = min(size, key=size.get)
     if best in full:
         codes, lists, z, cols, _ = full[best]
-        return _RanksJob(spectral, codes, k, preset, lists, huffman=z, columns=cols).result()
+        return _RanksJob(rank_perm, codes, k, preset, lists, huffman=z, columns=cols).result()
     if best == "raw":
         return _RawJob(rperm, flat, preset).result()
     return _RunsJob(rperm, *_split_lengths(starts, values), preset).result()
@@ -639,12 +654,16 @@ class _Stream:
         self.complete = complete
 
 
+_MIN_PIECE = 1 << 20  # decoded bytes: pieces split for parallel decoding are at least this long
+
+
 def _lzma2_pieces(data: memoryview, start: int, end: int, cap: int):
     """Split a complete LZMA2 stream at its full resets, for decoding the pieces side by side.
 
     Walks the chunk headers of data[start:end] (no decoding). A chunk with control byte
     0xE0..0xFF resets dictionary, state and properties, so the chunks from there on do not
-    depend on anything before. Returns ``[(piece_start, piece_end, unpacked_size), ...]``, or
+    depend on anything before; consecutive pieces are merged up to at least ``_MIN_PIECE``
+    decoded bytes. Returns ``[(piece_start, piece_end, unpacked_size), ...]``, or
     None when the walk finds anything unusual (bad control byte, truncation, bytes after the end
     marker, more than ``cap`` bytes declared, a single piece): the caller then decodes the whole
     stream in one go, which also gives the precise error.
@@ -652,7 +671,13 @@ def _lzma2_pieces(data: memoryview, start: int, end: int, cap: int):
     pieces = []
     pos = start
     piece_start, piece_size, total = start, 0, 0
+    # a normal stream has chunks of up to 64 KiB packed / 2 MiB unpacked: stop walking a stream of
+    # far more, smaller chunks (hostile), and let one sequential decoder take it
+    chunks_left = 64 + (end - start) // 4096 + cap // (1 << 18)
     while pos < end:
+        chunks_left -= 1
+        if chunks_left < 0:
+            return None
         control = data[pos]
         if control == 0x00:
             if pos + 1 != end:
@@ -669,7 +694,7 @@ def _lzma2_pieces(data: memoryview, start: int, end: int, cap: int):
                 return None
             unpacked = ((control & 0x1F) << 16 | data[pos + 1] << 8 | data[pos + 2]) + 1
             step = 5 + (data[pos + 3] << 8 | data[pos + 4]) + 1 + (control >= 0xC0)
-            if control >= 0xE0 and pos > start:
+            if control >= 0xE0 and pos > start and piece_size >= _MIN_PIECE:  # small ones merge
                 pieces.append((piece_start, pos, piece_size))
                 piece_start, piece_size = pos, 0
         else:
@@ -686,7 +711,9 @@ def _decode_piece(piece: bytes, cap: int, size: int, then=None):
     """One piece of :func:`_lzma2_pieces` (end byte appended), optionally passed through ``then``;
     None if it does not decode to exactly ``size`` bytes (the caller falls back)."""
     try:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(cap))
+        # the piece starts with a dictionary reset and decodes to ``size`` bytes: no match reaches
+        # further back, so a dictionary of that size decodes it exactly as the stream's own would
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(min(size, cap)))
         out = d.decompress(piece, size + 1)
     except (ValueError, lzma.LZMAError, MemoryError):
         return None
@@ -704,9 +731,14 @@ def _parallel_pieces(data: memoryview, start: int, end: int, cap: int, then=None
     pieces = _lzma2_pieces(data, start, end, cap)
     if not pieces or any(size % align for _, _, size in pieces[:-1]):
         return None
-    jobs = [_pool().submit(_decode_piece, bytes(data[a:b]) + b"\x00", cap, size, then)
+    jobs = [_submit(_decode_piece, bytes(data[a:b]) + b"\x00", cap, size, then)
             for a, b, size in pieces]
-    parts = [j.result() for j in jobs]
+    parts = []
+    for j in jobs:  # wait for every job: none is left running
+        try:
+            parts.append(j.result())
+        except Exception:  # noqa: BLE001  (the sequential fallback reports the problem)
+            parts.append(None)
     return None if any(p is None for p in parts) else parts
 
 
@@ -949,7 +981,19 @@ def _decode_runs(mv: memoryview, n: int, k: int, partial: bool) -> np.ndarray:
     cap = (n + 7) // 8 if bitmap else n
     ahead = None  # complete data: decode the values stream (at most n bytes) side by side
     if not partial and size - s_end >= _PARALLEL_MIN // 16 and (os.cpu_count() or 1) >= 2:
-        ahead = _pool().submit(_inflate, "lzma2", mv, s_end, size, n, "values stream", False)
+        ahead = _submit(_inflate, "lzma2", mv, s_end, size, n, "values stream", False)
+    try:
+        return _runs_from(mv, n, k, partial, flags, inv, s_start, s_end, cap, ahead)
+    finally:  # whatever happened, no decoding is left running once this returns or raises
+        if ahead is not None and not ahead.cancel():
+            concurrent.futures.wait([ahead])
+
+
+def _runs_from(mv, n, k, partial, flags, inv, s_start, s_end, cap, ahead) -> np.ndarray:
+    """RUNS after its fixed fields: the structure stream, the values stream (``ahead``: a job
+    already decoding it, or None), the expansion."""
+    size = len(mv)
+    bitmap = bool(flags & FLAG_BITMAP)
     st = _inflate("lzma2", mv, s_start, s_end, cap, "structure stream")
     if not st.complete and not partial:
         raise GCPFormatError("truncated structure stream", s_end)
@@ -1081,6 +1125,8 @@ def _decode_rank_codes(mv: memoryview, n: int, k: int, partial: bool) -> np.ndar
         return _zeros(n)
     ts = _inflate("lzma2", mv, t_start, t_end, k * k, "rank table stream")
     if not ts.complete:
+        if t_end < size:  # its tlen bytes are all there, the payload goes on: corrupt, not short
+            raise GCPFormatError("rank table stream has no end marker within its tlen bytes", t_start)
         if partial:
             return _zeros(n)
         raise GCPFormatError("truncated rank table stream", t_end)

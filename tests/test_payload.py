@@ -508,19 +508,37 @@ def test_ranks_errors_and_truncation(huffman):
         P.decode(e + b"\x00", 61, 40, 16)
 
 
+def _spy_pieces(monkeypatch):
+    """Record the piece jobs of the parallel LZMA2 decode."""
+    calls = []
+    real = P._decode_piece
+
+    def spy(piece, cap, size, then=None):
+        calls.append(size)
+        return real(piece, cap, size, then)
+
+    monkeypatch.setattr(P, "_decode_piece", spy)
+    return calls
+
+
 def test_parallel_decode_of_pieces_matches_sequential_and_falls_back_on_errors(monkeypatch):
     """A stream of independently coded pieces is decoded piece by piece on the pool; the
     result equals one sequential decoder's, and damage anywhere gives the sequential error."""
-    monkeypatch.setattr(P, "_PIECE", 1 << 12)  # many small pieces
+    monkeypatch.setattr(P, "_PIECE", 1 << 12)  # many small pieces ...
+    monkeypatch.setattr(P, "_MIN_PIECE", 1 << 13)  # ... merged two by two for decoding
+    monkeypatch.setattr(P, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    calls = _spy_pieces(monkeypatch)
     rng = np.random.default_rng(3)
     a = np.repeat(rng.integers(0, 60, size=(120, 100), dtype=np.uint8), 2, axis=1)
     body = P._lzma2_async(a.tobytes(), 6).result()
     mv = memoryview(body)
     pieces = P._lzma2_pieces(mv, 0, len(body), a.size)
-    assert pieces is not None and len(pieces) == -(-a.size // (1 << 12))
+    assert pieces is not None and len(pieces) == a.size // (1 << 13) + (a.size % (1 << 13) > 0)
     assert sum(size for _, _, size in pieces) == a.size
     blob = bytes([P.METHOD_LZMA2, 0]) + body
     np.testing.assert_array_equal(P.decode(blob, 200, 120, 60), a)
+    assert len(calls) == len(pieces)  # the parallel path ran
     monkeypatch.setattr(P.os, "cpu_count", lambda: 1)  # sequential reference
     np.testing.assert_array_equal(P.decode(blob, 200, 120, 60), a)
     monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
@@ -529,11 +547,51 @@ def test_parallel_decode_of_pieces_matches_sequential_and_falls_back_on_errors(m
     assert P._lzma2_pieces(memoryview(body + b"\x00"), 0, len(body) + 1, a.size) is None
     assert P._lzma2_pieces(memoryview(b"\x05" + body), 0, len(body) + 1, a.size) is None
     # damage inside the second piece: the error is the sequential decoder's
-    start = pieces[1][0]
     bad = bytearray(blob)
-    bad[2 + start + 20] ^= 0xFF
-    with pytest.raises(GCPFormatError, match="corrupt|truncated|more than"):
+    bad[2 + pieces[1][0] + 20] ^= 0xFF
+    with pytest.raises(GCPFormatError) as par:
         P.decode(bytes(bad), 200, 120, 60)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 1)
+    with pytest.raises(GCPFormatError) as seq:
+        P.decode(bytes(bad), 200, 120, 60)
+    assert str(par.value) == str(seq.value) and par.value.offset == seq.value.offset
+
+
+def test_parallel_ranks_pieces_and_a_bad_rank_in_a_later_piece(monkeypatch):
+    monkeypatch.setattr(P, "_PIECE", 1 << 12)
+    monkeypatch.setattr(P, "_MIN_PIECE", 1 << 12)
+    monkeypatch.setattr(P, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    calls = _spy_pieces(monkeypatch)
+    a = blocky(100, 90, 40, seed=9, noise=0.2)
+    e = P._RanksJob(None, a.ravel(), 40, 6).result()
+    roundtrip(a, 40, e)
+    assert len(calls) >= 2
+    # the same payload with one rank >= k inside the third piece: the sequential error
+    tlen = int.from_bytes(e[2:6], "little")
+    ranks = bytearray(P._inflate("lzma2", memoryview(e), 6 + tlen, len(e), a.size, "r").buf)
+    ranks[2 * 4096 + 7] = 40
+    bad = e[:6 + tlen] + P._lzma2_async(bytes(ranks), 6, 0, True).result()
+    with pytest.raises(GCPFormatError, match="rank 40 >= palette_size 40 at pixel 8199"):
+        P.decode(bad, 90, 100, 40)
+
+
+def test_hostile_stream_of_tiny_pieces_stays_cheap(monkeypatch):
+    """Thousands of dictionary resets: merged into few pieces (or one sequential decoder)."""
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    calls = _spy_pieces(monkeypatch)
+    piece = P._lzma2(bytes(16), 6)[:-1]  # one 16-byte chunk with a full reset, no end marker
+    n = 16 * 20000
+    blob = bytes([P.METHOD_LZMA2, 0]) + piece * 20000 + b"\x00"
+    np.testing.assert_array_equal(P.decode(blob, 640, 500, 2), np.zeros((500, 640), np.uint8))
+    assert len(calls) <= n // P._MIN_PIECE + 1
+
+
+def test_ranks_columns_on_one_row_or_column_is_the_same_order():
+    for shape in ((1, 50), (50, 1)):
+        a = blocky(*shape, 5, seed=1)
+        e = P._RanksJob(None, a.ravel(), 5, 6, columns=True).result()
+        roundtrip(a, 5, e)
 
 
 @pytest.mark.parametrize("huffman", [False, True])
@@ -554,8 +612,34 @@ def test_ranks_in_columns_roundtrip_and_truncate_in_column_order(huffman):
         previous = good
 
 
-def test_ranks_columns_on_one_row_or_column_is_the_same_order():
-    for shape in ((1, 50), (50, 1)):
-        a = blocky(*shape, 5, seed=1)
-        e = P._RanksJob(None, a.ravel(), 5, 6, columns=True).result()
-        roundtrip(a, 5, e)
+def test_runs_leaves_no_decoding_running_after_an_error(monkeypatch):
+    """RUNS decodes its values stream ahead on the pool; when the structure stream is bad the
+    call raises only after that job is done (no work escapes the caller's time)."""
+    monkeypatch.setattr(P, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    jobs = []
+    real = P._submit
+
+    def spy(fn, *args):
+        jobs.append(real(fn, *args))
+        return jobs[-1]
+
+    monkeypatch.setattr(P, "_submit", spy)
+    a = blocky(60, 70, 16, seed=4, noise=0.3)
+    e = P._RunsJob(None, *P._split_lengths(*P._runs(a.ravel())), 6).result()
+    roundtrip(a, 16, e)
+    bad = bytearray(e)
+    bad[6] = 0x05  # first control byte of the structure stream: invalid
+    with pytest.raises(GCPFormatError):
+        P.decode(bytes(bad), 70, 60, 16)
+    assert jobs and all(j.done() for j in jobs)
+
+
+def test_corrupt_rank_table_inside_the_payload_is_an_error_even_when_lenient():
+    a = blocky(30, 40, 16, seed=2)
+    e = P._RanksJob(None, a.ravel(), 16, 6).result()
+    tlen = int.from_bytes(e[2:6], "little")
+    short = e[:2] + (tlen - 1).to_bytes(4, "little") + e[6:6 + tlen - 1] + e[6 + tlen:]  # no end marker
+    for partial in (False, True):
+        with pytest.raises(GCPFormatError, match="no end marker"):
+            P.decode(short, 40, 30, 16, partial=partial)
