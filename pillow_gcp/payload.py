@@ -544,14 +544,16 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
             trials[name] = _RanksJob(rank_perm, spectral[sample], k, preset, lists, huffman=z, columns=cols)
             full[name] = (codes, lists, z, cols, sample.size)
     sample = _sample_rows(a)
+    s_starts, s_values = _runs(sample)
     trials["raw"] = _RawJob(rperm, sample, preset)
-    trials["runs"] = _RunsJob(rperm, *_split_lengths(*_runs(sample)), preset)
+    trials["runs"] = _RunsJob(rperm, *_split_lengths(s_starts, s_values), preset)
     size = {}
     for name, job in trials.items():
         size[name] = len(job.result())
         if name in full:  # the rank table covers the whole map: count only the sample's share of it
             size[name] -= len(job.table) * (1 - full[name][4] / flat.size)
-        if level == 6 and name in ("raw", "runs"):
+    if level == 6:
+        for name in ("raw", "runs"):
             size[name] /= _SLOW_GAIN
     best = min(size, key=size.get)
     if best in full:
@@ -599,7 +601,7 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
     dense = level >= 6 and values.size * 4 >= n  # >= 1 run per 4 pixels: raw coding may win
     bitmap_z = None
     if exhaustive or level == 9 or dense:
-        bitmap_z = _lzma2_async(np.packbits(starts).tobytes(), preset)
+        bitmap_z = _lzma2_async(np.packbits(starts).tobytes(), preset, 0, True)
     vcache = {}
 
     def vals_z(v: np.ndarray, lc: int):
