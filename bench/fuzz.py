@@ -984,10 +984,12 @@ def memory_table(sizes=((512, 768), (2048, 2048))) -> list[dict]:
             base = gcp_format.encode(indices, palette)
             sig, chunks, tail = split_chunks(base)
             i = _find(chunks, b"DATA")
+            head = _find(chunks, b"HEAD")
             bodies = [("encoder", chunks[i][1])] + [
                 (f"m{b[0]}f{b[1] if b[0] >= 2 else 0}", b) for b in _payload_variants(indices, k, rng)]
             for name, body in bodies:
                 chunks[i][1] = body
+                chunks[head][1] = bytes([2 if body[0] == 4 else 1]) + chunks[head][1][1:]  # RANKS: version 2
                 data = join_chunks(sig, chunks, tail)
                 row = {"size": f"{w}x{h}", "kind": kind, "payload": name if name != "encoder"
                        else f"encoder (m{body[0]})", "file_bytes": len(data)}
