@@ -858,33 +858,25 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-def _coding_names() -> dict[int, str]:
-    """{method id: name} from the ``METHOD_*`` constants of :mod:`pillow_gcp.payload`."""
-    try:
-        from pillow_gcp import payload
-    except ImportError:  # pragma: no cover - payload is part of the package
-        return {}
-    return {v: k[len("METHOD_"):].lower() for k, v in vars(payload).items()
-            if k.startswith("METHOD_") and isinstance(v, int)}
-
-
 def _gcp_coding(path: str, stdin_data: bytes | None, tiles: list) -> str | None:
-    """Name of the index-map coding of a .gcp file: the payload's method byte (SPEC "Payload")."""
+    """Name of the index-map coding of a .gcp file: the payload's method and flags (SPEC section 6)."""
     if not tiles:
         return None
     offset = tiles[0][2]
     try:
         if path == "-":
-            b = (stdin_data or b"")[offset : offset + 1]
+            b = (stdin_data or b"")[offset : offset + 2]
         else:
             with open(path, "rb") as f:
                 f.seek(offset)
-                b = f.read(1)
+                b = f.read(2)
     except OSError:
         return None
-    if len(b) != 1:
+    if not b:
         return None
-    return _coding_names().get(b[0], f"method {b[0]}")
+    from pillow_gcp import payload
+
+    return payload.coding_name(b)
 
 
 def image_info(path: str, stdin_data: bytes | None = None) -> dict:

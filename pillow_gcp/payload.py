@@ -44,7 +44,7 @@ import numpy as np
 
 from .errors import GCPFormatError
 
-__all__ = ["encode", "decode", "suggest_order",
+__all__ = ["encode", "decode", "suggest_order", "coding_name",
            "METHOD_STORED", "METHOD_ZLIB", "METHOD_LZMA2", "METHOD_RUNS", "METHOD_RANKS"]
 
 METHOD_STORED = 0
@@ -396,6 +396,28 @@ def from_ranks(ranks: np.ndarray, order: np.ndarray) -> np.ndarray:
         idx += rt[j]
         np.take(table, idx, out=out[j])
     return out.T.ravel()[:n]
+
+
+def coding_name(head: bytes) -> str:
+    """The coding named by a payload's first bytes (method, flags), e.g. ``"runs-bitmap-perm"``,
+    ``"ranks-zlib-columns-perm"``; ``"method N"`` for an unknown method."""
+    if not head:
+        return "empty"
+    method = head[0]
+    names = {METHOD_STORED: "stored", METHOD_ZLIB: "zlib", METHOD_LZMA2: "lzma2", METHOD_RUNS: "runs",
+             METHOD_RANKS: "ranks"}
+    if method not in names:
+        return f"method {method}"
+    name = names[method]
+    if method >= METHOD_LZMA2 and len(head) > 1:
+        flags = head[1]
+        if method == METHOD_RUNS:
+            name += "-bitmap" if flags & FLAG_BITMAP else "-lengths"
+        if method == METHOD_RANKS:
+            name += ("-zlib" if flags & FLAG_ZSTREAM else "-lzma2") + ("-columns" if flags & FLAG_COLUMNS else "")
+        if flags & FLAG_PERM:
+            name += "-perm"
+    return name
 
 
 # ----------------------------------------------------------------------------- encode

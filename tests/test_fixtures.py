@@ -34,6 +34,8 @@ def test_manifest_lists_every_file_and_covers_the_spec():
     codings = {f["payload_coding"] for f in VALID}
     assert {"stored", "zlib", "lzma2", "lzma2-perm", "runs-lengths", "runs-bitmap",
             "runs-lengths-perm", "runs-bitmap-perm"} <= codings
+    assert {f"ranks-{s}{c}{p}" for s in ("zlib", "lzma2") for c in ("", "-columns") for p in ("", "-perm")} <= codings
+    assert {f.get("error") for f in INVALID} >= {"needs format version 2", "reserved flag bits"}
     assert {f["channels"] for f in VALID} == {3, 4}
     assert {1, 256} <= {f["palette_size"] for f in VALID}
 
