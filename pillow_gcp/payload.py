@@ -108,7 +108,9 @@ def _lzma2(raw: bytes, preset: int, lc: int = 0, fast: bool = False, dict_for: i
 
 
 _POOL = None
-_PARALLEL_MIN = 1 << 18  # bytes: smaller jobs run inline
+_PARALLEL_MIN = 1 << 18  # bytes: smaller decode jobs run inline
+_ENCODE_POOL_MIN = 1 << 16  # bytes: smaller LZMA2 encode jobs run inline (bigger ones side by side:
+                            # the sample trials of big maps and the candidates of small ones)
 
 
 class _Done:
@@ -162,7 +164,7 @@ def _lzma2_async(raw: bytes, preset: int, lc: int = 0, fast: bool = False):
         view = memoryview(raw)
         return _Spliced([_lzma2_async(view[i:i + _PIECE], preset, lc, fast)
                          for i in range(0, len(raw), _PIECE)])
-    if len(raw) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+    if len(raw) < min(_PARALLEL_MIN, _ENCODE_POOL_MIN) or (os.cpu_count() or 1) < 2:
         return _Done(_lzma2(raw, preset, lc, fast))
     return _submit(_lzma2, raw, preset, lc, fast)
 
