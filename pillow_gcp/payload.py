@@ -19,7 +19,8 @@ no container, dictionary size ``max(4096, size it decodes to)``):
 4  RANKS  : flags byte, optional index permutation, a rank table (LZMA2) and
             the rank of every code among the codes ordered for its context
             (the code before it, restarting every 1024 pixels), as LZMA2 or
-            as Huffman-only zlib (flag ZLIB).  Files using it are version 2.
+            as Huffman-only zlib (flag ZSTREAM); in raster or, with flag
+            COLUMNS, column-major order.  Files using it are version 2.
 
 The optional permutation ``perm`` (k bytes, a bijection of 0..k-1) maps a
 palette index ``i`` to the stored code ``perm[i]``; the encoder derives it
@@ -307,7 +308,8 @@ def default_order(k: int) -> np.ndarray:
 
 
 def rank_contexts(codes: np.ndarray) -> np.ndarray:
-    """RANKS context of every pixel, (N,) uint8: the previous code in raster order, 0 every SEGMENT pixels."""
+    """RANKS context of every pixel of ``codes`` (N,) uint8 in coding order: the code before it,
+    0 every SEGMENT pixels."""
     ctx = np.empty_like(codes)
     ctx[1:] = codes[:-1]
     ctx[::SEGMENT] = 0
@@ -331,11 +333,11 @@ def rank_order(k: int, lists) -> np.ndarray:
     return order
 
 
-def _rank_lists(codes: np.ndarray, ctx: np.ndarray, k: int) -> list:
+def _rank_lists(codes: np.ndarray, k: int) -> list:
     """Encoder's table: per context, the default-order positions of the symbols seen there at
     least ``_LIST_MIN`` times, most frequent first (ties: default order), without the tail
     that the default order gives anyway; at most min(k - 1, 255) entries."""
-    counts = np.bincount(ctx.astype(np.intp) * k + codes, minlength=k * k).reshape(k, k)
+    counts = np.bincount(rank_contexts(codes).astype(np.intp) * k + codes, minlength=k * k).reshape(k, k)
     dflt = default_order(k).astype(np.intp)
     by_pos = np.take_along_axis(counts, dflt, axis=1)  # by_pos[c, p]: count of symbol dflt[c, p]
     lists = []
@@ -514,14 +516,14 @@ def _huffman(raw: bytes) -> bytes:
 
 class _RanksJob:
     """A RANKS payload being coded: the rank table and the ranks of ``codes`` under it; the ranks
-    stream as Huffman-only zlib (``huffman``, flag ZLIB) or LZMA2. With ``columns`` (flag COLUMNS)
+    stream as Huffman-only zlib (``huffman``, flag ZSTREAM) or LZMA2. With ``columns`` (flag COLUMNS)
     ``codes`` is the map in column-major order (``a.T.ravel()``)."""
 
     def __init__(self, perm, codes: np.ndarray, k: int, preset: int, lists=None, huffman: bool = False,
                  columns: bool = False):
         self.perm, self.k, self.huffman, self.columns = perm, k, huffman, columns
         if lists is None:
-            lists = _rank_lists(codes, rank_contexts(codes), k)
+            lists = _rank_lists(codes, k)
         self.lists = lists
         self.table = _lzma2(_rank_table_bytes(lists), preset, dict_for=k * k)
         ranks = to_ranks(codes, rank_order(k, lists)).tobytes()
@@ -561,7 +563,7 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
     for cols in (False, True):  # RANKS in rows (context: the left pixel) and in columns (the one above)
         m = np.ascontiguousarray(a.T) if cols else a
         codes = spectral[m.ravel()]
-        lists = _rank_lists(codes, rank_contexts(codes), k)
+        lists = _rank_lists(codes, k)
         sample = _sample_rows(m)
         for z in (True, False) if level >= 7 else (True,):
             name = ("huffman" if z else "lzma") + ("-columns" if cols else "")
@@ -641,7 +643,7 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
         for p in ((None, spectral) if exhaustive or level == 9 else (spectral if k > 2 else None,)):
             for cols, src in ((False, flat), (True, by_col)):
                 codes = src if p is None else p[src]
-                lists = _rank_lists(codes, rank_contexts(codes), k)
+                lists = _rank_lists(codes, k)
                 ranks += [_RanksJob(p, codes, k, preset, lists, huffman=z, columns=cols) for z in (False, True)]
     jobs = []
     for perm in perms:

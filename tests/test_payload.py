@@ -445,7 +445,7 @@ def test_rank_contexts_restart_every_segment():
 def test_ranks_transform_inverts(n, k):
     rng = np.random.default_rng(n + k)
     codes = np.minimum(np.repeat(rng.integers(0, k, n // 3 + 1), 3)[:n], k - 1).astype(np.uint8)
-    lists = P._rank_lists(codes, P.rank_contexts(codes), k)
+    lists = P._rank_lists(codes, k)
     order = P.rank_order(k, lists)
     ranks = P.to_ranks(codes, order)
     assert ranks.max(initial=0) < k
