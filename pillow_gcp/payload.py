@@ -109,6 +109,7 @@ def _lzma2(raw: bytes, preset: int, lc: int = 0, fast: bool = False, dict_for: i
 
 
 _POOL = None
+_POOL_LOCK = threading.Lock()
 _PARALLEL_MIN = 1 << 18  # bytes: smaller decode jobs run inline
 _ENCODE_POOL_MIN = 1 << 16  # bytes: smaller LZMA2 encode jobs run inline (bigger ones side by side:
                             # the sample trials of big maps and the candidates of small ones)
@@ -125,8 +126,9 @@ class _Done:
 
 
 def _forget_pool() -> None:
-    global _POOL
-    _POOL = None  # threads do not survive fork(): a child makes its own pool
+    global _POOL, _POOL_LOCK
+    _POOL = None  # threads do not survive fork(): a child makes its own pool,
+    _POOL_LOCK = threading.Lock()  # and its own lock (another thread may have held it at the fork)
 
 
 if hasattr(os, "register_at_fork"):
@@ -168,9 +170,6 @@ def _lzma2_async(raw: bytes, preset: int, lc: int = 0, fast: bool = False):
     if len(raw) < min(_PARALLEL_MIN, _ENCODE_POOL_MIN) or (os.cpu_count() or 1) < 2:
         return _Done(_lzma2(raw, preset, lc, fast))
     return _submit(_lzma2, raw, preset, lc, fast)
-
-
-_POOL_LOCK = threading.Lock()
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
