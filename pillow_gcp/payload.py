@@ -513,20 +513,28 @@ def _huffman(raw: bytes) -> bytes:
     return co.compress(raw) + co.flush()
 
 
-class _RanksJob:
-    """A RANKS payload being coded: the rank table and the ranks of ``codes`` under it; the ranks
-    stream as Huffman-only zlib (``huffman``, flag ZSTREAM) or LZMA2. With ``columns`` (flag COLUMNS)
-    ``codes`` is the map in column-major order (``a.T.ravel()``)."""
+class _Ranked:
+    """Codes in coding order turned into RANKS data, once for both stream kinds: the table
+    (``lists``, default: the encoder's choice for these codes), the coded table, the ranks."""
 
-    def __init__(self, perm, codes: np.ndarray, k: int, preset: int, lists=None, huffman: bool = False,
+    def __init__(self, codes: np.ndarray, k: int, preset: int, lists=None):
+        self.lists = _rank_lists(codes, k) if lists is None else lists
+        self.table = _lzma2(_rank_table_bytes(self.lists), preset, dict_for=k * k)
+        self.ranks = to_ranks(codes, rank_order(k, self.lists)).tobytes()
+
+
+class _RanksJob:
+    """A RANKS payload being coded: the rank table and the ranks of ``codes`` (an array, or a
+    :class:`_Ranked` shared between jobs) under it; the ranks stream as Huffman-only zlib
+    (``huffman``, flag ZSTREAM) or LZMA2. With ``columns`` (flag COLUMNS) ``codes`` is the map in
+    column-major order (``a.T.ravel()``)."""
+
+    def __init__(self, perm, codes, k: int, preset: int, lists=None, huffman: bool = False,
                  columns: bool = False):
-        self.perm, self.k, self.huffman, self.columns = perm, k, huffman, columns
-        if lists is None:
-            lists = _rank_lists(codes, k)
-        self.lists = lists
-        self.table = _lzma2(_rank_table_bytes(lists), preset, dict_for=k * k)
-        ranks = to_ranks(codes, rank_order(k, lists)).tobytes()
-        self.ranks = _Done(_huffman(ranks)) if huffman else _lzma2_async(ranks, preset, 0, True)
+        self.perm, self.huffman, self.columns = perm, huffman, columns
+        ranked = codes if isinstance(codes, _Ranked) else _Ranked(codes, k, preset, lists)
+        self.table = ranked.table
+        self.ranks = _Done(_huffman(ranked.ranks)) if huffman else _lzma2_async(ranked.ranks, preset, 0, True)
 
     def result(self) -> bytes:
         flags = ((0 if self.perm is None else FLAG_PERM) | (FLAG_ZSTREAM if self.huffman else 0)
@@ -564,9 +572,10 @@ def _encode_big(a: np.ndarray, k: int, starts: np.ndarray, values: np.ndarray, p
         codes = spectral[m.ravel()]
         lists = _rank_lists(codes, k)
         sample = _sample_rows(m)
+        ranked = _Ranked(spectral[sample], k, preset, lists)
         for z in (True, False) if level >= 7 else (True,):
             name = ("huffman" if z else "lzma") + ("-columns" if cols else "")
-            trials[name] = _RanksJob(rank_perm, spectral[sample], k, preset, lists, huffman=z, columns=cols)
+            trials[name] = _RanksJob(rank_perm, ranked, k, preset, huffman=z, columns=cols)
             full[name] = (codes, lists, z, cols, sample.size)
     sample = _sample_rows(a)
     s_starts, s_values = _runs(sample)
@@ -641,9 +650,8 @@ def _candidates(a: np.ndarray, k: int, level: int, exhaustive: bool = False) -> 
         by_col = np.ascontiguousarray(a.T).ravel()
         for p in ((None, spectral) if exhaustive or level == 9 else (spectral if k > 2 else None,)):
             for cols, src in ((False, flat), (True, by_col)):
-                codes = src if p is None else p[src]
-                lists = _rank_lists(codes, k)
-                ranks += [_RanksJob(p, codes, k, preset, lists, huffman=z, columns=cols) for z in (False, True)]
+                ranked = _Ranked(src if p is None else p[src], k, preset)
+                ranks += [_RanksJob(p, ranked, k, preset, huffman=z, columns=cols) for z in (False, True)]
     jobs = []
     for perm in perms:
         lc = 0 if perm is None else 4
@@ -1162,6 +1170,7 @@ def _decode_rank_codes(mv: memoryview, n: int, k: int, partial: bool) -> np.ndar
         if partial:
             return _zeros(n)
         raise GCPFormatError("truncated payload: ranks stream missing", size)
+
     def codes_of(piece: bytes):  # in a worker: ranks -> codes, None if a rank is out of range
         r = np.frombuffer(piece, np.uint8)
         return None if r.size and int(r.max()) >= k else from_ranks(r, order)
