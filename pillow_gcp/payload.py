@@ -852,6 +852,16 @@ def _inflate(kind: str, data: memoryview, start: int, end: int, cap: int, what: 
     return _Stream(out, False)
 
 
+def _inflate_n(kind: str, mv: memoryview, start: int, n: int, what: str, partial: bool) -> np.ndarray:
+    """The stream from ``start`` to the end of the payload, which must decode to exactly ``n``
+    bytes: (got,) uint8 with got == n, or got <= n when ``partial`` (truncated data)."""
+    st = _inflate(kind, mv, start, len(mv), n, what)
+    if not partial and (len(st.buf) < n or not st.complete):
+        raise GCPFormatError(f"truncated {what}: {len(st.buf)} of {n} bytes"
+                             + ("" if len(st.buf) < n else ", end marker missing"), len(mv))
+    return np.frombuffer(st.buf, np.uint8, count=min(len(st.buf), n))
+
+
 def _read_perm(mv: memoryview, pos: int, k: int, partial: bool):
     if len(mv) < pos + k:
         if partial:
@@ -931,14 +941,10 @@ def decode(data, width: int, height: int, palette_size: int, *, partial: bool = 
                 if inv is None:
                     return _zeros(n).reshape(height, width)
         kind = "zlib" if method == METHOD_ZLIB else "lzma2"
-        st = _inflate(kind, mv, pos, size, n, f"{kind} index stream")
-        if not partial and (len(st.buf) < n or not st.complete):
-            raise GCPFormatError(
-                f"truncated {kind} index stream: {len(st.buf)} of {n} bytes"
-                + ("" if len(st.buf) < n else ", end marker missing"), size)
-        got = min(len(st.buf), n)
+        buf = _inflate_n(kind, mv, pos, n, f"{kind} index stream", partial)
+        got = len(buf)
         out = _zeros(n) if got < n else np.empty(n, np.uint8)
-        out[:got] = np.frombuffer(st.buf, np.uint8, count=got)
+        out[:got] = buf
         data_start = pos
         if inv is not None:
             # codes >= k would index past inv: check first; map only the decoded prefix
@@ -1179,12 +1185,8 @@ def _decode_rank_codes(mv: memoryview, n: int, k: int, partial: bool) -> np.ndar
     if parts is not None and sum(p.size for p in parts) == n:
         out = np.concatenate(parts)
         return out if inv is None else inv[out]
-    rs = _inflate(kind, mv, t_end, size, n, "ranks stream")
-    if not partial and (len(rs.buf) < n or not rs.complete):
-        raise GCPFormatError(f"truncated ranks stream: {len(rs.buf)} of {n} bytes"
-                             + ("" if len(rs.buf) < n else ", end marker missing"), size)
-    got = min(len(rs.buf), n)
-    ranks = np.frombuffer(rs.buf, np.uint8, count=got)
+    ranks = _inflate_n(kind, mv, t_end, n, "ranks stream", partial)
+    got = ranks.size
     if got and int(ranks.max()) >= k:
         i = int(np.argmax(ranks >= k))
         raise GCPFormatError(f"rank {int(ranks[i])} >= palette_size {k} at pixel {i}", t_end)
