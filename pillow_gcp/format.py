@@ -231,10 +231,7 @@ def decode_indices(data, width: int, height: int, palette_size: int, payload_off
     try:
         return payload.decode(data, width, height, palette_size, partial=partial)
     except GCPFormatError as e:
-        if e.offset is None:
-            raise
-        msg = str(e).rsplit(" (at byte", 1)[0]
-        raise GCPFormatError(f"bad payload: {msg}", payload_offset + e.offset) from None
+        raise e.rebased(payload_offset, "bad payload") from None
 
 
 def check_trailer(fp: IO[bytes], offset: int) -> dict:

@@ -166,3 +166,42 @@ def test_encode_rejects_unknown_metadata():
     indices, palette = _image()
     with pytest.raises(ValueError, match="unknown metadata key"):
         F.encode(indices, palette, {"bogus": b"x"})
+
+
+def test_error_reason_and_offset_are_attributes():
+    e = GCPFormatError("CRC mismatch in PLTE chunk", 41)
+    assert (e.reason, e.offset) == ("CRC mismatch in PLTE chunk", 41)
+    assert str(e) == "CRC mismatch in PLTE chunk (at byte 41)"
+    assert isinstance(e, OSError)
+    n = GCPFormatError("no offset here")
+    assert (n.reason, n.offset, str(n)) == ("no offset here", None, "no offset here")
+    r = e.rebased(100, "bad payload")
+    assert (r.reason, r.offset) == ("bad payload: CRC mismatch in PLTE chunk", 141)
+    assert (e.reason, e.offset) == ("CRC mismatch in PLTE chunk", 41)  # the original is unchanged
+    assert n.rebased(7).offset is None and n.rebased(7).reason == "no offset here"
+
+
+def test_error_survives_pickling():
+    import pickle
+
+    e = pickle.loads(pickle.dumps(GCPFormatError("bad thing (with parentheses)", 12)))
+    assert type(e) is GCPFormatError and (e.reason, e.offset) == ("bad thing (with parentheses)", 12)
+    assert str(e) == "bad thing (with parentheses) (at byte 12)"
+
+
+def test_payload_errors_are_rebased_to_file_offsets_by_number():
+    indices, palette = _image()
+    data = F.encode(indices, palette)
+    off, _, length = [c for c in F.chunk_table(data) if c[1] == b"DATA"][0]
+    start = off + 8
+    body = bytes([255]) + data[start + 1 : start + length]  # method byte 255: a payload error at payload offset 0
+    bad = data[:off] + _chunk(b"DATA", body) + data[start + length + 4 :]
+    with pytest.raises(GCPFormatError) as direct:
+        F.payload.decode(body, 13, 7, 5)
+    with pytest.raises(GCPFormatError) as e:
+        F.decode(bad)
+    assert e.value.offset == start + direct.value.offset == start
+    assert e.value.reason == "bad payload: " + direct.value.reason
+    # a reason that itself contains "(at byte" must survive unchanged: nothing parses the message
+    fake = GCPFormatError("odd text (at byte 99) inside", 3)
+    assert fake.rebased(start, "bad payload").reason == "bad payload: odd text (at byte 99) inside"
