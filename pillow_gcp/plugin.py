@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 from typing import IO
 
-import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
+from . import adapter
 from . import format as gcp_format
 from . import payload
-from .quantizers import check_params, quantize_to_arrays
 
 FORMAT = "GCP"
 MIME = "image/x-gcp"
@@ -54,7 +53,7 @@ class GcpImageFile(ImageFile.ImageFile):
         self.info["gcp_palette_channels"] = header.channels
         self.info["gcp_payload_bytes"] = header.payload_length
         self.tile = [
-            ImageFile._Tile(
+            (
                 FORMAT,
                 (0, 0, *self._size),
                 header.payload_offset,
@@ -117,70 +116,6 @@ class GcpDecoder(ImageFile.PyDecoder):
 
 # --------------------------------------------------------------------------- save
 
-_LOSSLESS_MODES = ("P", "L", "1")
-
-
-def _palette_of(im: Image.Image) -> np.ndarray:
-    """(n, 3) or (n, 4) uint8 palette of a P image, with its transparency as alpha."""
-    mode = im.palette.mode if im.palette is not None else "RGB"
-    rgba = np.frombuffer(bytes(im.getpalette("RGBA") or b""), np.uint8).reshape(-1, 4).copy()
-    transparency = im.info.get("transparency")
-    if isinstance(transparency, int) and 0 <= transparency < len(rgba):
-        rgba[transparency, 3] = 0
-    elif isinstance(transparency, (bytes, bytearray)):
-        alpha = np.frombuffer(bytes(transparency[: len(rgba)]), np.uint8)
-        rgba[: len(alpha), 3] = alpha
-    if mode != "RGBA" and transparency is None:
-        return rgba[:, :3].copy()
-    return rgba
-
-
-def _lossless_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (indices, palette) for P, L and 1 images: same palette, same indices for P."""
-    if im.mode == "P":
-        indices = np.asarray(im, dtype=np.uint8)
-        palette = _palette_of(im)
-        used = int(indices.max()) + 1
-        if len(palette) < used:  # Pillow treats missing entries as black
-            pad = np.zeros((used - len(palette), palette.shape[1]), np.uint8)
-            if palette.shape[1] == 4:
-                pad[:, 3] = 255
-            palette = np.vstack([palette, pad])
-        if len(palette) == 0:
-            palette = np.zeros((1, 3), np.uint8)
-        if palette.shape[1] == 4 and (palette[:, 3] == 255).all():
-            palette = palette[:, :3].copy()
-        return indices, palette
-    levels = np.asarray(im.convert("L") if im.mode == "1" else im, dtype=np.uint8)
-    present = np.bincount(levels.ravel(), minlength=256) > 0
-    values = np.flatnonzero(present).astype(np.uint8)
-    lut = np.zeros(256, np.uint8)
-    lut[values] = np.arange(len(values), dtype=np.uint8)
-    palette = np.repeat(values[:, None], 3, axis=1)
-    return lut[levels], palette
-
-
-def metadata_of(im: Image.Image) -> dict:
-    """The metadata of ``im.info`` that .gcp keeps: ICC profile, EXIF, XMP, comment.
-
-    XMP is also taken from PNG's ``XML:com.adobe.xmp``; values of other types than
-    bytes/str (or ``Image.Exif``) are left out rather than failing the save.
-    """
-    info = im.info
-    meta = {}
-    for key in gcp_format.META_KEYS:
-        value = info.get(key)
-        if value is None and key == "xmp":
-            value = info.get("XML:com.adobe.xmp")
-        if isinstance(value, Image.Exif):
-            value = value.tobytes()
-        if isinstance(value, (bytes, bytearray, str)) and value:
-            meta[key] = value
-    return meta
-
-
-_QUANTIZE_KEYS = ("k", "algo", "seed", "metric", "space", "dither", "fixed_colors", "palette")
-
 
 def payload_level(info: dict) -> int:
     """The payload effort of a save: ``compress_level`` 0..9 (default 6; Pillow's PNG name), or 9
@@ -193,29 +128,28 @@ def payload_level(info: dict) -> int:
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
     level = payload_level(info)
-    params = {key: info[key] for key in _QUANTIZE_KEYS if key in info}
-    lossless = im.mode in _LOSSLESS_MODES and not any(
-        params.get(key) is not None for key in ("k", "fixed_colors", "palette")
-    )
-    if lossless:
-        check_params(**params)  # bad arguments fail even when unused
-        indices, palette = _lossless_arrays(im)
-    else:
-        indices, palette = quantize_to_arrays(im, **params)
-    metadata = metadata_of(im)
-    for key in gcp_format.META_KEYS:  # explicit save arguments win, and are validated by encode
-        if info.get(key) is not None:
-            value = info[key]
-            metadata[key] = value.tobytes() if isinstance(value, Image.Exif) else value
+    extra = {"transparency": info["transparency"]} if "transparency" in info else {}
+    indices, palette = adapter.prepare(im, **extra, **adapter.quantize_params(info))
+    metadata = adapter.save_metadata(im, info)
     # Everything is encoded in memory first: a bad argument or a failure
     # leaves nothing half-written.
     fp.write(gcp_format.encode(indices, palette, metadata, level=level))
+
+
+def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    msg = "GCP holds one image: save_all and append_images are not supported"
+    raise ValueError(msg)
 
 
 def register() -> None:
     """Register the GCP format with Pillow (idempotent)."""
     Image.register_open(FORMAT, GcpImageFile, _accept)
     Image.register_save(FORMAT, _save)
+    Image.register_save_all(FORMAT, _save_all)
     Image.register_extension(FORMAT, EXTENSION)
     Image.register_mime(FORMAT, MIME)
     Image.register_decoder(FORMAT, GcpDecoder)
+
+
+# the CLI's name for adapter.all_metadata, until cli.py calls the adapter directly
+metadata_of = adapter.all_metadata

@@ -337,13 +337,21 @@ def test_save_to_file_object_and_path_agree(tmp_path):
     assert os.path.getsize(path) > 0
 
 
-def test_metadata_from_source_info_png_xmp_and_odd_values():
+def test_metadata_follows_pillow_save_conventions():
     im = _few_colours()
     im.info["XML:com.adobe.xmp"] = "<x:xmpmeta/>"  # where PngImagePlugin puts XMP
+    im.info["xmp"] = b"<x:xmpmeta/>"
+    im.info["exif"] = b"Exif\x00\x00MM\x00*GPS"
+    im.info["icc_profile"] = b"from-source"
     im.info["comment"] = 42  # not bytes/str: left out, the save must not fail
     out, _ = _roundtrip(im)
-    assert out.info["xmp"] == b"<x:xmpmeta/>"
+    # EXIF and XMP are written only when passed (as Pillow's PNG writer does); ICC is kept
+    assert "xmp" not in out.info and "exif" not in out.info
+    assert out.info["icc_profile"] == b"from-source"
     assert "comment" not in out.info
+    out, _ = _roundtrip(im, exif=im.info["exif"], xmp=im.info["xmp"], icc_profile=None)
+    assert out.info["exif"] == b"Exif\x00\x00MM\x00*GPS" and out.info["xmp"] == b"<x:xmpmeta/>"
+    assert "icc_profile" not in out.info  # icc_profile=None drops the source's profile
     with pytest.raises(TypeError, match="comment"):  # an explicit argument is validated
         _roundtrip(im, comment=42)
 

@@ -162,16 +162,27 @@ def test_grey_modes_give_grey_palettes_and_exact_l():
     assert sorted(map(tuple, pal)) == [(0, 0, 0), (255, 255, 255)]
 
 
-def test_high_bit_depth_scaling():
+def test_high_bit_depth_rule():
+    """16-bit: full range, round(v / 257); I and F: as Pillow's convert("L"); never min..max."""
     a16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    expected16 = ((a16.astype(np.int64) * 2 + 257) // 514).astype(np.uint8)
+    assert np.array_equal(expected16, np.clip(np.rint(a16 / 257), 0, 255).astype(np.uint8))
     im = Image.fromarray(a16)
     assert im.mode == "I;16"
-    idx, pal = quantize_to_arrays(im, k=256)
-    assert np.array_equal(pal[idx][..., 0], np.clip(np.rint(a16 / 257), 0, 255).astype(np.uint8))
-    f = Image.fromarray(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8), "F")
-    idx, pal = quantize_to_arrays(f, k=256)
-    v = pal[idx][..., 0]
-    assert v.min() == 0 and v.max() == 255
+    big = Image.frombytes("I;16B", im.size, a16.astype(">u2").tobytes())
+    for src in (im, big):
+        idx, pal = quantize_to_arrays(src, k=256)
+        assert np.array_equal(pal[idx][..., 0], expected16)
+    # a 16-bit image whose values stop at 189 is nearly black, not stretched
+    dark = Image.fromarray(np.full((4, 4), 189, np.uint16))
+    idx, pal = quantize_to_arrays(dark, k=4)
+    assert pal.tolist() == [[1, 1, 1]]
+    f = Image.fromarray(np.linspace(-1, 300, 64, dtype=np.float32).reshape(8, 8), "F")
+    i32 = Image.fromarray(np.linspace(-50, 400, 64).astype(np.int32).reshape(8, 8), "I")
+    for src in (f, i32):
+        idx, pal = quantize_to_arrays(src, k=256)
+        assert np.array_equal(pal[idx][..., 0], np.asarray(src.convert("L")))
+        assert np.array_equal(pal[idx][..., 0], pal[idx][..., 2])
     small = Image.fromarray(np.full((4, 4), 77.0, np.float32), "F")
     idx, pal = quantize_to_arrays(small, k=4)
     assert pal.tolist() == [[77, 77, 77]]

@@ -8,6 +8,11 @@ dither=False, fixed_colors=None, palette=None) -> PIL.Image`` (mode ``"P"``),
 ``quantize_to_arrays(img, ...) -> (indices (H, W) uint8, palette (m, 3 or 4) uint8)``,
 ``register_quantizer(name, step)``.
 
+Array level: ``quantize_array(pixels, k=None, ...) -> (indices, palette)`` takes an ``(H, W, 3)``
+RGB or ``(H, W, 4)`` RGBA uint8 array; ``quantize_arrays(list_of_pixels, ...)`` fits one palette to
+several. The Pillow front doors turn images into those arrays with :func:`pillow_gcp.adapter.pixels`
+(the one place that does so) and back with :func:`pillow_gcp.adapter.to_image`.
+
 The palette-step protocol
 =========================
 A *palette step* fits a palette to a **weighted histogram of unique colours**; it never
@@ -71,10 +76,9 @@ What the front door does around a step (so a step need not care):
 
 Other front-door rules
 ======================
-* Modes: RGB, L, 1 -> RGB; RGBA, LA, PA, P with ``transparency`` or an RGBA palette ->
-  RGBA (dropped back to RGB when no alpha is below 255); CMYK, YCbCr, HSV, LAB via
-  Pillow's ``convert("RGB")``; I;16 scaled by 1/257; I and F kept when inside 0..255,
-  else min..max stretched to 0..255.
+* Modes: whatever :func:`pillow_gcp.adapter.pixels` makes of the image: RGB, or RGBA when
+  some alpha is below 255; 16-bit samples scaled by the full range (``round(v / 257)``),
+  I and F as Pillow's ``convert("L")``.
 * Budget split for alpha groups: each group gets its fixed colours or at least one
   entry, the rest in proportion to (pixel count) ** 0.6.  If ``k`` is below the number
   of groups present, priority is opaque > transparent > semi-transparent, and pixels
@@ -87,7 +91,6 @@ Other front-door rules
 * ``dither=True``: Pillow's Floyd-Steinberg remap over the opaque entries, for opaque
   pixels; transparent and semi-transparent pixels keep the exact nearest mapping.
   The ditherer works in RGB whatever ``metric``/``space`` are.
-* The whole call runs with OpenBLAS held to one thread (:mod:`._threads`).
 
 Registry: ``register_quantizer(name, step)`` adds a step; ``algo=`` accepts a
 registered name or any callable following the protocol.  ``"kmeans"``
@@ -101,10 +104,9 @@ import numbers
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
+from .. import adapter
 from . import colorspace, histogram
-from ._threads import single_thread
 from .kmeans import kmeans_palette
 from .nearest import METRICS, nearest
 
@@ -112,6 +114,9 @@ __all__ = [
     "quantize",
     "quantize_many",
     "quantize_to_arrays",
+    "quantize_array",
+    "quantize_arrays",
+    "check_params",
     "register_quantizer",
     "registered_quantizers",
     "kmeans_palette",
@@ -223,85 +228,40 @@ def _parse_colors(name, colors, allow_empty=False) -> np.ndarray:
 
 
 def parse_palette(palette) -> np.ndarray:
-    """The colours of a ``palette=`` argument (a P image or a sequence of colours).
+    """The colours of a ``palette=`` argument (a P image, an (m, 3|4) uint8 array or a sequence of
+    colours).
 
-    Returns (m, 4) uint8 RGBA, alpha 255 for RGB entries; a P image's
-    ``transparency`` is applied. Raises ValueError/TypeError naming ``palette``.
+    Returns (m, 4) uint8 RGBA, alpha 255 for RGB entries; a P image's ``transparency`` is
+    applied. Raises ValueError/TypeError naming ``palette``.
     """
     return _parse_palette(palette)
 
 
 def _parse_palette(palette) -> np.ndarray:
     """palette= argument -> (m, 4) uint8 (alpha 255 for RGB palettes)."""
-    if isinstance(palette, Image.Image):
-        if palette.mode not in ("P", "PA"):
-            raise ValueError(f"palette image must have mode 'P', got {palette.mode!r}")
-        mode, data = palette.palette.getdata() if palette.palette is not None else ("RGB", b"")
-        C = 4 if mode == "RGBA" else 3
-        arr = np.frombuffer(bytes(data), np.uint8)
-        arr = arr[: arr.size // C * C].reshape(-1, C)
-        out = np.full((arr.shape[0], 4), 255, np.uint8)
-        out[:, :C] = arr
-        trns = palette.info.get("transparency")
-        if isinstance(trns, int) and trns < out.shape[0]:
-            out[trns, 3] = 0
-        elif isinstance(trns, (bytes, bytearray)):
-            t = np.frombuffer(bytes(trns), np.uint8)[: out.shape[0]]
-            out[: t.size, 3] = t
-        out[out[:, 3] == 0] = 0
-        if out.shape[0] == 0:
-            raise ValueError("palette image has an empty palette")
-        if out.shape[0] > 256:
-            raise ValueError(f"palette must have at most 256 colours, got {out.shape[0]}")
-        return out
-    if isinstance(palette, (str, bytes)):
+    if hasattr(palette, "getpalette") and hasattr(palette, "mode"):  # a Pillow image
+        out = adapter.palette_colors(palette)
+    elif isinstance(palette, (str, bytes)):
         raise TypeError("palette must be a 'P' image or a sequence of colour tuples")
-    out = _parse_colors("palette", palette)
+    else:
+        out = _parse_colors("palette", palette)
     if out.shape[0] > 256:
         raise ValueError(f"palette must have at most 256 colours, got {out.shape[0]}")
     return out
 
 
-# ----------------------------------------------------------------------------
-# image -> (H, W, C) uint8
-
-
-def _to_array(img) -> np.ndarray:
-    """Any PIL image -> (H, W, 3) RGB or (H, W, 4) RGBA uint8 array.
-
-    RGBA is returned only when some alpha < 255.  High-bit-depth greyscale
-    (I;16*, I, F) is scaled to 8 bits: I;16 by 1/257; I and F pass through when
-    they already lie in 0..255, else min..max is stretched to 0..255.
-    """
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"img must be a PIL.Image.Image, got {type(img).__name__}")
-    mode = img.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(img).astype(np.float64)
-        if mode.startswith("I;16"):
-            a = a / 257.0
-        else:
-            finite = a[np.isfinite(a)]
-            lo = float(finite.min()) if finite.size else 0.0
-            hi = float(finite.max()) if finite.size else 0.0
-            if lo < 0 or hi > 255:
-                a = (a - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
-            a = np.nan_to_num(a, nan=0.0)
-        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if mode == "P":
-        has_alpha = "transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA")
-        target = "RGBA" if has_alpha else "RGB"
-    elif mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        target = "RGBA"
-    elif mode in ("RGB", "L", "1"):
-        target = "RGB"
-    else:
-        target = "RGBA" if "A" in img.getbands() else "RGB"
-    arr = np.asarray(img if img.mode == target else img.convert(target))
-    if target == "RGBA" and arr[..., 3].min() == 255:
-        arr = arr[..., :3]
-    return arr
+def _check_pixels(pixels, name="pixels") -> np.ndarray:
+    """Validate an (H, W, 3|4) uint8 array (the array-level door)."""
+    if not isinstance(pixels, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of shape (H, W, 3) or (H, W, 4), "
+                        f"got {type(pixels).__name__}")
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"{name} must have shape (H, W, 3) or (H, W, 4), got {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8, got {pixels.dtype}")
+    if pixels.shape[2] == 4 and (pixels.size == 0 or pixels[..., 3].min() == 255):
+        pixels = pixels[..., :3]
+    return pixels
 
 
 # ----------------------------------------------------------------------------
@@ -679,10 +639,7 @@ def _dither_indices(arr: np.ndarray, P4: np.ndarray, base: np.ndarray) -> np.nda
     cand = np.flatnonzero(P4[:, 3] == 255)
     if cand.size == 0:
         return base
-    pal_img = Image.new("P", (1, 1))
-    pal_img.putpalette(P4[cand, :3].tobytes(), "RGB")
-    src = Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB")
-    q = np.asarray(src.quantize(palette=pal_img, dither=Image.Dither.FLOYDSTEINBERG))
+    q = adapter.floyd_steinberg(arr[..., :3], P4[cand, :3])
     ok = q < cand.size
     out = base.copy()
     sel = ok if arr.shape[2] == 3 else ok & (arr[..., 3] == 255)
@@ -706,16 +663,20 @@ def _out_palette(P4: np.ndarray) -> np.ndarray:
     return P4[:, :3].copy() if (P4[:, 3] == 255).all() else P4
 
 
-def _run(images: Sequence, o: _Opts):
-    """Shared implementation: list of images -> (list of (H, W) uint8, palette (m, 3|4))."""
+def _run(sources: Sequence[Callable[[], np.ndarray]], o: _Opts):
+    """Shared implementation: list of pixel sources -> (list of (H, W) uint8, palette (m, 3|4)).
+
+    Each source is a callable giving an (H, W, 3|4) uint8 array; with several sources each is
+    called twice (histogram pass, then mapping pass), so images are never held all at once.
+    """
     # pass 1: histograms, one image at a time (no stacking).  A single image keeps
     # its array and keys for the mapping pass; several images are re-read then.
     hists = []
     C = 3
-    single = len(images) == 1
+    single = len(sources) == 1
     keep = None
-    for im in images:
-        arr = _to_array(im)
+    for source in sources:
+        arr = source()
         c = arr.shape[2]
         C = max(C, c)
         keys = _image_keys(arr, c)
@@ -751,7 +712,7 @@ def _run(images: Sequence, o: _Opts):
             keys |= np.uint32(0xFF000000)
         out = [_index_image(arr, C, ukeys, gidx, P4, o.dither, keys=keys)]
     else:
-        out = [_index_image(_to_array(im), C, ukeys, gidx, P4, o.dither) for im in images]
+        out = [_index_image(source(), C, ukeys, gidx, P4, o.dither) for source in sources]
     if o.palette is not None:
         pal = P4[:, :3].copy() if o.palette.shape[1] == 4 and (o.palette[:, 3] == 255).all() else P4
     else:
@@ -759,34 +720,7 @@ def _run(images: Sequence, o: _Opts):
     return out, pal
 
 
-def _make_image(idx: np.ndarray, pal: np.ndarray) -> Image.Image:
-    im = Image.fromarray(idx, "P")
-    im.putpalette(pal.tobytes(), "RGBA" if pal.shape[1] == 4 else "RGB")
-    return im
-
-
-def quantize_to_arrays(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-                       dither=False, fixed_colors=None, palette=None
-                       ) -> Tuple[np.ndarray, np.ndarray]:
-    """Quantize ``img`` to at most ``k`` colours.
-
-    Returns ``(indices, palette)``: indices (H, W) uint8, palette (m, 3) uint8 when the
-    image (and palette) has no alpha below 255, else (m, 4) RGBA.  See :func:`quantize`.
-    """
-    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
-    with single_thread():
-        out, pal = _run([img], o)
-    return out[0], pal
-
-
-def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-             dither=False, fixed_colors=None, palette=None) -> Image.Image:
-    """Quantize ``img`` to a mode "P" image of at most ``k`` colours.
-
-    Parameters
-    ----------
-    img : PIL.Image.Image, any mode (RGB, RGBA, L, LA, P, PA, 1, I;16, I, F, CMYK, YCbCr, HSV, LAB...)
-    k : int in 1..256, or None for 256
+_DOC_PARAMS = """k : int in 1..256, or None for 256
     algo : registered name ("kmeans", "kmedoids", see :func:`registered_quantizers`) or a
         palette step callable
     seed : int >= 0 (None means 0); same seed -> same result
@@ -795,7 +729,65 @@ def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="r
     space : "rgb" (default) or "oklab" (perceptual; fitting and mapping in OKLab)
     dither : Floyd-Steinberg error diffusion (Pillow's C remap) when True
     fixed_colors : sequence of (r, g, b) or (r, g, b, a) that must be palette entries
-    palette : a "P" image or a sequence of colours: map onto exactly that palette
+    palette : a "P" image, an (m, 3|4) uint8 array or a sequence of colours: map onto exactly
+        that palette"""
+
+
+def quantize_array(pixels, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+                   dither=False, fixed_colors=None, palette=None) -> Tuple[np.ndarray, np.ndarray]:
+    """Quantize an array of pixels to at most ``k`` colours (the array-level core).
+
+    Parameters
+    ----------
+    pixels : (H, W, 3) RGB or (H, W, 4) RGBA uint8 array
+    {params}
+
+    Returns
+    -------
+    indices : (H, W) uint8
+    palette : (m, 3) uint8, or (m, 4) RGBA when some alpha (of the image, fixed colours or
+        given palette) is below 255; ``m <= k``, every entry used unless fixed or given.
+    """
+    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+    arr = _check_pixels(pixels)
+    out, pal = _run([lambda: arr], o)
+    return out[0], pal
+
+
+def quantize_arrays(pixels_list, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+                    dither=False, fixed_colors=None, palette=None) -> Tuple[List[np.ndarray], np.ndarray]:
+    """Quantize several pixel arrays with one shared palette (see :func:`quantize_array`).
+
+    Returns ``(list of (H_i, W_i) uint8 indices, palette (m, 3|4) uint8)``.
+    """
+    arrays = [_check_pixels(a, f"pixels_list[{i}]") for i, a in enumerate(pixels_list)]
+    if not arrays:
+        raise ValueError("pixels_list must contain at least one array")
+    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+    return _run([(lambda a=a: a) for a in arrays], o)
+
+
+def quantize_to_arrays(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+                       dither=False, fixed_colors=None, palette=None
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """Quantize a Pillow image: ``(indices (H, W) uint8, palette (m, 3|4) uint8)``.
+
+    The image becomes pixels through :func:`pillow_gcp.adapter.pixels`; see :func:`quantize`.
+    """
+    adapter.check_image(img, "img")
+    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+    out, pal = _run([lambda: adapter.pixels(img)], o)
+    return out[0], pal
+
+
+def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
+             dither=False, fixed_colors=None, palette=None):
+    """Quantize ``img`` to a mode "P" image of at most ``k`` colours.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image, any mode (RGB, RGBA, L, LA, P, PA, 1, I;16, I, F, CMYK, YCbCr, HSV, LAB...)
+    {params}
 
     Returns
     -------
@@ -803,23 +795,29 @@ def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="r
     """
     idx, pal = quantize_to_arrays(img, k, algo, seed=seed, metric=metric, space=space,
                                   dither=dither, fixed_colors=fixed_colors, palette=palette)
-    return _make_image(idx, pal)
+    return adapter.to_image(idx, pal)
 
 
 def quantize_many(images, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-                  dither=False, fixed_colors=None, palette=None) -> List[Image.Image]:
+                  dither=False, fixed_colors=None, palette=None) -> list:
     """Quantize several images with one shared palette fitted to their pooled colours.
 
     The fit works on the merged weighted histogram of unique colours (memory bounded
     by unique colours; images are never stacked).  Returns a list of mode "P" images
     with identical palettes, in the order given.
     """
-    if isinstance(images, Image.Image):
+    if hasattr(images, "getpalette") and hasattr(images, "mode"):
         raise TypeError("images must be a sequence of PIL images; use quantize() for one image")
     images = list(images)
     if not images:
         raise ValueError("images must contain at least one image")
+    for i, im in enumerate(images):
+        adapter.check_image(im, f"images[{i}]")
     o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
-    with single_thread():
-        out, pal = _run(images, o)
-    return [_make_image(idx, pal) for idx in out]
+    out, pal = _run([(lambda im=im: adapter.pixels(im)) for im in images], o)
+    return [adapter.to_image(idx, pal) for idx in out]
+
+
+for _fn in (quantize_array, quantize):
+    _fn.__doc__ = _fn.__doc__.replace("{params}", _DOC_PARAMS.strip("\n"))
+del _fn
