@@ -136,7 +136,19 @@ def test_grey_and_bilevel_without_k_are_lossless(mode):
     assert np.array_equal(np.asarray(out.convert("L")), np.asarray(im.convert("L")))
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "CMYK", "YCbCr", "F", "I", "PA"])
+def _expected_pixels(im):
+    """The documented rule, written out independently of the adapter."""
+    if im.mode.startswith("I;16"):
+        g = np.clip(np.rint(np.asarray(im).astype(np.float64) / 257), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("I", "F", "L", "1"):
+        return np.repeat(np.asarray(im.convert("L"))[..., None], 3, axis=2)
+    rgba = np.asarray(im.convert("RGBA"))
+    return rgba if (rgba[..., 3] < 255).any() else rgba[..., :3]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "I;16B", "CMYK", "YCbCr", "F", "I",
+                                  "PA"])
 def test_every_mode_saves_and_opens(mode):
     im = _photo(40, 30)
     if mode == "RGBA":
@@ -148,11 +160,21 @@ def test_every_mode_saves_and_opens(mode):
         im = Image.fromarray(a, "RGBA")
     elif mode == "PA":
         im = im.convert("RGBA").convert("PA")
+    elif mode.startswith("I;16"):  # a full-range 16-bit ramp with noise
+        g = np.asarray(im.convert("L")).astype(np.uint32) * 257 + np.arange(40)[None, :] * 3
+        im = Image.frombytes(mode, im.size, g.astype("<u2" if mode == "I;16" else ">u2").tobytes())
+    elif mode in ("I", "F"):  # values outside 0..255 too: clipped as Pillow's convert("L") does
+        g = np.asarray(im.convert("L")).astype(np.float64) * 1.3 - 30
+        im = Image.fromarray(g.astype(np.int32 if mode == "I" else np.float32), mode)
     else:
         im = im.convert(mode)
     out, _ = _roundtrip(im, k=16)
     assert out.size == im.size and out.mode == "P"
     assert len(out.getcolors(256)) <= 16
+    expected = _expected_pixels(im)
+    idx, pal = pillow_gcp.quantizers.quantize_array(expected, k=16)
+    decoded = np.asarray(out.convert("RGBA" if pal.shape[1] == 4 else "RGB"))
+    assert np.array_equal(decoded, pal[idx])  # the values, not only the size
 
 
 def test_alpha_rules():
