@@ -149,7 +149,7 @@ def _kmeanspp(X, w, k, rng, init=None):
         cand = np.minimum(np.searchsorted(np.cumsum(pot), rng.random(n_local) * tot), B - 1)
         diff = X[None, :, :] - X[cand][:, None, :]
         dc = np.minimum(np.einsum("lij,lij->li", diff, diff), d[None, :])
-        best = int(np.argmin(dc @ w))
+        best = int(np.argmin(np.einsum("li,i->l", dc, w)))
         centres[i] = X[cand[best]]
         d = dc[best]
     return centres
@@ -210,13 +210,13 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
             lower[todo] = np.sqrt(e2)
         # upper is exact for re-assigned points and an upper bound elsewhere: the
         # bound-based error estimate is monotone enough for a stopping rule.
-        sse = float(np.dot(upper * upper, w))
+        sse = float(np.einsum("i,i,i->", upper, upper, w))
         if prev - sse <= tol * sse:
             break
         prev = sse
     diff = X - centres[assign]
     d1 = np.einsum("ij,ij->i", diff, diff)
-    sse = float(np.dot(d1, w))
+    sse = float(np.einsum("i,i->", d1, w))
     return centres, assign, lower, sse, np.sqrt(d1)
 
 

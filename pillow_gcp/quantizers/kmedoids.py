@@ -38,15 +38,11 @@ is built.  The same inputs and ``seed`` give bit-identical output.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 
 import numpy as np
 
-try:  # keep OpenBLAS single-threaded: the products here are small and many
-    from ._threads import single_thread as _single_thread
-except ImportError:  # pragma: no cover - helper module absent
-    _single_thread = contextlib.nullcontext
+from .nearest import matmul_small
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -83,7 +79,7 @@ _CHUNK_ELEMS = 1 << 21
 def _pairwise(A, B, metric):
     """Distances between rows: ``A`` (a, C) float32, ``B`` (b, C) float32 -> (a, b) float32."""
     if metric == "euclidean":
-        D = A @ (-2.0 * B).T
+        D = matmul_small(A, (-2.0 * B).T)
         D += np.einsum("ij,ij->i", A, A)[:, None]
         D += np.einsum("ij,ij->i", B, B)[None, :]
         np.maximum(D, 0, out=D)
@@ -132,9 +128,8 @@ def palette_loss(colors, weights, palette, metric="euclidean"):
     X = np.asarray(colors, np.float32)
     P = np.asarray(palette, np.float32)
     w = np.asarray(weights, np.float64)
-    with _single_thread():
-        _, d = _assign(X, P, metric)
-    return float(np.dot(d.astype(np.float64), w) / w.sum())
+    _, d = _assign(X, P, metric)
+    return float(np.einsum("i,i->", d.astype(np.float64), w) / w.sum())
 
 
 # --------------------------------------------------------------------------- validation
@@ -285,7 +280,7 @@ def _point_dist(R, P, V, metric):
     correction per channel, summed / maxed.
     """
     if metric == "euclidean":
-        D = R @ (-2.0 * P).T
+        D = matmul_small(R, (-2.0 * P).T)
         D += np.einsum("ij,ij->i", R, R)[:, None]
         D += (np.einsum("ij,ij->i", P, P) + V.sum(1))[None, :]
         np.maximum(D, 0, out=D)
@@ -347,7 +342,7 @@ def _seed_pp(D, pw, MDfixed, n_free, allowed, rng):
         cur = MDfixed.min(0)
     else:
         heavy = proposals(np.argsort(-pw, kind="stable")[: min(32, n)])
-        c0 = int(heavy[np.argmin(D[heavy] @ pw)])
+        c0 = int(heavy[np.argmin(np.einsum("ij,j->i", D[heavy], pw))])
         chosen.append(c0)
         avail[c0] = False
         cur = D[c0].copy()
@@ -359,7 +354,7 @@ def _seed_pp(D, pw, MDfixed, n_free, allowed, rng):
         if props.size == 0:
             free = np.flatnonzero(avail)
             props = free[rng.choice(free.size, size=min(trials, free.size), replace=False)]
-        cost = np.minimum(D[props], cur[None, :]) @ pw
+        cost = np.einsum("ij,j->i", np.minimum(D[props], cur[None, :]), pw)
         c = int(props[np.argmin(cost)])
         chosen.append(c)
         avail[c] = False
@@ -398,7 +393,7 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
 
     def full_state():
         near, near2, dn, ds = _near2(MD)
-        return near, near2, dn, ds, float(dn @ pw)
+        return near, near2, dn, ds, float(np.einsum("i,i->", dn, pw))
 
     def swapped(st, slot):
         """State after MD[slot] changed, updating only the points it can affect."""
@@ -418,7 +413,7 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
         if idx.size:
             a, b, c, d = _near2(MD[:, idx])
             near[idx], near2[idx], dn[idx], ds[idx] = a, b, c, d
-        return near, near2, dn, ds, float(dn @ pw)
+        return near, near2, dn, ds, float(np.einsum("i,i->", dn, pw))
 
     def sums_setup(st):
         near, _, dn, _, loss = st
@@ -436,7 +431,7 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
         """(b, n) -> (b, m): sum of A * w over the points of each medoid."""
         _, W, pp, seg = setup
         if use_mm:
-            return A @ W
+            return matmul_small(A, W)
         perm, wperm = pp
         G = A[:, perm]
         G *= wperm
@@ -472,7 +467,7 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
         while True:
             _, _, dn, ds, loss = st
             np.minimum(Dc, dn, out=A)
-            shared = A @ w32  # (b,)
+            shared = matmul_small(A, w32[:, None])[:, 0]  # (b,)
             np.maximum(Dc, dn, out=A)
             np.minimum(A, ds, out=A)
             delta = per_medoid(A, setup)  # (b, m)
@@ -555,7 +550,7 @@ def _polish(X, w, Fx, midx, metric, allowed=None):
     for it in range(rounds):
         M = np.concatenate([Fx, X[midx]])
         labels, dist = _assign(X, M, metric)
-        loss = float(dist.astype(np.float64) @ w)
+        loss = float(np.einsum("i,i->", dist.astype(np.float64), w))
         if not loss < prev * (1 - _POLISH_TOL):
             break
         prev = loss
@@ -585,7 +580,7 @@ def _polish(X, w, Fx, midx, metric, allowed=None):
             step = max(1, _CHUNK_ELEMS // max(cand.size, 1))
             Mc = Xm[cand]
             for s in range(0, mem.size, step):
-                cost += _pairwise(Mc, Xm[s:s + step], metric) @ wm[s:s + step]
+                cost += np.einsum("ij,j->i", _pairwise(Mc, Xm[s:s + step], metric), wm[s:s + step])
             best = int(np.argmin(cost))
             new = int(mem[cand[best]])
             if new == midx[i - F]:
@@ -644,8 +639,7 @@ def kmedoids_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=No
     Rows of ``colors`` are expected to be distinct (the histogram's unique colours).
     """
     colors, weights, k, fixed = _validate(colors, weights, k, metric, seed, fixed)
-    with _single_thread():
-        return _kmedoids(colors, weights, k, metric, seed, fixed)
+    return _kmedoids(colors, weights, k, metric, seed, fixed)
 
 
 def _kmedoids(colors, weights, k, metric, seed, fixed):
@@ -712,7 +706,7 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
         return pw, cand, D, MDf
 
     def surrogate(D, pw, MDf, med):
-        return float(np.vstack([MDf, D[med]]).min(0) @ pw)
+        return float(np.einsum("i,i->", np.vstack([MDf, D[med]]).min(0), pw))
 
     # stage 2a: several cheap seedings + swap searches on a coarse reduction
     pw1, cand1, D1, MDf1 = level(max(_COARSE_POINTS, 4 * k), max(_COARSE_CAND, 2 * k))

@@ -12,13 +12,66 @@ import numpy as np
 
 METRICS = ("euclidean", "manhattan", "chebyshev")
 
-# Floats per distance block: 512 KiB stays in cache (4-8x faster than 8 MiB blocks).
-# The front door runs with OpenBLAS single-threaded (see _threads.py).
-_CHUNK_ELEMS = 1 << 17
+# BLAS without global settings.  The distance blocks are products with an inner
+# dimension of C + 1 <= 5.  Explicit per-channel arithmetic (or einsum) is 2x (m = 16) to
+# 5x (m = 256) slower than a single-threaded SGEMM here (bench/bench_quantize.py,
+# measured), so the products stay in BLAS, but every call is kept at most
+# ``BLAS_MACS`` multiply-adds: OpenBLAS runs a GEMM that small on the calling thread
+# (its threshold is 65536 * GEMM_MULTITHREAD_THRESHOLD = 2**18), so no BLAS worker
+# threads wake up and spin, and nothing in the process has to be reconfigured.  The
+# block (<= 256 KiB of float32) also stays in L2.  Matrix-vector products and dot
+# products over many rows use einsum (numpy's own loops, never BLAS).
+BLAS_MACS = 1 << 18
 
 
-def _chunk_rows(m: int) -> int:
-    return max(64, _CHUNK_ELEMS // max(int(m), 1))
+def _chunk_rows(m: int, inner: int = 4) -> int:
+    """Rows per block so that a (rows, inner) @ (inner, m) product is <= BLAS_MACS."""
+    return max(8, BLAS_MACS // (max(int(m), 1) * max(int(inner), 1)))
+
+
+def matmul_small(A, B):
+    """``A (a, K) @ B (K, b)`` as BLAS calls of at most :data:`BLAS_MACS` multiply-adds each.
+
+    Each call then runs on the calling thread (see above).  Tiles go over rows and
+    columns, and over the inner dimension when it is large (partial products summed),
+    which keeps the speed of one single-threaded GEMM.  A one-column ``B`` is padded to
+    two columns: numpy would send it to GEMV, which OpenBLAS threads from 9216 elements.
+    Returns (a, b) of numpy's result dtype.
+    """
+    A = np.asarray(A)
+    B = np.asarray(B)
+    a, K = A.shape
+    b = B.shape[1]
+    if b == 1:
+        return matmul_small(A, np.concatenate([B, np.zeros_like(B)], axis=1))[:, :1]
+    out = np.empty((a, b), np.result_type(A, B))
+    if a == 0 or b == 0:
+        return out
+    if K == 0:
+        out[:] = 0
+        return out
+    kb = min(K, max(16, BLAS_MACS // max(a * b, 1)))
+    cb = min(b, max(2, BLAS_MACS // (2 * kb)))
+    ra = max(2, BLAS_MACS // (kb * cb))
+    tmp = np.empty((min(ra, a), cb), out.dtype) if kb < K else None
+    for j in range(0, b, cb):
+        for i in range(0, a, ra):
+            o = out[i:i + ra, j:j + cb]
+            for s in range(0, K, kb):
+                Ai = A[i:i + ra, s:s + kb]
+                Bj = B[s:s + kb, j:j + cb]
+                if Ai.shape[0] == 1:  # one row: GEMV in BLAS; numpy's own loop instead
+                    t = np.einsum("k,kj->j", Ai[0], Bj)[None]
+                elif s == 0:
+                    np.matmul(Ai, Bj, out=o)
+                    continue
+                else:
+                    t = np.matmul(Ai, Bj, out=tmp[:Ai.shape[0], :Bj.shape[1]])
+                if s == 0:
+                    o[...] = t
+                else:
+                    o += t
+    return out
 
 
 def _augment_p(Pf):
@@ -54,7 +107,7 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
     if U == 0:
         return (idx, dist) if return_dist else idx
     Pf = P.astype(np.float32)
-    step = _chunk_rows(m)
+    step = _chunk_rows(m, Pf.shape[1] + 1)
     if metric == "euclidean":
         # ||x||^2 - 2 x.p + ||p||^2 ; the argmin only needs -2x.p + ||p||^2.
         Pa = _augment_p(Pf)
@@ -110,7 +163,7 @@ def nearest_two(X, P):
     d1 = np.empty(U, np.float32)
     d2 = np.empty(U, np.float32)
     Pa = _augment_p(Pf)
-    step = _chunk_rows(m)
+    step = _chunk_rows(m, Pf.shape[1] + 1)
     Xa = np.ones((min(step, U), Pf.shape[1] + 1), np.float32)
     for s in range(0, U, step):
         n = min(step, U - s)
