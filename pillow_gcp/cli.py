@@ -1,60 +1,42 @@
 """Command-line interface: ``gcp compress | decompress | info | compare``.
 
-Entry points: the console script ``gcp`` and ``python -m pillow_gcp`` both
-call :func:`main`, which returns the process exit status:
+A thin shell over the library: parsing arguments, naming files, writing them safely and reporting.
+Images are converted by :mod:`pillow_gcp.convert` (which goes through ``Image.save`` and
+:mod:`pillow_gcp.adapter`), measured by :mod:`pillow_gcp.metrics`, and the quantizer options are
+validated by :func:`pillow_gcp.quantizers.check_params`. ``gcp compress IN -o OUT.gcp [options]``
+writes the same bytes as ``Image.open(IN).save(OUT, "GCP", **options, **adapter.all_metadata(im))``.
 
-* 0 -- every file was processed;
-* 1 -- at least one file failed (each failure is reported on stderr with its
-  file name; the other files are still processed and no partial output file
-  is left behind);
-* 2 -- usage error (bad option, bad combination of options or paths).
-
-Outputs are written atomically: to a temporary file in the target folder,
-then :func:`os.replace` onto the final name.  An existing output is refused
-unless ``--force`` is given, and an input file is never overwritten, even
-with ``--force``.
-
-Quality measures (used by ``--target-psnr``, ``--target-de`` and
-``compare``):
-
-* PSNR = 10*log10(255**2 / MSE), the MSE taken over the R, G and B channels
-  of every pixel.  Images with an alpha channel are composited over black
-  and over white, and the MSE is the mean of the two composites' MSEs, so
-  an error in alpha counts as much as the colour error it causes, and the
-  colour of fully transparent pixels does not count at all.
-* mean deltaE = the mean Euclidean distance in OKLab between the original
-  and the decoded pixel, times 100 (so 1.0 is roughly a just-noticeable
-  difference), computed on the same composites.
+The console script ``gcp`` and ``python -m pillow_gcp`` both call :func:`main`; its exit status is
+listed in :data:`EXIT_STATUS` (and in ``gcp --help`` and docs/cli.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import io
-import json
-import math
 import os
+import stat
 import sys
-import tempfile
-import textwrap
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
-
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LARGER = 98  # as pngquant's --skip-if-larger
+EXIT_QUALITY = 99  # as pngquant's --quality min-max
+EXIT_INTERRUPTED = 130
 
-K_MIN = 1
-K_MAX = 256
-DEFAULT_K = 256  # the library's default (quantize(k=None), save without k)
-ALGOS = ("kmeans", "kmedoids")
-METRICS = ("euclidean", "manhattan", "chebyshev")
-SPACES = ("rgb", "oklab")
-GCP_SUFFIX = ".gcp"
+EXIT_STATUS = """exit status:
+  0    every file was written
+  1    some file failed (each is named on stderr; the other files were still done)
+  2    usage error (bad option or combination): nothing was written
+  98   --skip-if-larger: some output would have been larger than its input and was not written
+  99   --min-psnr: some image missed the floor even at k=256 and was not written
+  130  interrupted
+With several problems in one run the first of 1, 99, 98 in this order is returned."""
+
+_SEPARATORS = tuple({"/", os.sep, os.altsep or "/"})
+_WINDOWS_MAX_WORKERS = 61  # ProcessPoolExecutor's limit on Windows
 
 
 class UsageError(Exception):
@@ -62,283 +44,47 @@ class UsageError(Exception):
 
 
 class FileError(Exception):
-    """A problem with one file; the batch goes on (exit status 1)."""
+    """A problem with one file, described in one line without the file name (exit status 1)."""
 
 
-# --------------------------------------------------------------------------
-# quality measures
-
-
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] -> linear light, any shape."""
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-_M1 = np.array(
-    [
-        [0.4122214708, 0.5363325363, 0.0514459929],
-        [0.2119034982, 0.6806995451, 0.1073969566],
-        [0.0883024619, 0.2817188376, 0.6299787005],
-    ]
-)
-_M2 = np.array(
-    [
-        [0.2104542553, 0.7936177850, -0.0040720468],
-        [1.9779984951, -2.4285922050, 0.4505937099],
-        [0.0259040371, 0.7827717662, -0.8086757660],
-    ]
-)
-
-
-def srgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) sRGB values in [0, 255] -> (..., 3) float64 OKLab (L in [0, 1])."""
-    lin = _srgb_to_linear(np.asarray(rgb, dtype=np.float64) / 255.0)
-    lms = lin @ _M1.T
-    return np.cbrt(lms) @ _M2.T
-
-
-def _has_alpha(im: Image.Image) -> bool:
-    """True if ``im`` carries transparency (an alpha band, tRNS-style info or an RGBA palette)."""
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        return True
-    if "transparency" in im.info:
-        return True
-    return im.mode == "P" and im.palette is not None and im.palette.mode == "RGBA"
-
-
-def _composites(im: Image.Image, alpha: bool) -> list[np.ndarray]:
-    """The (H, W, 3) float64 RGB arrays a quality measure compares.
-
-    One array (the RGB pixels) when ``alpha`` is False; otherwise two: the
-    image composited over black and over white.
-    """
-    if not alpha:
-        return [np.asarray(im.convert("RGB"), dtype=np.float64)]
-    rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
-    a = rgba[..., 3:4] / 255.0
-    rgb = rgba[..., :3]
-    return [rgb * a, rgb * a + 255.0 * (1.0 - a)]
-
-
-def _pair(a: Image.Image, b: Image.Image) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Matching composites of two same-size images (alpha composites if either has alpha)."""
-    if a.size != b.size:
-        raise ValueError(f"images differ in size: {a.size} vs {b.size}")
-    alpha = _has_alpha(a) or _has_alpha(b)
-    return list(zip(_composites(a, alpha), _composites(b, alpha)))
-
-
-def mse(a: Image.Image, b: Image.Image) -> float:
-    """Mean squared error over R, G, B of all pixels (alpha: see module doc)."""
-    pairs = _pair(a, b)
-    return float(np.mean([np.mean((x - y) ** 2) for x, y in pairs]))
-
-
-def psnr_from_mse(m: float) -> float:
-    """PSNR in dB for 8-bit channels; ``inf`` for identical images."""
-    return math.inf if m <= 0 else 10.0 * math.log10(255.0**2 / m)
-
-
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    """PSNR in dB of ``b`` against ``a`` (see module doc)."""
-    return psnr_from_mse(mse(a, b))
-
-
-def delta_e_map(a: Image.Image, b: Image.Image) -> np.ndarray:
-    """(H, W) OKLab distance x 100 between the images (alpha: averaged composites)."""
-    maps = []
-    for x, y in _pair(a, b):
-        # distances of unique colour pairs would be cheaper; images here are
-        # small enough (a few megapixels) to convert directly in row chunks.
-        out = np.empty(x.shape[:2], dtype=np.float64)
-        step = max(1, 262144 // max(1, x.shape[1]))
-        for r in range(0, x.shape[0], step):
-            d = srgb_to_oklab(x[r : r + step]) - srgb_to_oklab(y[r : r + step])
-            out[r : r + step] = np.sqrt(np.sum(d * d, axis=-1)) * 100.0
-        maps.append(out)
-    return np.mean(maps, axis=0)
-
-
-def mean_delta_e(a: Image.Image, b: Image.Image) -> float:
-    """Mean OKLab deltaE x 100 of ``b`` against ``a``."""
-    return float(np.mean(delta_e_map(a, b)))
-
-
-# --------------------------------------------------------------------------
-# parameters and quantization
-
-
-@dataclass(frozen=True)
-class QuantParams:
-    """The quantizer options of ``compress`` and ``compare`` (picklable)."""
-
-    k: int | None = 256
-    algo: str = "kmeans"
-    metric: str = "euclidean"
-    space: str = "rgb"
-    dither: bool = False
-    seed: int = 0
-    fixed_colors: tuple[tuple[int, int, int], ...] | None = None
-    palette: tuple[tuple[int, int, int, int], ...] | None = None
-    target_psnr: float | None = None
-    target_de: float | None = None
-    strip: bool = False
-    level: int | None = None  # payload effort 0..9 (None: 6)
-
-    def kwargs(self, k: int) -> dict:
-        kw = dict(k=k, algo=self.algo, seed=self.seed, metric=self.metric, space=self.space, dither=self.dither)
-        if self.fixed_colors:
-            kw["fixed_colors"] = [list(c) for c in self.fixed_colors]
-        if self.palette:
-            kw["palette"] = [tuple(c) for c in self.palette]
-        return kw
-
-    @property
-    def k_floor(self) -> int:
-        return max(K_MIN, len(self.fixed_colors or ()))
-
-
-def _prepare(im: Image.Image) -> Image.Image:
-    """Load ``im`` and convert it to RGB, or RGBA if it has any transparency."""
-    im.load()
-    if im.mode in ("RGB", "RGBA"):
-        return im
-    if _has_alpha(im):
-        return im.convert("RGBA")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        return Image.fromarray(np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    return im.convert("RGB")
-
-
-def _quantize(images: list[Image.Image], params: QuantParams, k: int) -> list[Image.Image]:
-    import pillow_gcp
-
-    if len(images) == 1:
-        return [pillow_gcp.quantize(images[0], **params.kwargs(k))]
-    return list(pillow_gcp.quantize_many(images, **params.kwargs(k)))
-
-
-def _measure(params: QuantParams) -> tuple[str, float, Callable[[float], bool]]:
-    """(name, target, meets(value)) of the quality target in ``params``."""
-    if params.target_psnr is not None:
-        return "PSNR", params.target_psnr, lambda v: v >= params.target_psnr
-    return "deltaE", params.target_de, lambda v: v <= params.target_de
-
-
-def _quality(originals: list[Image.Image], outs: list[Image.Image], params: QuantParams) -> float:
-    """PSNR (dB) or mean deltaE x100 of ``outs`` over all pixels of all images."""
-    if params.target_psnr is not None:
-        n = sum(im.size[0] * im.size[1] for im in originals)
-        total = sum(mse(a, b) * a.size[0] * a.size[1] for a, b in zip(originals, outs))
-        return psnr_from_mse(total / n)
-    n = sum(im.size[0] * im.size[1] for im in originals)
-    return sum(float(np.sum(delta_e_map(a, b))) for a, b in zip(originals, outs)) / n
-
-
-@dataclass
-class Search:
-    """Result of a quality-target search."""
-
-    k: int
-    images: list[Image.Image]
-    value: float
-    reached: bool
-    tried: dict[int, float] = field(default_factory=dict)
-
-
-def search_k(images: list[Image.Image], params: QuantParams) -> Search:
-    """Smallest k whose quantization meets the quality target of ``params``.
-
-    Doubles k from the floor (1, or the number of fixed colours) until the
-    target is met (at most 256), then bisects between the last failing and
-    the first meeting k.  The chosen k always meets the target and k // 2
-    (when it is a valid k) is verified to fail it, with the same algorithm,
-    seed and options; if quality happens not to be monotonic in k and k // 2
-    also meets the target, the search continues below it.  When even k = 256
-    misses the target the 256-colour result is returned with ``reached`` False.
-    """
-    name, target, meets = _measure(params)
-    cache: dict[int, tuple[float, list[Image.Image]]] = {}
-
-    def run(k: int) -> float:
-        if k not in cache:
-            outs = _quantize(images, params, k)
-            v = _quality(images, outs, params)
-            # keep the images only of candidates (memory: one copy per passing k)
-            cache[k] = (v, outs if meets(v) or k == K_MAX else [])
-        return cache[k][0]
-
-    floor = params.k_floor
-    k = floor
-    while not meets(run(k)):
-        if k >= K_MAX:
-            v, outs = cache[K_MAX]
-            return Search(K_MAX, outs, v, False, {kk: vv for kk, (vv, _) in cache.items()})
-        k = min(K_MAX, k * 2)
-    hi = k
-    while True:
-        failing = [kk for kk, (v, _) in cache.items() if kk < hi and not meets(v)]
-        lo = max(failing) if failing else floor - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if meets(run(mid)):
-                hi = mid
-            else:
-                lo = mid
-        half = hi // 2
-        if half < floor or not meets(run(half)):
-            break
-        hi = half
-    v, outs = cache[hi]
-    return Search(hi, outs, v, True, {kk: vv for kk, (vv, _) in cache.items()})
-
-
-@dataclass
-class Encoded:
-    """What :func:`encode` produced."""
-
-    blobs: list[bytes]  # one .gcp file per input image
-    k: int  # the palette size asked of the quantizer
-    quality: float | None = None  # PSNR or mean deltaE x100 (with a quality target)
-    warning: str | None = None  # the target was not reached
-
-
-def encode(images: list[Image.Image], params: QuantParams) -> Encoded:
-    """Quantize ``images`` (one palette for all of them) and encode each as .gcp bytes.
-
-    With a quality target, k is chosen by :func:`search_k`.  The ICC profile,
-    EXIF, XMP and comment of each image are kept unless ``params.strip``.
-    """
-    warning = None
-    if params.target_psnr is not None or params.target_de is not None:
-        s = search_k(images, params)
-        pimgs, k, value = s.images, s.k, s.value
-        if not s.reached:
-            name, target, _ = _measure(params)
-            unit = " dB" if name == "PSNR" else ""
-            warning = f"target {name} {target:g}{unit} not reached; best is {value:.2f}{unit} at k=256"
-    else:
-        k = params.k
-        pimgs, value = _quantize(images, params, k), None
-    from pillow_gcp.plugin import metadata_of  # the quantized images carry no info: take the originals'
-
-    blobs = []
-    for src, p in zip(images, pimgs):
-        meta = {} if params.strip else metadata_of(src)
-        buf = io.BytesIO()
-        p.save(buf, "GCP", compress_level=params.level, **meta)
-        blobs.append(buf.getvalue())
-    return Encoded(blobs, k, value, warning)
-
-
-# --------------------------------------------------------------------------
-# files
+# --------------------------------------------------------------------------- messages
 
 
 def _warn(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _display(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def describe(e: BaseException) -> str:
+    """One line saying what is wrong, without tracebacks, object reprs or temporary names."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(e, FileError):
+        return str(e)
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image file Pillow can read"
+    if isinstance(e, Image.DecompressionBombError):
+        return f"refused: {e}"
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    if isinstance(e, (OSError, ValueError, TypeError, SyntaxError, EOFError)):
+        text = str(e) or type(e).__name__
+        return text.splitlines()[0]
+    return f"internal error: {type(e).__name__}: {e}"
+
+
+# --------------------------------------------------------------------------- files
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -350,123 +96,231 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_output(out: str, inputs: Iterable[str], force: bool) -> None:
-    """Raise FileError if writing ``out`` would clobber an input or an existing file."""
+def check_output(out: str, inputs: Sequence[str], force: bool) -> None:
+    """FileError if writing ``out`` would clobber an input or an existing file, or cannot work."""
     if out == "-":
         return
     for i in inputs:
         if _same_file(out, i):
             raise FileError(f"refusing to overwrite input file {out}")
-    if os.path.isdir(out):
+    try:
+        st = os.stat(out)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise FileError(f"output {out} is a directory")
-    if os.path.lexists(out) and not force:
+    if st is not None and stat.S_ISBLK(st.st_mode) and not force:
+        raise FileError(f"output {out} is a block device (use --force to write to it)")
+    if st is not None and stat.S_ISREG(st.st_mode) and not force:
         raise FileError(f"output {out} exists (use --force to overwrite)")
+    if st is None and os.path.lexists(out) and not force:
+        raise FileError(f"output {out} exists as a broken link (use --force to write through it)")
+    folder = os.path.dirname(os.path.abspath(os.path.realpath(out)))
+    if not os.path.isdir(folder):
+        raise FileError(f"cannot write {out}: folder {os.path.dirname(out) or folder} does not exist")
 
 
-def write_atomic(path: str, data: bytes, force: bool) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and os.replace."""
+def _write_special(path: str, mode: int, data: bytes) -> None:
+    """Write to a FIFO, device or socket directly (it is never replaced)."""
+    if stat.S_ISSOCK(mode):
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            s.sendall(data)
+        return
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by a regular file meanwhile: refuse to truncate
+            raise FileError(f"output {path} changed while being written")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def write_target(path: str, data: bytes, force: bool) -> None:
+    """Write ``data`` to ``path`` safely, whatever ``path`` is.
+
+    * ``-``: standard output.
+    * A FIFO, character or block device or socket: written to directly, never renamed over.
+    * A regular file (or none yet): written to a temporary file beside it, then renamed onto it, so
+      a failure leaves no partial output; an existing file keeps its permission bits, and a symbolic
+      link keeps pointing where it did (its target is replaced). Without ``force`` an existing file
+      is never replaced, even when it appears meanwhile.
+    """
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        st: Optional[os.stat_result] = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise FileError(f"cannot write {path}: {describe(e)}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise FileError(f"output {path} is a directory")
+        try:
+            _write_special(path, st.st_mode, data)
+        except OSError as e:
+            raise FileError(f"cannot write {path}: {describe(e)}") from None
+        return
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise FileError(f"cannot write {path}: folder {os.path.dirname(path) or folder} does not exist")
+    tmp = fd = None
+    for _ in range(100):
+        name = os.path.join(folder, f".{os.path.basename(target)}.{os.urandom(4).hex()}.tmp")
+        try:  # 0o666 minus the umask, as a plain open() would give a new file
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            tmp = name
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise FileError(f"cannot write {path}: {describe(e)}") from None
+    if tmp is None or fd is None:
+        raise FileError(f"cannot write {path}: no temporary name free in {folder}")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if not force and os.path.lexists(path):
-            raise FileError(f"output {path} exists (use --force to overwrite)")
-        os.replace(tmp, path)
-    except BaseException:
+        if st is not None:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            if hasattr(os, "chown") and hasattr(os, "geteuid") and os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        if force:
+            os.replace(tmp, target)
+        else:
+            _rename_no_clobber(tmp, target, path)
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise FileError(f"cannot write {path}: {describe(e)}") from None
         raise
 
 
-def _read_input(path: str, stdin_data: bytes | None = None, tiles: list | None = None) -> Image.Image:
-    """Open ``path`` (``-`` = the given stdin bytes) fully decoded; OSError -> FileError.
+def _rename_no_clobber(tmp: str, target: str, shown: str) -> None:
+    """Move ``tmp`` to ``target`` unless ``target`` exists (atomically where hard links work)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise FileError(f"output {shown} exists (use --force to overwrite)") from None
+    except OSError:  # no hard links here (some network or FAT file systems)
+        if os.path.lexists(target):
+            raise FileError(f"output {shown} exists (use --force to overwrite)") from None
+        os.replace(tmp, target)
+    else:
+        os.unlink(tmp)
 
-    If ``tiles`` is a list, the image's tile descriptors (taken before
-    decoding) are appended to it.
+
+def _input_size(path: str, stdin_data: Optional[bytes]) -> int:
+    if path == "-":
+        return len(stdin_data or b"")
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def read_image(path: str, stdin_data: Optional[bytes] = None, tiles: Optional[list] = None):
+    """The fully decoded image in ``path`` (``-``: the stdin bytes); FileError saying what is wrong.
+
+    If ``tiles`` is a list, the image's tile descriptors (taken before decoding) are added to it.
     """
+    import io
+
+    from PIL import Image
+
     try:
         if path == "-":
-            im = Image.open(io.BytesIO(stdin_data or b""))
+            if not stdin_data:
+                raise FileError("empty input (nothing on stdin)")
+            im = Image.open(io.BytesIO(stdin_data))
         else:
+            if os.path.isfile(path) and os.path.getsize(path) == 0:
+                raise FileError("empty file")
             im = Image.open(path)
         if tiles is not None:
             tiles.extend(im.tile)
         im.load()
         return im
-    except FileNotFoundError:
-        raise FileError("no such file") from None
-    except IsADirectoryError:
-        raise FileError("is a directory") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise FileError(f"cannot read image: {e}") from None
+    except (FileError, BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise FileError(f"cannot read: {describe(e)}" if not isinstance(e, OSError) or e.strerror is None
+                        else describe(e)) from None
 
 
-def _display(path: str) -> str:
-    return "<stdin>" if path == "-" else path
+def plan_outputs(inputs: Sequence[str], out: Optional[str], suffix: str) -> list:
+    """The output path of each input; UsageError if ambiguous.
 
-
-def plan_outputs(inputs: Sequence[str], out: str | None, suffix: str) -> list[str]:
-    """Output path for each input; UsageError if ambiguous.
-
-    One input: ``out`` is the file (``-`` = stdout), or a folder if it exists
-    as one or ends with a separator; without ``out``, the input's name with
-    ``suffix`` beside it (stdout for stdin).  Several inputs: ``out`` is a
-    folder (created); two inputs that would get the same output name are a
-    usage error.
+    One input: ``out`` is the file (``-`` = stdout), or a folder if it exists as one or ends with
+    ``/``; without ``out``, the input's name with ``suffix`` beside it (stdout for stdin). Several
+    inputs: ``out`` must be a folder (existing, ending with ``/``, or a new name without an
+    extension: created); two inputs that would get the same output name are a usage error.
     """
     if not inputs:
         raise UsageError("no input files")
     if "-" in inputs and len(inputs) > 1:
         raise UsageError("'-' (stdin) can only be used with a single input")
+
+    def stem(s: str) -> str:
+        return os.path.splitext(os.path.basename(s))[0]
+
     if len(inputs) == 1:
         src = inputs[0]
         if out is None:
-            if src == "-":
-                return ["-"]
-            return [os.path.splitext(src)[0] + suffix]
-        if out != "-" and (os.path.isdir(out) or out.endswith(os.sep)):
+            return ["-"] if src == "-" else [os.path.splitext(src)[0] + suffix]
+        if out != "-" and (os.path.isdir(out) or out.endswith(_SEPARATORS)):
             if src == "-":
                 raise UsageError("with stdin input, -o must name a file, not a folder")
-            os.makedirs(out, exist_ok=True)
-            return [os.path.join(out, os.path.splitext(os.path.basename(src))[0] + suffix)]
+            _make_folder(out)
+            return [os.path.join(out, stem(src) + suffix)]
         return [out]
     if out == "-":
         raise UsageError("-o - (stdout) can only be used with a single input")
     if out is not None:
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise UsageError(f"-o {out}: with several inputs, -o must be a folder")
-        outs = [os.path.join(out, os.path.splitext(os.path.basename(s))[0] + suffix) for s in inputs]
+        if not os.path.isdir(out):
+            if os.path.lexists(out):
+                raise UsageError(f"-o {out}: with several inputs -o must be a folder, and {out} is a file")
+            if os.path.splitext(out.rstrip("/" + os.sep))[1] and not out.endswith(_SEPARATORS):
+                raise UsageError(f"-o {out}: with several inputs -o must be a folder "
+                                 f"(end it with / to create a folder of that name)")
+        outs = [os.path.join(out, stem(s) + suffix) for s in inputs]
     else:
         outs = [os.path.splitext(s)[0] + suffix for s in inputs]
-    seen: dict[str, str] = {}
+    seen: Dict[str, str] = {}
     for s, o in zip(inputs, outs):
         key = os.path.normcase(os.path.abspath(o))
         if key in seen:
             raise UsageError(f"{seen[key]} and {s} would both be written to {o}")
         seen[key] = s
     if out is not None:
-        os.makedirs(out, exist_ok=True)
+        _make_folder(out)
     return outs
 
 
-# --------------------------------------------------------------------------
-# progress
+def _make_folder(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder {path}: {describe(e)}") from None
+
+
+# --------------------------------------------------------------------------- progress
 
 
 class Progress:
     """A one-line ``[done/total] name`` display on stderr, only when it is a terminal."""
 
-    def __init__(self, total: int, enabled: bool | None = None) -> None:
+    def __init__(self, total: int, enabled: Optional[bool] = None) -> None:
         self.total, self.done = total, 0
         self.enabled = (sys.stderr.isatty() if enabled is None else enabled) and total > 1
         self._width = 0
@@ -497,144 +351,189 @@ class Progress:
             sys.stderr.flush()
 
 
-# --------------------------------------------------------------------------
-# workers (module level so that ProcessPoolExecutor can pickle them)
+# --------------------------------------------------------------------------- per-file work
+# (module level so that ProcessPoolExecutor can pickle it)
 
 
 @dataclass(frozen=True)
+class Options:
+    """What ``compress`` does to each file (picklable)."""
+
+    format: str = "GCP"
+    params: Tuple[Tuple[str, Any], ...] = ()  # quantizer arguments of Image.save, as given
+    level: Optional[int] = None
+    strip: bool = False
+    target_psnr: Optional[float] = None
+    target_de: Optional[float] = None
+    min_psnr: Optional[float] = None
+    skip_if_larger: bool = False
+    force: bool = False
+    verbose: bool = False
+
+    def convert_kwargs(self) -> Dict[str, Any]:
+        return dict(self.params, format=self.format, strip=self.strip, level=self.level,
+                    target_psnr=self.target_psnr, target_de=self.target_de, min_psnr=self.min_psnr,
+                    measure=self.verbose)
+
+
+@dataclass
 class Result:
     src: str
     dst: str
-    ok: bool
+    status: str = "ok"  # ok | failed | larger | quality
     message: str = ""
     in_bytes: int = 0
     out_bytes: int = 0
     pixels: int = 0
-    k: int | None = None
-    quality: float | None = None
-    warning: str | None = None
-    psnr: float | None = None
+    k: Optional[int] = None
+    colors: Optional[int] = None
+    psnr: Optional[float] = None
+    quality: Optional[str] = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
-def _input_size(path: str, stdin_data: bytes | None) -> int:
-    if path == "-":
-        return len(stdin_data or b"")
+def _finish(r: Result, c: Any, opts: Options, data_len: int, write: Callable[[], None]) -> Result:
+    """Fill ``r`` from a Compressed ``c``; write unless --skip-if-larger refuses."""
+    r.out_bytes, r.k, r.colors, r.psnr = data_len, c.k, c.colors, c.psnr
+    if c.quality is not None:
+        r.quality = f"PSNR {c.quality:.2f} dB" if opts.target_psnr is not None else \
+            f"deltaE {c.quality:.2f} (OKLab x100)"
+    if c.warning:
+        r.warnings.append(c.warning)
+    if opts.skip_if_larger and r.in_bytes and data_len > r.in_bytes:
+        r.status = "larger"
+        r.message = (f"not written: {data_len} bytes would be larger than the input's {r.in_bytes} "
+                     f"(--skip-if-larger)")
+        return r
+    write()
+    return r
+
+
+def _quality_message(e: Any) -> str:
+    return f"not written: PSNR {e.psnr:.2f} dB at k={e.k} is below --min-psnr {e.floor:g}"
+
+
+def compress_one(src: str, dst: str, opts: Options, all_inputs: Tuple[str, ...],
+                 stdin_data: Optional[bytes] = None) -> Result:
+    """Compress one file; never raises for a problem with it (see Result.status)."""
+    from .convert import QualityError, compress_image
+
+    r = Result(src, dst, in_bytes=_input_size(src, stdin_data))
     try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+        check_output(dst, all_inputs, opts.force)
+        im = read_image(src, stdin_data)
+        r.pixels = im.size[0] * im.size[1]
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            r.warnings.append(f"{frames} frames, only the first was compressed")
+        c = compress_image(im, **opts.convert_kwargs())
+        return _finish(r, c, opts, len(c.data), lambda: write_target(dst, c.data, opts.force))
+    except QualityError as e:
+        r.status, r.message = "quality", _quality_message(e)
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        r.status, r.message = "failed", describe(e)
+    return r
 
 
-def compress_one(
-    src: str, dst: str, params: QuantParams, force: bool, all_inputs: tuple[str, ...], stdin_data: bytes | None = None,
-    verbose: bool = False,
-) -> Result:
-    """Compress one file; never raises for a per-file problem (returns ok=False).
+def decompress_one(src: str, dst: str, fmt: str, force: bool, any_input: bool, all_inputs: Tuple[str, ...],
+                   stdin_data: Optional[bytes] = None) -> Result:
+    """Decode one .gcp file to format ``fmt``; never raises for a problem with it."""
+    from .convert import NotGCPError, decompress_image
 
-    With ``verbose`` the PSNR of the written file against the input is measured too.
-    """
+    r = Result(src, dst, in_bytes=_input_size(src, stdin_data))
     try:
-        _check_output(dst, all_inputs, force)
-        raw = _read_input(src, stdin_data)
-        frames = getattr(raw, "n_frames", 1)
-        im = _prepare(raw)
+        check_output(dst, all_inputs, force)
+        im = read_image(src, stdin_data)
+        r.pixels = im.size[0] * im.size[1]
         try:
-            enc = encode([im], params)
-        except (ValueError, TypeError) as e:
-            raise FileError(str(e)) from None
-        blob = enc.blobs[0]
-        write_atomic(dst, blob, force)
-        warnings = [w for w in (enc.warning, f"{frames} frames, only the first was compressed" if frames > 1 else None)
-                    if w]
-        quality = psnr(im, Image.open(io.BytesIO(blob))) if verbose else None  # of the bytes written
-        return Result(src, dst, True, "", _input_size(src, stdin_data), len(blob), im.size[0] * im.size[1],
-                      enc.k, enc.quality, "; ".join(warnings) or None, quality)
-    except FileError as e:
-        return Result(src, dst, False, str(e))
-    except (OSError, MemoryError) as e:
-        return Result(src, dst, False, f"{type(e).__name__}: {e}")
-    except Exception as e:  # a bug somewhere: report it with the file, keep the batch going
-        return Result(src, dst, False, f"internal error: {type(e).__name__}: {e}")
+            data = decompress_image(im, fmt, any_input=any_input)
+        except NotGCPError as e:
+            raise FileError(f"{e}; --any-input converts other images too") from None
+        r.out_bytes = len(data)
+        write_target(dst, data, force)
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        r.status, r.message = "failed", describe(e)
+    return r
 
 
-def decompress_one(
-    src: str, dst: str, fmt: str, force: bool, all_inputs: tuple[str, ...], stdin_data: bytes | None = None
-) -> Result:
-    """Decode one .gcp file and save it as ``fmt``; never raises for a per-file problem."""
-    try:
-        _check_output(dst, all_inputs, force)
-        im = _read_input(src, stdin_data)
-        data = save_bytes(im, fmt)
-        write_atomic(dst, data, force)
-        return Result(src, dst, True, "", _input_size(src, stdin_data), len(data), im.size[0] * im.size[1])
-    except FileError as e:
-        return Result(src, dst, False, str(e))
-    except (OSError, ValueError, MemoryError) as e:
-        return Result(src, dst, False, f"{type(e).__name__}: {e}")
-    except Exception as e:  # a bug somewhere: report it with the file, keep the batch going
-        return Result(src, dst, False, f"internal error: {type(e).__name__}: {e}")
+# --------------------------------------------------------------------------- batches
 
 
-def save_bytes(im: Image.Image, fmt: str) -> bytes:
-    """Encode ``im`` in Pillow format ``fmt``, converting the mode if the format needs it."""
-    buf = io.BytesIO()
-    fmt = fmt.upper()
-    if fmt == "GCP":
-        im.save(buf, fmt)
-        return buf.getvalue()
-    try:
-        if fmt in ("JPEG", "MPO"):
-            raise OSError("needs RGB")
-        im.save(buf, fmt)
-    except (OSError, ValueError, KeyError):
-        buf = io.BytesIO()
-        target = "RGBA" if _has_alpha(im) and fmt not in ("JPEG", "MPO", "BMP", "PPM", "PCX", "EPS") else "RGB"
-        im.convert(target).save(buf, fmt)
-    return buf.getvalue()
+def _workers(jobs: int, tasks: int) -> int:
+    n = min(jobs, tasks)
+    return min(n, _WINDOWS_MAX_WORKERS) if sys.platform == "win32" else n
 
 
-# --------------------------------------------------------------------------
-# commands
+def _report_line(r: Result) -> str:
+    parts = [f"{_display(r.src)} -> {'<stdout>' if r.dst == '-' else r.dst}:"]
+    parts.append(f"{r.in_bytes} -> {r.out_bytes} bytes" if r.in_bytes else f"{r.out_bytes} bytes")
+    if r.pixels:
+        parts.append(f"({8.0 * r.out_bytes / r.pixels:.3f} bpp)")
+    if r.colors is not None:
+        parts.append(f"k={r.colors}")
+    elif r.k is not None:
+        parts.append(f"k={r.k}")
+    if r.psnr is not None:
+        parts.append("lossless" if r.psnr == float("inf") else f"PSNR {r.psnr:.2f} dB")
+    if r.quality is not None:
+        parts.append(f"(target measure: {r.quality})")
+    return " ".join(parts)
 
 
-def _run_batch(
-    fn: Callable[..., Result], tasks: list[tuple], jobs: int, progress: Progress, verbose: bool = False
-) -> list[Result]:
-    """Run ``fn(*task)`` for every task, on ``jobs`` processes; results in task order.
-
-    Each result is reported on stderr as it arrives: failures and warnings
-    always, a size line per file with ``verbose``.
-    """
-    results: list[Result | None] = [None] * len(tasks)
+def _run_batch(fn: Callable[..., Result], tasks: list, jobs: int, verbose: bool = False) -> list:
+    """Run ``fn(*task)`` for every task on ``jobs`` processes; report each result on stderr as it
+    arrives (problems and warnings always, a size line with ``verbose``); results in task order."""
+    progress = Progress(len(tasks))
+    results: list = [None] * len(tasks)
 
     def report(i: int, r: Result) -> None:
         results[i] = r
         progress.step(os.path.basename(_display(r.src)))
-        if verbose and r.ok:
-            progress.message(_report_line(r))
         if not r.ok:
             progress.message(f"gcp: {_display(r.src)}: {r.message}")
-        elif r.warning:
-            progress.message(f"gcp: {_display(r.src)}: warning: {r.warning}")
+            return
+        for w in r.warnings:
+            progress.message(f"gcp: {_display(r.src)}: warning: {w}")
+        if verbose:
+            progress.message(_report_line(r))
 
-    if jobs <= 1 or len(tasks) <= 1:
+    workers = _workers(jobs, len(tasks))
+    if workers <= 1:
         for i, t in enumerate(tasks):
             report(i, fn(*t))
     else:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as ex:
+        import concurrent.futures
+
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as ex:
             futs = {ex.submit(fn, *t): i for i, t in enumerate(tasks)}
             for f in concurrent.futures.as_completed(futs):
                 i = futs[f]
                 try:
                     r = f.result()
                 except Exception as e:  # a worker died (e.g. killed for memory)
-                    r = Result(tasks[i][0], tasks[i][1], False, f"{type(e).__name__}: {e}")
+                    r = Result(tasks[i][0], tasks[i][1], "failed", f"worker failed: {describe(e)}")
                 report(i, r)
     progress.close()
-    return [r for r in results if r is not None]
+    return results
 
 
-def _stdin_bytes(inputs: Sequence[str]) -> bytes | None:
+def _status(results: Sequence[Result]) -> int:
+    statuses = {r.status for r in results}
+    for status, code in (("failed", EXIT_FAILED), ("quality", EXIT_QUALITY), ("larger", EXIT_LARGER)):
+        if status in statuses:
+            return code
+    return EXIT_OK
+
+
+def _stdin_bytes(inputs: Sequence[str]) -> Optional[bytes]:
     return sys.stdin.buffer.read() if list(inputs) == ["-"] else None
 
 
@@ -643,64 +542,45 @@ def _refuse_tty(outs: Sequence[str]) -> None:
         raise UsageError("refusing to write image data to a terminal; use -o FILE or redirect stdout")
 
 
-def _parse_color(text: str) -> tuple[int, int, int]:
+# --------------------------------------------------------------------------- argument types
+
+
+def _parse_color(text: str) -> Tuple[int, ...]:
+    """RGB, RGBA, RRGGBB or RRGGBBAA hex (optional #) -> a 3- or 4-tuple of ints."""
     t = text.strip().lstrip("#")
-    if len(t) == 3:
+    if len(t) in (3, 4):
         t = "".join(ch * 2 for ch in t)
-    if len(t) != 6:
-        raise argparse.ArgumentTypeError(f"invalid colour {text!r}: expected RRGGBB hex, e.g. ff8000")
-    try:
-        v = int(t, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid colour {text!r}: expected RRGGBB hex, e.g. ff8000") from None
-    return (v >> 16) & 255, (v >> 8) & 255, v & 255
+    if len(t) not in (6, 8) or any(ch not in "0123456789abcdefABCDEF" for ch in t):
+        raise argparse.ArgumentTypeError(f"invalid colour {text!r}: expected hex RRGGBB or RRGGBBAA, e.g. ff8000")
+    return tuple(int(t[i:i + 2], 16) for i in range(0, len(t), 2))
 
 
-def _colors(text: str) -> list[tuple[int, int, int]]:
+def _colors(text: str) -> list:
     return [_parse_color(t) for t in text.split(",") if t.strip()]
 
 
-def _palette_arg(spec: str) -> tuple[tuple[int, int, int, int], ...]:
-    """--palette: a palette image file (P mode: .gcp, PNG-8, GIF...) or a list of RRGGBB colours."""
-    from pillow_gcp.quantizers import parse_palette
-
-    if os.path.exists(spec):
-        try:
-            with Image.open(spec) as im:
-                colours = parse_palette(im)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--palette {spec}: {e}") from None
-    else:
-        try:
-            colours = parse_palette(_colors(spec))
-        except argparse.ArgumentTypeError as e:
-            raise UsageError(f"--palette: {e} (or no such palette file)") from None
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"--palette: {e}") from None
-    return tuple(tuple(int(v) for v in c) for c in colours)
-
-
-def _k_type(text: str) -> int:
+def _int(text: str) -> int:
     try:
-        k = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid k {text!r}: expected an integer in {K_MIN}..{K_MAX}") from None
-    if not K_MIN <= k <= K_MAX:
-        raise argparse.ArgumentTypeError(f"k must be in {K_MIN}..{K_MAX}, got {k}")
-    return k
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _jobs_type(text: str) -> int:
-    try:
-        j = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid job count {text!r}") from None
+    j = _int(text)
     if j < 0:
-        raise argparse.ArgumentTypeError("-j must be >= 0 (0 = one per CPU)")
-    return j or (os.cpu_count() or 1)
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = one per usable CPU)")
+    if j == 0:
+        try:
+            j = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            j = os.cpu_count() or 1
+    return j
 
 
 def _positive_float(text: str) -> float:
+    import math
+
     try:
         v = float(text)
     except ValueError:
@@ -710,162 +590,217 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _params(args: argparse.Namespace) -> QuantParams:
-    fixed = tuple(c for group in (args.fixed_color or []) for c in group) or None
+def _palette_arg(spec: str) -> Tuple[Tuple[int, ...], ...]:
+    """--palette: a palette image file (.gcp, PNG-8, GIF...) or a comma-separated list of hex colours."""
+    from .quantizers import parse_palette
+
+    if os.path.exists(spec):
+        try:
+            from PIL import Image
+
+            with Image.open(spec) as im:
+                colours = parse_palette(im)
+        except Exception as e:
+            raise UsageError(f"--palette {spec}: {describe(e)}") from None
+    else:
+        try:
+            colours = parse_palette(_colors(spec))
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--palette: {e} (and no file of that name)") from None
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"--palette: {e}") from None
+    return tuple(tuple(int(v) for v in c) for c in colours)
+
+
+def _quant_params(args: argparse.Namespace) -> Dict[str, Any]:
+    """The Image.save quantizer arguments the options give (only those given), validated by the
+    library (UsageError with its message)."""
+    from .quantizers import check_params
+
+    fixed = [c for group in (args.fixed_color or []) for c in group]
+    target = args.target_psnr is not None or args.target_de is not None
     if args.target_psnr is not None and args.target_de is not None:
         raise UsageError("--target-psnr and --target-de cannot be combined")
-    target = args.target_psnr is not None or args.target_de is not None
     if target and args.k is not None:
         raise UsageError("-k and a quality target (--target-psnr/--target-de) are exclusive")
-    k = args.k if args.k is not None else DEFAULT_K
-    if fixed and len(fixed) > (K_MAX if target else k):
-        raise UsageError(f"{len(fixed)} --fixed-color values do not fit in a palette of k={k}")
-    palette = _palette_arg(args.palette) if getattr(args, "palette", None) else None
-    if palette is not None and (target or fixed or args.k is not None):
-        raise UsageError("--palette maps onto a given palette: it cannot be combined with -k, "
-                         "--fixed-color or a quality target")
-    return QuantParams(
-        k=None if target else (len(palette) if palette else k),
-        algo=args.algo,
-        metric=args.metric,
-        space=args.space,
-        dither=args.dither,
-        seed=args.seed,
-        fixed_colors=fixed,
-        palette=palette,
-        target_psnr=args.target_psnr,
-        target_de=args.target_de,
-        strip=getattr(args, "strip", False),
-        level=getattr(args, "level", None),
-    )
-
-
-def _validate_params(params: QuantParams) -> None:
-    """Run the quantizer once on a tiny image so that invalid options are a usage error."""
-    import pillow_gcp
-
-    probe = Image.new("RGB", (4, 4))
-    probe.putdata([(i * 16, 255 - i * 16, (i * 97) % 256) for i in range(16)])
+    if args.min_psnr is not None and args.target_psnr is not None and args.min_psnr > args.target_psnr:
+        raise UsageError(f"--min-psnr {args.min_psnr:g} is above --target-psnr {args.target_psnr:g}")
+    params: Dict[str, Any] = {}
+    if args.palette:
+        if target or fixed or args.k is not None:
+            raise UsageError("--palette maps onto a given palette: it cannot be combined with -k, "
+                             "--fixed-color or a quality target")
+        params["palette"] = _palette_arg(args.palette)
+    if args.k is not None:
+        params["k"] = args.k
+    for name in ("algo", "metric", "space", "seed"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    if args.dither:
+        params["dither"] = True
+    if fixed:
+        params["fixed_colors"] = fixed
     try:
-        pillow_gcp.quantize(probe, **params.kwargs(params.k or max(2, params.k_floor)))
+        check_params(**({"k": 256} if target else {}), **params)
     except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    return params
+
+
+def _level(args: argparse.Namespace) -> Optional[int]:
+    if args.level is None:
+        return None
+    from .payload import check_level
+
+    try:
+        return check_level(args.level, "--level")
+    except ValueError as e:
         raise UsageError(str(e)) from None
 
 
-def _report_line(r: Result) -> str:
-    parts = [f"{_display(r.src)} -> {'<stdout>' if r.dst == '-' else r.dst}:"]
-    if r.in_bytes:
-        parts.append(f"{r.in_bytes} -> {r.out_bytes} bytes")
-    else:
-        parts.append(f"{r.out_bytes} bytes")
-    if r.pixels:
-        parts.append(f"({8.0 * r.out_bytes / r.pixels:.3f} bpp)")
-    if r.k is not None:
-        parts.append(f"k={r.k}")
-    if r.quality is not None:
-        parts.append(f"quality={r.quality:.2f}")
-    if r.psnr is not None:
-        parts.append(f"PSNR {r.psnr:.2f} dB")
-    return " ".join(parts)
+# --------------------------------------------------------------------------- compress
+
+
+def _compress_format(args: argparse.Namespace) -> Tuple[str, str]:
+    """(format, output suffix) of ``compress``: --format, else the -o file's or --ext's extension."""
+    from .convert import COMPRESS_FORMATS
+
+    writable = ", ".join(COMPRESS_FORMATS[f] for f in COMPRESS_FORMATS)
+    fmt = args.format.upper() if args.format else None
+    named = None  # the extension that names the format
+    if args.output and args.output != "-" and len(args.inputs) == 1 and not os.path.isdir(args.output) \
+            and not args.output.endswith(_SEPARATORS):
+        named = ("-o", os.path.splitext(args.output)[1])
+    elif args.ext:
+        named = ("--ext", os.path.splitext("x" + args.ext)[1] or args.ext)
+    if fmt is None and named is not None and named[1]:
+        fmt = next((f for f, e in COMPRESS_FORMATS.items() if e == named[1].lower()), None)
+        if fmt is None:
+            raise UsageError(f"{named[0]} {args.output if named[0] == '-o' else args.ext}: compress writes "
+                             f"{writable} files, not {named[1]} (--format chooses the format)")
+    fmt = fmt or "GCP"
+    suffix = args.ext if args.ext else COMPRESS_FORMATS[fmt]
+    return fmt, suffix
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    params = _params(args)
-    _validate_params(params)
-    outs = plan_outputs(args.inputs, args.output, GCP_SUFFIX)
+    params = _quant_params(args)
+    fmt, suffix = _compress_format(args)
+    opts = Options(format=fmt, params=tuple(params.items()), level=_level(args), strip=args.strip,
+                   target_psnr=args.target_psnr, target_de=args.target_de, min_psnr=args.min_psnr,
+                   skip_if_larger=args.skip_if_larger, force=args.force, verbose=args.verbose)
+    outs = plan_outputs(args.inputs, args.output, suffix)
     _refuse_tty(outs)
     inputs = tuple(args.inputs)
     if args.shared_palette and len(inputs) > 1:
-        return _compress_shared(args, params, inputs, outs)
+        return _compress_shared(opts, inputs, outs)
     stdin = _stdin_bytes(inputs)
-    tasks = [(s, d, params, args.force, inputs, stdin, args.verbose) for s, d in zip(inputs, outs)]
-    results = _run_batch(compress_one, tasks, args.jobs, Progress(len(tasks)), args.verbose)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    tasks = [(s, d, opts, inputs, stdin) for s, d in zip(inputs, outs)]
+    return _status(_run_batch(compress_one, tasks, args.jobs, args.verbose))
 
 
-def _compress_shared(args: argparse.Namespace, params: QuantParams, inputs: tuple[str, ...], outs: list[str]) -> int:
-    """--shared-palette: one quantize_many() over all readable inputs, then lossless saves."""
+def _compress_shared(opts: Options, inputs: Tuple[str, ...], outs: list) -> int:
+    """--shared-palette: one palette over all readable inputs (quantize_many), then each written."""
+    from .convert import QualityError, compress_shared
+
+    progress = Progress(len(inputs))
     failed = False
     images, kept = [], []
-    progress = Progress(len(inputs))
     for s, d in zip(inputs, outs):
         try:
-            _check_output(d, inputs, args.force)
-            images.append(_prepare(_read_input(s)))
-            kept.append((s, d))
+            check_output(d, inputs, opts.force)
+            images.append(read_image(s))
+            kept.append(Result(s, d, in_bytes=_input_size(s, None)))
         except FileError as e:
             progress.message(f"gcp: {s}: {e}")
             failed = True
     if not images:
         return EXIT_FAILED
+    kw = opts.convert_kwargs()
     try:
-        enc = encode(images, params)
-    except (ValueError, TypeError, OSError) as e:
-        progress.message(f"gcp: shared palette over {len(images)} files failed: {e}")
+        outs_c = compress_shared(images, **kw)
+    except QualityError as e:
+        progress.message(f"gcp: shared palette over {len(images)} files: {_quality_message(e)}")
+        progress.close()
+        return EXIT_FAILED if failed else EXIT_QUALITY
+    except Exception as e:
+        progress.message(f"gcp: shared palette over {len(images)} files: {describe(e)}")
+        progress.close()
         return EXIT_FAILED
-    if enc.warning:
-        progress.message(f"gcp: shared palette: warning: {enc.warning}")
-    for (s, d), blob, im in zip(kept, enc.blobs, images):
+    if outs_c and outs_c[0].warning:
+        progress.message(f"gcp: shared palette: warning: {outs_c[0].warning}")
+    results = []
+    for r, im, c in zip(kept, images, outs_c):
+        r.pixels = im.size[0] * im.size[1]
+        c.warning = None
         try:
-            write_atomic(d, blob, args.force)
-            quality = psnr(im, Image.open(io.BytesIO(blob))) if args.verbose else None
-            r = Result(s, d, True, "", _input_size(s, None), len(blob), im.size[0] * im.size[1], enc.k, enc.quality,
-                       psnr=quality)
-            if args.verbose:
-                progress.message(_report_line(r))
-        except (FileError, OSError) as e:
-            progress.message(f"gcp: {s}: {e}")
-            failed = True
-        progress.step(os.path.basename(s))
+            _finish(r, c, opts, len(c.data), lambda: write_target(r.dst, c.data, opts.force))
+        except FileError as e:
+            r.status, r.message = "failed", str(e)
+        results.append(r)
+        progress.step(os.path.basename(r.src))
+        if not r.ok:
+            progress.message(f"gcp: {r.src}: {r.message}")
+        elif opts.verbose:
+            progress.message(_report_line(r))
     progress.close()
-    return EXIT_FAILED if failed else EXIT_OK
+    code = _status(results)
+    return EXIT_FAILED if failed else code
 
 
-_FORMAT_EXT = {"JPEG": ".jpg", "TIFF": ".tif", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
+# --------------------------------------------------------------------------- decompress
 
 
-def _format_for(name: str) -> tuple[str, str]:
-    """(Pillow format, file extension) for a --format value or an extension."""
-    name = name.strip().lstrip(".")
-    ext_map = Image.registered_extensions()
-    fmt = ext_map.get("." + name.lower())
-    if fmt is None and name.upper() in Image.SAVE:
-        fmt = name.upper()
-    if fmt is None or fmt not in Image.SAVE:
-        writable = sorted({f.lower() for f in Image.SAVE})
-        raise UsageError(f"unknown or read-only --format {name!r}; choose from: {', '.join(writable)}")
-    ext = _FORMAT_EXT.get(fmt) or next((e for e, f in ext_map.items() if f == fmt), "." + fmt.lower())
-    return fmt, ext
+def _decompress_format(args: argparse.Namespace) -> Tuple[str, str]:
+    """(Pillow format, suffix) of ``decompress``: --format, else the -o file's extension, else PNG."""
+    from PIL import Image
+
+    from .convert import extension_for, format_for_extension
+
+    Image.init()  # Pillow loads its writers lazily
+
+    def writable() -> str:
+        return ", ".join(sorted(f.lower() for f in Image.SAVE))
+
+    if args.format is not None:
+        name = args.format.strip().lstrip(".")
+        fmt = format_for_extension("." + name) or (name.upper() if name.upper() in Image.SAVE else None)
+        if fmt is None or fmt not in Image.SAVE:
+            raise UsageError(f"--format {args.format}: not a format Pillow writes; choose from: {writable()}")
+        return fmt, extension_for(fmt)
+    out = args.output
+    if out and out != "-" and len(args.inputs) == 1 and not os.path.isdir(out) and not out.endswith(_SEPARATORS):
+        ext = os.path.splitext(out)[1]
+        if ext:
+            fmt = format_for_extension(ext)
+            if fmt is None or fmt not in Image.SAVE:
+                raise UsageError(f"-o {out}: {ext} is not an extension of a format Pillow writes "
+                                 f"(--format chooses one of: {writable()})")
+            return fmt, ext
+    return "PNG", ".png"
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    if args.format is not None:
-        fmt, ext = _format_for(args.format)
-    elif args.output and args.output != "-" and len(args.inputs) == 1 and not os.path.isdir(args.output) \
-            and os.path.splitext(args.output)[1]:
-        try:
-            fmt, ext = _format_for(os.path.splitext(args.output)[1])
-        except UsageError:
-            fmt, ext = "PNG", ".png"
-    else:
-        fmt, ext = "PNG", ".png"
-    outs = plan_outputs(args.inputs, args.output, ext)
+    fmt, suffix = _decompress_format(args)
+    outs = plan_outputs(args.inputs, args.output, suffix)
     _refuse_tty(outs)
     inputs = tuple(args.inputs)
     stdin = _stdin_bytes(inputs)
-    tasks = [(s, d, fmt, args.force, inputs, stdin) for s, d in zip(inputs, outs)]
-    results = _run_batch(decompress_one, tasks, args.jobs, Progress(len(tasks)), args.verbose)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    tasks = [(s, d, fmt, args.force, args.any_input, inputs, stdin) for s, d in zip(inputs, outs)]
+    return _status(_run_batch(decompress_one, tasks, args.jobs, args.verbose))
 
 
-def _gcp_coding(path: str, stdin_data: bytes | None, tiles: list) -> str | None:
+# --------------------------------------------------------------------------- info
+
+
+def _gcp_coding(path: str, stdin_data: Optional[bytes], tiles: list) -> Optional[str]:
     """Name of the index-map coding of a .gcp file: the payload's method and flags (SPEC section 6)."""
     if not tiles:
         return None
     offset = tiles[0][2]
     try:
         if path == "-":
-            b = (stdin_data or b"")[offset : offset + 2]
+            b = (stdin_data or b"")[offset:offset + 2]
         else:
             with open(path, "rb") as f:
                 f.seek(offset)
@@ -874,32 +809,34 @@ def _gcp_coding(path: str, stdin_data: bytes | None, tiles: list) -> str | None:
         return None
     if not b:
         return None
-    from pillow_gcp import payload
+    from .payload import coding_name
 
-    return payload.coding_name(b)
+    return coding_name(b)
 
 
-def image_info(path: str, stdin_data: bytes | None = None) -> dict:
+def image_info(path: str, stdin_data: Optional[bytes] = None) -> dict:
     """The facts ``gcp info`` prints for one file (FileError if it cannot be read)."""
+    from . import adapter
+
     tiles: list = []
-    im = _read_input(path, stdin_data, tiles)
+    im = read_image(path, stdin_data, tiles)
     nbytes = _input_size(path, stdin_data)
     w, h = im.size
     d: dict = {"file": _display(path), "format": im.format, "width": w, "height": h, "mode": im.mode}
     if im.mode in ("P", "PA") and im.palette is not None:
+        d["palette_size"] = len(adapter.palette_of(im))
         used = im.getcolors(256)
-        d["palette_size"] = len(im.getpalette("RGB") or []) // 3
         if used is not None:
             d["colors_used"] = len(used)
     if im.format == "GCP":
-        coding = im.info.get("coding") or im.info.get("gcp_coding") or _gcp_coding(path, stdin_data, tiles)
+        coding = _gcp_coding(path, stdin_data, tiles)
         if coding:
             d["coding"] = coding
-    d["alpha"] = _has_alpha(im)
+    d["alpha"] = adapter.pixels(im).shape[2] == 4
     d["bytes"] = nbytes
     d["bits_per_pixel"] = round(8.0 * nbytes / (w * h), 4) if w * h else None
     for key, value in im.info.items():
-        if key in d or key in ("transparency",):
+        if key in d or key == "transparency":
             continue
         if isinstance(value, (bytes, bytearray)):
             value = f"<{len(value)} bytes>"
@@ -920,7 +857,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             _warn(f"gcp: {_display(path)}: {e}")
             status = EXIT_FAILED
     if args.json:
-        print(json.dumps(records if len(args.inputs) > 1 else (records[0] if records else None), indent=2))
+        import json
+
+        print(json.dumps(records, indent=2))
         return status
     shown = {"file", "format", "width", "height", "mode", "palette_size", "colors_used", "alpha",
              "coding", "bytes", "bits_per_pixel"}
@@ -945,91 +884,66 @@ def cmd_info(args: argparse.Namespace) -> int:
     return status
 
 
-def compare_picture(
-    original: Image.Image, decoded: Image.Image, amplify: float, caption: str = ".gcp"
-) -> Image.Image:
-    """Side-by-side RGB picture: original | decoded | |error| x amplify (with labels).
-
-    The error map is the mean absolute R, G, B difference (averaged over the
-    black and white composites for images with alpha); images with alpha are
-    shown over a grey checkerboard.
-    """
-    pairs = _pair(original, decoded)
-    err = np.mean([np.abs(x - y).mean(axis=-1) for x, y in pairs], axis=0)
-    err = np.clip(err * amplify + 0.5, 0, 255).astype(np.uint8)
-    w, h = original.size
-    if len(pairs) == 2:
-        yy, xx = np.mgrid[0:h, 0:w]
-        checker = np.where(((yy // 8) + (xx // 8)) % 2 == 0, 204, 153).astype(np.uint8)
-        board = Image.fromarray(np.repeat(checker[..., None], 3, axis=-1), "RGB").convert("RGBA")
-        views = [Image.alpha_composite(board, im.convert("RGBA")).convert("RGB") for im in (original, decoded)]
-    else:
-        views = [original.convert("RGB"), decoded.convert("RGB")]
-    font_size = max(10, min(32, w // 24))
-    try:
-        font = ImageFont.load_default(size=font_size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
-        font = ImageFont.load_default()
-    label_h = font_size + 6
-    sheet = Image.new("RGB", (3 * w + 2 * 4, h + label_h), (255, 255, 255))
-    panels = [*views, Image.fromarray(err, "L").convert("RGB")]
-    labels = ["original", caption, f"|error| x{amplify:g}"]
-    draw = ImageDraw.Draw(sheet)
-    for i, (p, t) in enumerate(zip(panels, labels)):
-        x = i * (w + 4)
-        sheet.paste(p, (x, label_h))
-        draw.text((x + 2, 2), t, fill=(0, 0, 0), font=font)
-    return sheet
+# --------------------------------------------------------------------------- compare
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    src = args.input
-    if args.against is not None and (args.k is not None or args.target_psnr or args.target_de):
-        raise UsageError("--against compares an existing .gcp file: -k and quality targets do not apply")
-    params = _params(args)
-    out = args.output
-    if out is None:
-        out = (os.path.splitext(src)[0] if src != "-" else "compare") + ".compare.png"
+    src, against = args.input, args.against
+    if against is not None and (args.k is not None or args.target_psnr or args.target_de or args.palette
+                                or args.fixed_color or args.min_psnr):
+        raise UsageError("--against compares an existing .gcp file: -k, --palette, --fixed-color and "
+                         "quality options do not apply")
+    params = _quant_params(args) if against is None else {}
+    out = args.output or ((os.path.splitext(src)[0] if src != "-" else "compare") + ".compare.png")
     if out == "-":
         _refuse_tty([out])
-    if args.against is None:
-        _validate_params(params)
+    from . import adapter, metrics
+    from .convert import QualityError, compare_picture, compress_image, open_bytes
+
+    blamed = src
     try:
-        _check_output(out, [src] + ([args.against] if args.against else []), args.force)
+        check_output(out, [src] + ([against] if against else []), args.force)
         stdin = _stdin_bytes([src])
-        original = _prepare(_read_input(src, stdin))
-        if args.against is not None:
-            with open(args.against, "rb") as f:
-                blob = f.read()
-            decoded = _read_input(args.against)
-            k = None
+        original = read_image(src, stdin)
+        k = None
+        if against is not None:
+            blamed = against
+            decoded = read_image(against)
+            if decoded.format != "GCP":
+                raise FileError(f"not a .gcp file (it is {decoded.format}); --against takes a .gcp file")
+            blob_size = _input_size(against, None)
+            if decoded.size != original.size:
+                raise FileError(f"is {decoded.size[0]}x{decoded.size[1]}, but {_display(src)} is "
+                                f"{original.size[0]}x{original.size[1]}")
         else:
-            try:
-                enc = encode([original], params)
-            except (ValueError, TypeError) as e:
-                raise FileError(str(e)) from None
-            if enc.warning:
-                _warn(f"gcp: {_display(src)}: warning: {enc.warning}")
-            blob, k = enc.blobs[0], enc.k
-            decoded = _read_input("-", blob)
-        if decoded.size != original.size:
-            raise FileError(f"{args.against} is {decoded.size[0]}x{decoded.size[1]}, "
-                            f"{src} is {original.size[0]}x{original.size[1]}")
-        p = psnr(original, decoded)
-        de = mean_delta_e(original, decoded)
+            c = compress_image(original, level=_level(args), target_psnr=args.target_psnr,
+                               target_de=args.target_de, min_psnr=args.min_psnr, **params)
+            for w in filter(None, [c.warning]):
+                _warn(f"gcp: {_display(src)}: warning: {w}")
+            decoded, blob_size, k = open_bytes(c.data), len(c.data), c.k
+        a, b = adapter.pixels(original), adapter.pixels(decoded)
+        p, de = metrics.psnr(a, b), metrics.mean_delta_e(a, b)
         w, h = original.size
-        caption = f".gcp{f' k={k}' if k is not None else ''}: {8.0 * len(blob) / (w * h):.3f} bpp, {p:.2f} dB"
+        db = "lossless" if p == float("inf") else f"{p:.2f} dB"
+        caption = f".gcp{f' k={k}' if k is not None else ''}: {8.0 * blob_size / (w * h):.3f} bpp, {db}"
         pic = compare_picture(original, decoded, args.amplify, caption)
+        import io
+
         buf = io.BytesIO()
         pic.save(buf, "PNG")
-        write_atomic(out, buf.getvalue(), args.force)
+        blamed = out
+        write_target(out, buf.getvalue(), args.force)
+    except QualityError as e:
+        _warn(f"gcp: {_display(src)}: {_quality_message(e)}")
+        return EXIT_QUALITY
     except FileError as e:
-        _warn(f"gcp: {_display(src)}: {e}")
+        _warn(f"gcp: {_display(blamed)}: {e}")
         return EXIT_FAILED
-    except OSError as e:
-        _warn(f"gcp: {_display(src)}: {type(e).__name__}: {e}")
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        _warn(f"gcp: {_display(blamed)}: {describe(e)}")
         return EXIT_FAILED
-    w, h = original.size
     stream = sys.stderr if out == "-" else sys.stdout
     in_bytes = _input_size(src, stdin)
     print(f"{_display(src)}: {w}x{h}", file=stream)
@@ -1037,15 +951,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"  k:              {k}", file=stream)
     if in_bytes:
         print(f"  original bytes: {in_bytes} ({8.0 * in_bytes / (w * h):.3f} bpp)", file=stream)
-    print(f"  .gcp bytes:     {len(blob)} ({8.0 * len(blob) / (w * h):.3f} bpp)", file=stream)
-    print(f"  PSNR:           {p:.2f} dB", file=stream)
+    print(f"  .gcp bytes:     {blob_size} ({8.0 * blob_size / (w * h):.3f} bpp)", file=stream)
+    print(f"  PSNR:           {db}", file=stream)
     print(f"  mean deltaE:    {de:.2f} (OKLab x100)", file=stream)
     print(f"  picture:        {'<stdout>' if out == '-' else out}", file=stream)
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# argument parsing
+# --------------------------------------------------------------------------- argument parsing
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1054,151 +967,173 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _level_type(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"must be an integer 0..9, got {text!r}")
-    return value
+def _choices(kind: str) -> Tuple[str, ...]:
+    from . import quantizers
+
+    if kind == "algo":
+        return tuple(quantizers.registered_quantizers())
+    return tuple(getattr(quantizers, kind))
 
 
 def _add_quant_options(p: argparse.ArgumentParser) -> None:
-    q = p.add_argument_group("quantizer options")
-    q.add_argument("-k", "--colors", dest="k", type=_k_type, metavar="K",
-                   help=f"palette size, {K_MIN}..{K_MAX} (default {DEFAULT_K}, as Image.save(..., 'GCP') "
-                        "without k)")
-    q.add_argument("--algo", choices=ALGOS, default="kmeans",
+    q = p.add_argument_group("quantizer options (the keyword arguments of Image.save(..., 'GCP'))")
+    q.add_argument("-k", "--colors", dest="k", type=_int, metavar="K",
+                   help="palette size, 1..256 (default: as Image.save without k: 256 colours, "
+                        "or the exact palette of a palette/grey image)")
+    q.add_argument("--algo", choices=_choices("algo"),
                    help="clustering algorithm: kmeans (fast, mean colours) or kmedoids "
                         "(palette colours are colours of the image; robust to noise) (default kmeans)")
-    q.add_argument("--metric", choices=METRICS, default="euclidean",
+    q.add_argument("--metric", choices=_choices("METRICS"),
                    help="colour distance for clustering (K-medoids) and for mapping pixels to the palette "
                         "(default euclidean)")
-    q.add_argument("--space", choices=SPACES, default="rgb",
+    q.add_argument("--space", choices=_choices("SPACES"),
                    help="colour space the clustering works in: rgb, or oklab (perceptual) (default rgb)")
     q.add_argument("--dither", action="store_true",
                    help="Floyd-Steinberg error diffusion when mapping pixels to the palette")
-    q.add_argument("--seed", type=int, default=0, metavar="N",
+    q.add_argument("--seed", type=_int, metavar="N",
                    help="random seed; equal seeds give byte-identical output (default 0)")
-    q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB",
-                   help="a colour that must be in the palette, hex RRGGBB; repeat the option or give a "
-                        "comma-separated list (e.g. --fixed-color ffffff,000000)")
+    q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB[AA]",
+                   help="a colour that must be in the palette, hex RRGGBB or RRGGBBAA; repeat the option or "
+                        "give a comma-separated list (e.g. --fixed-color ffffff,00000000)")
     q.add_argument("--palette", metavar="FILE|RRGGBB,...",
                    help="map onto exactly this palette, no fitting: a palette image file (a .gcp, PNG-8, "
                         "GIF...) or a comma-separated list of hex colours; nearest colour under --metric")
     c = p.add_argument_group("coding options")
-    c.add_argument("--level", type=_level_type, metavar="N",
-                   help="payload effort 0..9 (default 6): 0 stored, 1-3 zlib, 4-5 runs only, 6 the smallest "
-                        "of the codings, in bounded time on images over 1 megapixel, 7-8 slower trials "
-                        "there, 9 every coding on the whole image (slow on big images)")
-    t = p.add_argument_group("quality target (instead of -k)")
+    c.add_argument("--level", type=_int, metavar="N",
+                   help="payload effort 0..9 (default 6; compress_level of Image.save): 0 stored, 1-3 zlib, "
+                        "4-5 runs only, 6 the smallest of the codings, in bounded time on images over "
+                        "1 megapixel, 7-8 slower trials there, 9 every coding on the whole image")
+    t = p.add_argument_group("quality (instead of -k: choose k; or a floor that refuses)")
     t.add_argument("--target-psnr", type=_positive_float, metavar="DB",
-                   help="pick the smallest k whose PSNR is at least DB (k meets it, k/2 does not)")
+                   help="the smallest k whose PSNR is at least DB (k meets it, k/2 does not); if even k=256 "
+                        "misses it, k=256 is written with a warning")
     t.add_argument("--target-de", type=_positive_float, metavar="DE",
-                   help="pick the smallest k whose mean OKLab deltaE x100 is at most DE "
-                        "(about 1 = just noticeable)")
+                   help="the smallest k whose mean OKLab deltaE x100 is at most DE (about 1 = just noticeable)")
+    t.add_argument("--min-psnr", type=_positive_float, metavar="DB",
+                   help="refuse (write nothing, exit 99) an image whose PSNR stays below DB; alone it checks "
+                        "-k's result, with --target-psnr/--target-de the chosen k's (at most 256)")
 
 
-def _wrap(text: str) -> str:
-    """Fill a description for the raw formatter (keeps the epilog's line breaks)."""
-    return textwrap.fill(text, 79)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pillow-gcp")
+    except PackageNotFoundError:  # running from a source tree
+        from . import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """--version without looking the version up unless asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``gcp`` command."""
+    raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
-        prog="gcp",
-        description="Compress images to the .gcp palette format (K-means / K-medoids colour quantization), "
+        prog="gcp", formatter_class=raw,
+        description="Compress images to the .gcp palette format (or PNG-8, GIF, WebP with the same palette), "
                     "decode them, inspect and compare them.",
-        epilog="Exit status: 0 all files done, 1 some files failed, 2 usage error. "
-               "Run 'gcp COMMAND --help' for the options of a command.",
+        epilog=EXIT_STATUS + "\n\nRun 'gcp COMMAND --help' for the options of a command; docs/cli.md has them all.",
     )
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ver = version("pillow-gcp")
-    except PackageNotFoundError:  # running from a source tree
-        import pillow_gcp
-
-        ver = getattr(pillow_gcp, "__version__", "unknown")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {ver}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    common_out = dict(metavar="OUT")
-
     c = sub.add_parser(
-        "compress", help="quantize images and write .gcp files",
-        description=_wrap("Quantize each input to a palette of K colours and write it as .gcp. "
-                    "The output is the input's name with .gcp, beside the input, unless -o is given."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "compress", help="quantize images and write .gcp (or PNG-8, GIF, WebP) files", formatter_class=raw,
+        description="Quantize each input to a palette of K colours and write it as .gcp, or as PNG-8, GIF or\n"
+                    "lossless WebP with the same palette: the format is what the output name says (.gcp, .png,\n"
+                    ".gif, .webp) or --format. The output is the input's name with .gcp (or --ext), beside the\n"
+                    "input, unless -o is given. Metadata (ICC, EXIF, XMP, comment) is copied unless --strip.",
         epilog="examples:\n"
                "  gcp compress photo.png -k 32                # -> photo.gcp\n"
+               "  gcp compress photo.png -k 64 -o small.png   # PNG-8 with our palette (like pngquant)\n"
                "  gcp compress *.png -o out/ -j 2             # many files into out/, 2 processes\n"
+               "  gcp compress *.png --ext -gcp8.png          # a-gcp8.png beside a.png, ...\n"
                "  gcp compress - < in.png > out.gcp           # stdin -> stdout\n"
-               "  gcp compress photo.png --target-psnr 35 -v  # smallest k reaching 35 dB\n\n"
-               "An existing output is refused without --force; an input is never overwritten.\n"
-               "Exit status: 0 ok, 1 some files failed (named on stderr), 2 usage error.",
+               "  gcp compress photo.png --target-psnr 38 --min-psnr 34 -v\n\n"
+               "An existing output is refused without --force; an input is never overwritten; a FIFO or\n"
+               "device (-o /dev/stdout) is written to directly.\n\n" + EXIT_STATUS,
     )
     c.add_argument("inputs", nargs="+", metavar="IN", help="input images (any format Pillow reads); - for stdin")
-    c.add_argument("-o", "--output", help="output file (one input; - for stdout) or folder (several inputs; "
-                                          "created if needed)", **common_out)
+    c.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input; - for stdout) or folder (an existing one, a name ending with /, "
+                        "or with several inputs a new name without extension: created)")
+    c.add_argument("--format", type=str.lower, choices=("gcp", "png", "gif", "webp"),
+                   help="output format (default: from the -o name or --ext, else gcp)")
+    c.add_argument("--ext", metavar="SUFFIX",
+                   help="suffix of the output names instead of .gcp, e.g. .png or -fs8.png (it names the format "
+                        "unless --format is given)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite existing output files (inputs never)")
+    c.add_argument("--skip-if-larger", action="store_true",
+                   help="write nothing for an image whose output would be larger than the input file (exit 98)")
     c.add_argument("-j", "--jobs", type=_jobs_type, default=1, metavar="JOBS",
-                   help="number of processes for several inputs (0 = one per CPU; default 1)")
+                   help="processes for several inputs (0 = one per usable CPU; default 1); same output as -j 1")
     c.add_argument("--shared-palette", action="store_true",
-                   help="with several inputs: quantize them together to ONE palette (quantize_many) "
-                        "and store each with it")
+                   help="with several inputs: quantize them together to ONE palette (quantize_many)")
     c.add_argument("--strip", action="store_true",
-                   help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it into the .gcp")
-    c.add_argument("-v", "--verbose", action="store_true", help="print sizes, bpp and chosen k per file on stderr")
+                   help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="per file on stderr: sizes, bits per pixel, colours used (k) and PSNR of the file written")
     _add_quant_options(c)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser(
-        "decompress", help="decode .gcp files to PNG (or another format)",
-        description=_wrap("Decode .gcp files and save them in a standard format, beside the input unless -o is "
-                          "given."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "decompress", help="decode .gcp files to PNG (or another format)", formatter_class=raw,
+        description="Decode .gcp files and save them in a standard format, beside the input unless -o is given.\n"
+                    "EXIF, ICC profile, XMP, comment and transparency are kept as far as the format holds\n"
+                    "them; alpha that it cannot hold (JPEG) is flattened over white, GIF gets one transparent\n"
+                    "index (entries with alpha below 128).",
         epilog="examples:\n"
                "  gcp decompress photo.gcp                 # -> photo.png\n"
                "  gcp decompress *.gcp -o png/ -j 2\n"
-               "  gcp decompress photo.gcp --format webp   # -> photo.webp\n"
-               "  gcp decompress - < photo.gcp > photo.png",
+               "  gcp decompress photo.gcp --format webp   # -> photo.webp (lossless)\n"
+               "  gcp decompress photo.gcp -o photo.jpg    # format from the extension\n"
+               "  gcp decompress - < photo.gcp > photo.png\n\n" + EXIT_STATUS,
     )
     d.add_argument("inputs", nargs="+", metavar="IN", help=".gcp files; - for stdin")
-    d.add_argument("-o", "--output", help="output file (one input; - for stdout) or folder (several inputs)",
-                   **common_out)
+    d.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input; - for stdout) or folder (see compress)")
     d.add_argument("--format", metavar="FMT",
-                   help="output format, any format Pillow writes (png, webp, bmp, tiff, gif, ...); "
-                        "default png, or taken from the -o file's extension")
+                   help="output format, any format Pillow writes (png, webp, bmp, tiff, gif, jpeg, ...); "
+                        "default: from the -o extension, else png")
+    d.add_argument("--any-input", action="store_true", help="also convert inputs that are not .gcp files")
     d.add_argument("-f", "--force", action="store_true", help="overwrite existing output files (inputs never)")
     d.add_argument("-j", "--jobs", type=_jobs_type, default=1, metavar="JOBS",
-                   help="number of processes for several inputs (0 = one per CPU; default 1)")
+                   help="processes for several inputs (0 = one per usable CPU; default 1)")
     d.add_argument("-v", "--verbose", action="store_true", help="print sizes per file on stderr")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser(
-        "info", help="show dimensions, palette, alpha, coding, size and bits per pixel",
-        description=_wrap("Describe image files (.gcp or any format Pillow reads): dimensions, mode, palette size, "
-                          "alpha, payload coding, bytes and bits per pixel."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  gcp info photo.gcp\n  gcp info --json *.gcp",
+        "info", help="show dimensions, palette, alpha, coding, size and bits per pixel", formatter_class=raw,
+        description="Describe image files (.gcp or any format Pillow reads): dimensions, mode, palette size,\n"
+                    "alpha, payload coding, bytes and bits per pixel.",
+        epilog="examples:\n  gcp info photo.gcp\n  gcp info --json *.gcp      # always a JSON list, one object per file\n\n"
+               + EXIT_STATUS,
     )
     i.add_argument("inputs", nargs="+", metavar="FILE", help="files to describe; - for stdin")
-    i.add_argument("--json", action="store_true", help="print JSON (an object, or a list for several files)")
+    i.add_argument("--json", action="store_true", help="print a JSON list with one object per file read")
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser(
-        "compare", help="compress an image and show original | .gcp | error side by side, with PSNR and deltaE",
-        description=_wrap("Compress IN with the given options (or take an existing .gcp with --against), write a "
-                    "side-by-side picture (original | decoded .gcp | amplified error map) and print sizes, "
-                    "PSNR (dB, over R,G,B) and mean deltaE (OKLab x100)."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "compare", formatter_class=raw,
+        help="compress an image and show original | .gcp | error side by side, with PSNR and deltaE",
+        description="Compress IN with the given options (or take an existing .gcp with --against), write a\n"
+                    "side-by-side picture (original | decoded .gcp | amplified error map) and print sizes,\n"
+                    "PSNR (dB, over R,G,B) and mean deltaE (OKLab x100).",
         epilog="examples:\n"
                "  gcp compare photo.png -k 16 -o report.png\n"
                "  gcp compare photo.png --target-psnr 32 --algo kmedoids\n"
-               "  gcp compare photo.png --against photo.gcp",
+               "  gcp compare photo.png --against photo.gcp\n\n" + EXIT_STATUS,
     )
     m.add_argument("input", metavar="IN", help="original image; - for stdin")
     m.add_argument("-o", "--output", metavar="PNG",
@@ -1212,35 +1147,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``gcp`` command line; returns the exit status (0, 1 or 2)."""
-    parser = build_parser()
+def _quiet_stdout() -> None:
+    """After a closed stdout (a pipe into ``head``): no further writes, no error at exit."""
     try:
-        args = parser.parse_args(argv)
-    except UsageError as e:
-        _warn(f"gcp: error: {e}")
-        return EXIT_USAGE
-    except SystemExit as e:  # --help / --version
-        return int(e.code or 0)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``gcp`` command line; returns the exit status (see EXIT_STATUS)."""
     try:
+        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        for i in range(len(argv) - 1):  # --ext -fs8.png: a suffix may start with "-" (as in pngquant)
+            if argv[i] == "--ext" and argv[i + 1].startswith("-") and argv[i + 1] != "-":
+                argv[i:i + 2] = [f"--ext={argv[i + 1]}", ""]
+        argv = [a for a in argv if a != ""]
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help / --version
+            return int(e.code or 0)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
         return args.func(args)
     except UsageError as e:
         _warn(f"gcp: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _warn("gcp: interrupted")
-        return 130
-    except BrokenPipeError:  # stdout closed early (e.g. piped into head)
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): end quietly
+        _quiet_stdout()
         return EXIT_FAILED
-    except OSError as e:  # e.g. an output folder that cannot be created
-        _warn(f"gcp: {e}")
+    except OSError as e:
+        _warn(f"gcp: {describe(e)}")
         return EXIT_FAILED
 
 

@@ -163,8 +163,10 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
         raise OSError("disk full")
 
     monkeypatch.setattr(cli.os, "replace", boom)
+    monkeypatch.setattr(cli.os, "link", boom)
     assert main(["compress", src]) == 1
-    assert "a.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "a.png" in err and "disk full" in err and ".tmp" not in err
     assert sorted(os.listdir(tmp_path)) == ["a.png"]
 
 
@@ -188,6 +190,14 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
         ["compress", "{a}", "{b}", "-o", "-"],
         ["compress", "{a}", "-", "-o", "{d}"],
         ["compress", "{a}", "{b}", "-o", "{a}"],  # -o is a file with several inputs
+        ["compress", "{a}", "{b}", "-o", "{d}.gcp"],  # -o names a file (not a folder) with several inputs
+        ["compress", "{a}", "-o", "{d}.jpg"],  # compress writes .gcp, .png, .gif or .webp
+        ["compress", "{a}", "--ext", ".bmp"],
+        ["compress", "{a}", "--format", "jpeg"],
+        ["compress", "{a}", "--fixed-color", "ff00ff0"],
+        ["compress", "{a}", "--min-psnr", "40", "--target-psnr", "30"],
+        ["decompress", "{a}", "-o", "{d}.xyz"],  # unknown extension
+        ["compare", "{a}", "--against", "{a}", "--min-psnr", "30"],
         ["compress", "{a}", "{sub_a}", "-o", "{d}"],  # two inputs -> same output name
         ["decompress", "{a}", "--format", "nosuchformat"],
         ["compare", "{a}", "-k", "4", "--against", "{a}"],
@@ -228,8 +238,8 @@ def test_one_input_with_output_folder(tmp_path):
     (tmp_path / "dest").mkdir()
     assert main(["compress", src, "-o", str(tmp_path / "dest")]) == 0
     assert os.listdir(tmp_path / "dest") == ["a.gcp"]
-    # a trailing separator names a folder to create
-    assert main(["compress", src, "-o", str(tmp_path / "new") + os.sep]) == 0
+    # a trailing "/" names a folder to create (on every system, not only where os.sep is "/")
+    assert main(["compress", src, "-o", str(tmp_path / "new") + "/"]) == 0
     assert os.listdir(tmp_path / "new") == ["a.gcp"]
 
 
@@ -329,32 +339,6 @@ def test_target_psnr_is_minimal(tmp_path, capsys):
     assert ref_psnr(im, pillow_gcp.quantize(im, k=k // 2, algo="kmeans", seed=0)) < target
 
 
-def test_target_de_is_minimal(tmp_path):
-    im = photo(32, 24, seed=6)
-    params = cli.QuantParams(k=None, target_de=3.0)
-    s = cli.search_k([im], params)
-    assert s.reached and s.value <= 3.0
-    assert cli.mean_delta_e(im, pillow_gcp.quantize(im, k=s.k)) <= 3.0
-    if s.k // 2 >= 1:
-        assert cli.mean_delta_e(im, pillow_gcp.quantize(im, k=s.k // 2)) > 3.0
-
-
-def test_search_handles_non_monotonic_quality(monkeypatch):
-    """k // 2 is re-checked: a fake quality curve with a dip forces the search lower."""
-    quality = {k: 10.0 + k / 10 for k in range(1, 257)}
-    for k in range(200, 257):
-        quality[k] = 45.0  # the bisection lands on 200 ...
-    quality[100] = 50.0  # ... but 200 // 2 meets the 40 dB target too, out of order
-
-    def fake_quantize(images, params, k):
-        return [k]
-
-    monkeypatch.setattr(cli, "_quantize", fake_quantize)
-    monkeypatch.setattr(cli, "_quality", lambda originals, outs, params: quality[outs[0]])
-    s = cli.search_k([None], cli.QuantParams(k=None, target_psnr=40.0))
-    assert s.reached and s.k == 100 and quality[s.k // 2] < 40.0
-
-
 def test_unreachable_target_uses_256_and_warns(tmp_path, capsys):
     im = photo(32, 24, seed=7)
     src = save_png(tmp_path / "a.png", im)
@@ -365,31 +349,6 @@ def test_unreachable_target_uses_256_and_warns(tmp_path, capsys):
 
 
 # -------------------------------------------------------------------------- measures
-
-
-def test_psnr_and_oklab_reference_values():
-    a = Image.new("RGB", (4, 4), (100, 100, 100))
-    b = Image.new("RGB", (4, 4), (110, 100, 100))
-    # MSE over R, G, B = 100 / 3
-    assert cli.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / (100 / 3)))
-    assert cli.psnr(a, a) == math.inf
-    lab = cli.srgb_to_oklab(np.array([[255, 255, 255], [255, 0, 0], [0, 0, 0]]))
-    np.testing.assert_allclose(lab[0], [1.0, 0.0, 0.0], atol=1e-4)
-    np.testing.assert_allclose(lab[1], [0.627955, 0.224863, 0.125846], atol=1e-4)  # Ottosson's reference
-    np.testing.assert_allclose(lab[2], [0.0, 0.0, 0.0], atol=1e-9)
-    w, k = Image.new("RGB", (2, 2), "white"), Image.new("RGB", (2, 2), "black")
-    assert cli.mean_delta_e(w, k) == pytest.approx(100.0, abs=1e-3)
-
-
-def test_alpha_composited_measure():
-    opaque = Image.new("RGBA", (2, 1), (200, 0, 0, 255))
-    clear_a = Image.new("RGBA", (2, 1), (200, 0, 0, 0))
-    clear_b = Image.new("RGBA", (2, 1), (0, 90, 0, 0))
-    assert cli.psnr(clear_a, clear_b) == math.inf  # colour under alpha 0 does not count
-    assert cli.psnr(opaque, clear_a) < 10  # losing alpha costs
-
-
-# -------------------------------------------------------------------------- decompress / info / compare
 
 
 def test_decompress_png_and_other_formats(tmp_path):
@@ -588,3 +547,576 @@ def test_level_option_sets_the_payload_effort(tmp_path, capsys):
     assert main(["compress", src, "--level", "10", "-o", str(tmp_path / "x.gcp")]) == 2
     assert "--level" in capsys.readouterr().err
     assert not (tmp_path / "x.gcp").exists()
+
+
+# -------------------------------------------------------------------------- one door (issue 11)
+
+ALL_MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "I", "I;16", "I;16B", "F"]
+
+
+def mode_image(mode: str) -> Image.Image:
+    """A small image of ``mode`` with varied values (alpha, 16-bit and float ranges included)."""
+    rng = np.random.default_rng(sum(map(ord, mode)))
+    h, w = 11, 17
+    rgb = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    alpha = Image.fromarray(rng.choice(np.array([0, 90, 255], np.uint8), (h, w)), "L")
+    if mode == "P":
+        p = rgb.quantize(24)
+        p.info["transparency"] = 3
+        return p
+    if mode == "PA":
+        pa = rgb.quantize(24).convert("PA")
+        pa.putalpha(alpha)
+        return pa
+    if mode in ("LA", "RGBA"):
+        im = rgb.convert(mode)
+        im.putalpha(alpha)
+        return im
+    if mode == "I":
+        return Image.fromarray(rng.integers(-2000, 70000, (h, w)).astype(np.int32), "I")
+    if mode == "I;16":
+        return Image.frombytes("I;16", (w, h), rng.integers(0, 65536, (h, w)).astype("<u2").tobytes())
+    if mode == "I;16B":
+        return Image.frombytes("I;16B", (w, h), rng.integers(0, 65536, (h, w)).astype(">u2").tobytes())
+    if mode == "F":
+        return Image.fromarray(rng.normal(120, 100, (h, w)).astype(np.float32), "F")
+    return rgb.convert(mode)
+
+
+def _save_mode_file(folder, mode: str) -> str:
+    im = mode_image(mode)
+    path = str(folder / ("m_" + mode.replace(";", "_") + (".png" if mode in ("1", "L", "LA", "P", "RGB", "RGBA")
+                                                          else ".tif")))
+    im.save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("extra", [[], ["-k", "5"], ["-k", "3", "--algo", "kmedoids", "--space", "oklab"]])
+def test_compress_writes_the_bytes_of_image_save(tmp_path, mode, extra):
+    """``gcp compress IN -o OUT.gcp`` == ``Image.open(IN).save(OUT, "GCP", **same options, **metadata)``."""
+    from pillow_gcp import adapter
+
+    src = _save_mode_file(tmp_path, mode)
+    with Image.open(src) as opened:
+        # the file holds the mode (Pillow reads an RGBX TIFF back as RGB; checked in memory below)
+        assert opened.mode == ("RGB" if mode == "RGBX" else mode)
+    out = tmp_path / "out.gcp"
+    assert main(["compress", src, "-o", str(out), *extra]) == 0
+    options = {}
+    if extra:
+        options = {"k": int(extra[1])}
+        if len(extra) > 2:
+            options.update(algo="kmedoids", space="oklab")
+    im = Image.open(src)
+    ref = io.BytesIO()
+    im.save(ref, "GCP", **options, **adapter.all_metadata(im))
+    assert out.read_bytes() == ref.getvalue()
+    if mode == "RGBX":
+        from pillow_gcp import convert
+
+        mem = mode_image("RGBX")
+        direct = io.BytesIO()
+        mem.save(direct, "GCP", **options)
+        assert convert.compress_image(mem, **options).data == direct.getvalue()
+
+
+def test_compress_passes_metadata_explicitly_and_strip_drops_all(tmp_path):
+    from PIL import ImageCms, PngImagePlugin
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: a portrait must stay a portrait
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    src = str(tmp_path / "a.png")
+    photo().save(src, icc_profile=icc, exif=exif, pnginfo=info)
+    assert main(["compress", src, "-k", "4"]) == 0
+    with Image.open(tmp_path / "a.gcp") as im:
+        assert im.info["icc_profile"] == icc
+        assert im.getexif()[0x0112] == 6
+        assert b"xmpmeta" in im.info["xmp"]
+    assert main(["compress", src, "-k", "4", "--strip", "-o", str(tmp_path / "s.gcp")]) == 0
+    with Image.open(tmp_path / "s.gcp") as im:
+        assert not {"icc_profile", "exif", "xmp", "comment"} & set(im.info)
+
+
+def test_cli_holds_no_image_maths_or_library_copies():
+    """cli.py parses, names files and reports; numpy, OKLab and the option lists live elsewhere."""
+    text = open(cli.__file__, encoding="utf-8").read()
+    for needle in ("import numpy", "np.", "0.4122214708", '"euclidean", "manhattan"', '("rgb", "oklab")',
+                   "_prepare", "_has_alpha", "probe"):
+        assert needle not in text, needle
+
+
+# -------------------------------------------------------------------------- safe writes (issue 12 item 1)
+
+
+def _reader(path, box):
+    import threading
+
+    def read():
+        with open(path, "rb") as f:
+            box.append(f.read())
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t
+
+
+def _unblock_fifo(path):
+    """Open the FIFO for writing ourselves so that a reader still waiting returns."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("force", [False, True])
+def test_fifo_target_is_written_to_never_replaced(tmp_path, force):
+    import stat
+
+    src = save_png(tmp_path / "a.png")
+    assert main(["compress", src, "-k", "6", "-o", str(tmp_path / "ref.gcp")]) == 0
+    fifo = str(tmp_path / "null")  # a stand-in for /dev/null
+    os.mkfifo(fifo)
+    box: list = []
+    t = _reader(fifo, box)
+    try:
+        assert main(["compress", src, "-k", "6", "-o", fifo, *(["--force"] if force else [])]) == 0
+    finally:
+        t.join(30)
+        if t.is_alive():
+            _unblock_fifo(fifo)
+            t.join(5)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still a FIFO
+    assert box == [(tmp_path / "ref.gcp").read_bytes()]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs Unix sockets")
+def test_socket_target_is_written_to(tmp_path):
+    import socket
+    import stat
+    import tempfile
+    import threading
+
+    src = save_png(tmp_path / "a.png")
+    folder = tempfile.mkdtemp(dir="/tmp")  # short path: Unix socket names are limited to ~100 bytes
+    path = os.path.join(folder, "s")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    box: list = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            chunks = []
+            while True:
+                b = conn.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+            box.append(b"".join(chunks))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert main(["compress", src, "-k", "3", "-o", path, "--force"]) == 0
+        t.join(30)
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        assert box and box[0][:4] == b"\x89GCP"
+    finally:
+        server.close()
+        os.unlink(path)
+        os.rmdir(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX permissions and links")
+def test_force_keeps_mode_and_writes_through_symlinks(tmp_path):
+    import stat
+
+    src = save_png(tmp_path / "a.png")
+    out = tmp_path / "a.gcp"
+    out.write_bytes(b"old")
+    os.chmod(out, 0o600)
+    assert main(["compress", src, "-k", "4", "--force"]) == 0
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600 and out.read_bytes()[:4] == b"\x89GCP"
+    # a link keeps pointing at its target, which gets the new bytes
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "t.gcp"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o640)
+    link = tmp_path / "link.gcp"
+    os.symlink(target, link)
+    assert main(["compress", src, "-k", "4", "-o", str(link)]) == 1  # exists: refused without --force
+    assert target.read_bytes() == b"old"
+    assert main(["compress", src, "-k", "4", "-o", str(link), "--force"]) == 0
+    assert os.path.islink(link) and os.readlink(link) == str(target)
+    assert target.read_bytes() == out.read_bytes()
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    assert leftovers(tmp_path) == [] and leftovers(tmp_path / "real") == []
+    # a new file gets 0o666 minus the umask, as a plain open() would give it
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert main(["compress", src, "-k", "4", "-o", str(tmp_path / "new.gcp")]) == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "new.gcp").st_mode) == 0o666 & ~umask
+
+
+def test_output_appearing_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    """Without --force the final rename never replaces a file that appeared after the check."""
+    src = save_png(tmp_path / "a.png")
+    out = tmp_path / "a.gcp"
+    real = cli.check_output
+
+    def check_then_race(o, inputs, force):
+        real(o, inputs, force)
+        out.write_bytes(b"precious")
+
+    monkeypatch.setattr(cli, "check_output", check_then_race)
+    assert main(["compress", src, "-k", "4"]) == 1
+    assert out.read_bytes() == b"precious" and leftovers(tmp_path) == []
+
+
+# -------------------------------------------------------------------------- output formats (issue 12 item 2)
+
+
+def _indexed(path):
+    from pillow_gcp import adapter
+
+    with Image.open(path) as im:
+        im.load()
+        return adapter.indexed(im)
+
+
+def _rgba_photo():
+    arr = np.asarray(photo(40, 30, seed=3).convert("RGBA")).copy()
+    arr[:8, :, 3] = 0  # a fully transparent band
+    return Image.fromarray(arr, "RGBA")
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_compress_writes_the_format_the_name_says(tmp_path, alpha):
+    from pillow_gcp import adapter
+
+    src = save_png(tmp_path / "a.png", _rgba_photo() if alpha else photo())
+    for ext in ("gcp", "png", "gif", "webp"):
+        assert main(["compress", src, "-k", "12", "-o", str(tmp_path / f"o.{ext}")]) == 0
+    idx, pal = _indexed(tmp_path / "o.gcp")
+    assert pal.shape[1] == (4 if alpha else 3)
+    with Image.open(tmp_path / "o.png") as png:
+        assert png.format == "PNG" and png.mode == "P"
+    png_idx, png_pal = _indexed(tmp_path / "o.png")
+    np.testing.assert_array_equal(png_idx, idx)  # same indices, same palette
+    np.testing.assert_array_equal(png_pal, pal)
+    with Image.open(tmp_path / "o.gif") as gif:
+        assert gif.format == "GIF"
+        gif_rgba = adapter.pixels(gif.convert("RGBA"))
+    with Image.open(tmp_path / "o.webp") as webp:
+        assert webp.format == "WEBP"
+        webp_px = adapter.pixels(webp)
+    expect = pal[idx]
+    np.testing.assert_array_equal(webp_px, expect)  # lossless
+    if alpha:  # transparent band: alpha 0 in both; GIF has one transparent index
+        assert (gif_rgba[:8, :, 3] == 0).all() and (gif_rgba[8:, :, 3] == 255).all()
+        np.testing.assert_array_equal(gif_rgba[8:, :, :3], expect[8:, :, :3])
+    else:
+        np.testing.assert_array_equal(gif_rgba, expect)
+    # the PNG is what palette_image gives, saved as an optimized PNG
+    ref = io.BytesIO()
+    adapter.palette_image(Image.open(src), k=12).save(ref, "PNG", optimize=True, icc_profile=None)
+    assert (tmp_path / "o.png").read_bytes() == ref.getvalue()
+
+
+def test_format_option_and_ext(tmp_path, capsys):
+    src = save_png(tmp_path / "a.png")
+    assert main(["compress", src, "-k", "8", "--format", "png", "-o", str(tmp_path / "x.gcp")]) == 0
+    assert (tmp_path / "x.gcp").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --format overrides the name
+    assert main(["compress", src, "-k", "8", "--ext", "-fs8.png"]) == 0
+    assert (tmp_path / "a-fs8.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["compress", src, "-k", "8", "--ext", ".gif", "-o", str(tmp_path / "g") + "/"]) == 0
+    assert (tmp_path / "g" / "a.gif").read_bytes()[:3] == b"GIF"
+    capsys.readouterr()
+    assert main(["compress", src, "-o", str(tmp_path / "x.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "x.jpg" in err and ".png" in err and "--format" in err
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_stdout_format(tmp_path):
+    src = save_png(tmp_path / "a.png")
+    r = run(["compress", "-", "-k", "4", "--format", "png"], stdin=open(src, "rb").read())
+    assert r.returncode == 0 and r.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -------------------------------------------------------------------------- pngquant's controls (item 3)
+
+
+def test_skip_if_larger(tmp_path, capsys):
+    tiny = save_png(tmp_path / "tiny.png", Image.new("RGB", (8, 8), (10, 20, 30)))
+    big = save_png(tmp_path / "big.png", photo(64, 48))
+    code = main(["compress", tiny, big, "-k", "8", "--skip-if-larger", "-o", str(tmp_path / "out")])
+    assert code == cli.EXIT_LARGER == 98
+    err = capsys.readouterr().err
+    assert "tiny.png" in err and "--skip-if-larger" in err and "big.png" not in err
+    assert os.listdir(tmp_path / "out") == ["big.gcp"]
+    assert main(["compress", tiny, "-k", "8"]) == 0  # without the option it is written
+
+
+def test_min_psnr_refuses_and_writes_nothing(tmp_path, capsys):
+    im = photo(32, 24, seed=7)
+    src = save_png(tmp_path / "a.png", im)
+    assert main(["compress", src, "-k", "2", "--min-psnr", "40"]) == cli.EXIT_QUALITY == 99
+    err = capsys.readouterr().err
+    assert re.search(r"a\.png: not written: PSNR [\d.]+ dB at k=2 is below --min-psnr 40", err)
+    assert not (tmp_path / "a.gcp").exists()
+    # next to --target-psnr: the target cannot be reached, the floor can: k=256 written with a warning
+    assert main(["compress", src, "--target-psnr", "99", "--min-psnr", "25", "-v"]) == 0
+    assert "warning: target PSNR 99 dB not reached" in capsys.readouterr().err
+    assert (tmp_path / "a.gcp").exists()
+    os.remove(tmp_path / "a.gcp")
+    # even k=256 misses the floor: refused
+    assert main(["compress", src, "--target-psnr", "99", "--min-psnr", "98"]) == 99
+    assert not (tmp_path / "a.gcp").exists()
+    # alone and met: written, exit 0
+    assert main(["compress", src, "-k", "64", "--min-psnr", "20"]) == 0
+
+
+def test_min_psnr_with_a_batch_and_a_failure(tmp_path):
+    a = save_png(tmp_path / "a.png", photo(seed=1))
+    flat = save_png(tmp_path / "flat.png", Image.new("RGB", (9, 9), "white"))
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    out = tmp_path / "out"
+    assert main(["compress", a, flat, "-k", "2", "--min-psnr", "30", "-o", str(out)]) == 99
+    assert os.listdir(out) == ["flat.gcp"]  # lossless: meets any floor
+    assert main(["compress", a, str(tmp_path / "bad.png"), "-k", "2", "--min-psnr", "30", "-o",
+                 str(tmp_path / "o2")]) == 1  # a failure outranks a refusal
+
+
+def test_fixed_color_with_alpha(tmp_path):
+    src = save_png(tmp_path / "a.png", _rgba_photo())
+    assert main(["compress", src, "-k", "6", "--fixed-color", "ff000080,00ff00"]) == 0
+    _, pal = _indexed(tmp_path / "a.gcp")
+    rows = {tuple(int(v) for v in c) for c in pal}
+    assert (255, 0, 0, 128) in rows and (0, 255, 0, 255) in rows
+
+
+# -------------------------------------------------------------------------- decompress (item 4)
+
+
+def _meta_source(tmp_path, im=None):
+    from PIL import ImageCms, PngImagePlugin
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'>gcp-test</x:xmpmeta>")
+    src = str(tmp_path / "src.png")
+    (im or photo()).save(src, icc_profile=icc, exif=exif, pnginfo=info)
+    gcp = str(tmp_path / "m.gcp")
+    with Image.open(src) as opened:
+        opened.save(gcp, "GCP", k=8, exif=exif, xmp=info.chunks and opened.info.get("XML:com.adobe.xmp"),
+                    comment="a comment")
+    return gcp, icc
+
+
+def test_decompress_keeps_metadata_the_format_holds(tmp_path):
+    gcp, icc = _meta_source(tmp_path)
+
+    def xmp_of(im):
+        x = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or b""
+        if hasattr(im, "tag_v2") and 700 in im.tag_v2:
+            x = im.tag_v2[700]
+        return x.encode() if isinstance(x, str) else bytes(x)
+
+    for ext, holds in {"png": "iexc", "jpg": "iexc", "webp": "iex", "tif": "iexc", "gif": "c"}.items():
+        out = tmp_path / f"d.{ext}"
+        assert main(["decompress", gcp, "-o", str(out)]) == 0, ext
+        with Image.open(out) as im:
+            if "i" in holds:
+                assert im.info.get("icc_profile") == icc, ext
+            if "e" in holds:
+                assert im.getexif().get(0x0112) == 6, ext
+            if "x" in holds:
+                assert b"gcp-test" in xmp_of(im), ext
+            if "c" in holds:
+                c = im.info.get("comment") or im.info.get("Comment") or \
+                    (im.tag_v2.get(270) if hasattr(im, "tag_v2") else None)
+                assert (c.decode() if isinstance(c, bytes) else c) == "a comment", ext
+
+
+@pytest.mark.parametrize("fmt", ["png", "gif", "webp", "tiff", "bmp", "jpeg"])
+def test_decompress_alpha_in_every_format_without_warnings(tmp_path, fmt):
+    import warnings
+
+    from pillow_gcp import adapter
+
+    arr = np.asarray(_rgba_photo()).copy()
+    arr[8:12, :, 3] = 100  # semi-transparent rows too
+    src = save_png(tmp_path / "a.png", Image.fromarray(arr, "RGBA"))
+    assert main(["compress", src, "-k", "10"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["decompress", str(tmp_path / "a.gcp"), "--format", fmt, "-o", str(tmp_path / "d") + "/"]) == 0
+    (name,) = os.listdir(tmp_path / "d")
+    idx, pal = _indexed(tmp_path / "a.gcp")
+    expect = np.asarray(adapter.to_image(idx, pal).convert("RGBA"))
+    with Image.open(tmp_path / "d" / name) as im:
+        got = np.asarray(im.convert("RGBA"))
+    if fmt in ("png", "webp", "tiff"):
+        np.testing.assert_array_equal(got, expect)  # everything, alpha included
+    elif fmt == "gif":  # one transparent index: alpha < 128 -> transparent, else opaque
+        np.testing.assert_array_equal(got[..., 3], np.where(expect[..., 3] < 128, 0, 255))
+        opaque = expect[..., 3] >= 128
+        np.testing.assert_array_equal(got[opaque][:, :3], expect[opaque][:, :3])
+    elif fmt == "bmp":
+        assert got.shape == expect.shape and (got[..., 3] == expect[..., 3]).all() or (got[..., 3] == 255).all()
+    else:  # JPEG: flattened over white (transparent band near white)
+        assert got[:8].mean() > 230
+
+
+def test_decompress_refuses_other_inputs_unless_any_input(tmp_path, capsys):
+    src = save_png(tmp_path / "a.png")
+    assert main(["decompress", src, "-o", str(tmp_path / "b.bmp")]) == 1
+    err = capsys.readouterr().err
+    assert "a.png: not a .gcp file (it is PNG)" in err and "--any-input" in err
+    assert not (tmp_path / "b.bmp").exists()
+    assert main(["decompress", src, "-o", str(tmp_path / "b.bmp"), "--any-input"]) == 0
+    with Image.open(tmp_path / "b.bmp") as b, Image.open(src) as a:
+        np.testing.assert_array_equal(rgb(a), rgb(b))
+
+
+# -------------------------------------------------------------------------- errors and small things (item 5)
+
+
+def _one_line_naming(err: str, name: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"gcp: {name}: ") or lines[0].startswith("gcp: error: "), err
+    for bad in ("Traceback", " object at 0x", ".tmp", "Errno", "internal error"):
+        assert bad not in err, err
+
+
+@pytest.mark.parametrize("case", ["missing", "junk", "empty", "nofolder", "truncated", "notgcp", "info-junk",
+                                  "against-junk", "against-png", "against-size"])
+def test_every_error_is_one_line_naming_its_file(tmp_path, capsys, case):
+    a = save_png(tmp_path / "a.png")
+    assert main(["compress", a, "-k", "4"]) == 0
+    gcp = str(tmp_path / "a.gcp")
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "empty.png").write_bytes(b"")
+    data = open(gcp, "rb").read()
+    (tmp_path / "cut.gcp").write_bytes(data[: len(data) // 2])
+    save_png(tmp_path / "small.png", photo(8, 8))
+    assert main(["compress", str(tmp_path / "small.png"), "-k", "4", "-o", str(tmp_path / "small.gcp")]) == 0
+    capsys.readouterr()
+    j = lambda n: str(tmp_path / n)  # noqa: E731
+    argv, blamed = {
+        "missing": (["compress", j("nope.png")], j("nope.png")),
+        "junk": (["compress", j("junk.png")], j("junk.png")),
+        "empty": (["compress", j("empty.png")], j("empty.png")),
+        "nofolder": (["compress", a, "-o", j("nodir/x.gcp")], a),
+        "truncated": (["decompress", j("cut.gcp"), "-o", j("c.png")], j("cut.gcp")),
+        "notgcp": (["decompress", a, "-o", j("c.png")], a),
+        "info-junk": (["info", j("junk.png")], j("junk.png")),
+        "against-junk": (["compare", a, "--against", j("junk.png"), "-o", j("r.png")], j("junk.png")),
+        "against-png": (["compare", a, "--against", j("small.png"), "-o", j("r.png")], j("small.png")),
+        "against-size": (["compare", a, "--against", j("small.gcp"), "-o", j("r.png")], j("small.gcp")),
+    }[case]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    _one_line_naming(err, blamed)
+    if case == "nofolder":
+        assert "nodir" in err and "does not exist" in err
+    if case == "against-png":
+        assert "not a .gcp file" in err
+    assert not (tmp_path / "r.png").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_empty_stdin_is_a_clear_error():
+    r = run(["compress", "-"], stdin=b"")
+    assert r.returncode == 1 and r.stdout == b""
+    assert r.stderr.decode().strip() == "gcp: <stdin>: empty input (nothing on stdin)"
+
+
+@pytest.mark.parametrize("argv", [["info", "{g}", "{g}", "{g}"], ["decompress", "{g}", "-o", "-"],
+                                  ["compress", "{p}", "-o", "-"]])
+def test_closed_stdout_ends_quietly(tmp_path, argv):
+    src = save_png(tmp_path / "a.png", photo(300, 200))
+    assert main(["compress", src]) == 0
+    argv = [x.format(g=str(tmp_path / "a.gcp"), p=src) for x in argv]
+    p = subprocess.Popen([sys.executable, "-m", "pillow_gcp", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env())
+    p.stdout.close()  # like `| head -0`
+    err = p.stderr.read()
+    p.wait(timeout=120)
+    assert err == b""
+
+
+def test_info_json_is_always_a_list(tmp_path, capsys):
+    src = save_png(tmp_path / "a.png")
+    assert main(["info", "--json", src]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert isinstance(recs, list) and len(recs) == 1 and recs[0]["format"] == "PNG"
+
+
+def test_verbose_reports_real_k_and_lossless(tmp_path, capsys):
+    two = Image.new("RGB", (10, 6), "white")
+    two.paste((200, 0, 0), (0, 0, 5, 6))
+    src = save_png(tmp_path / "two.png", two)
+    assert main(["compress", src, "-k", "256", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "k=2 " in err and "lossless" in err and "inf" not in err
+
+
+def test_target_de_is_minimal_and_prints_its_unit(tmp_path, capsys):
+    from pillow_gcp import adapter, metrics
+
+    im = photo(32, 24, seed=6)
+    src = save_png(tmp_path / "a.png", im)
+    assert main(["compress", src, "--target-de", "3", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"deltaE [\d.]+ \(OKLab x100\)", err)
+    k = int(err.split("k=")[1].split()[0])
+    px = adapter.pixels(im)
+
+    def de(k):
+        return metrics.mean_delta_e(px, metrics.expand(*adapter.prepare(im, k=k)))
+
+    assert de(k) <= 3.0
+    if k // 2 >= 1:
+        assert de(k // 2) > 3.0
+
+
+def test_target_search_writes_the_bytes_of_image_save_at_the_chosen_k(tmp_path, capsys):
+    im = photo(32, 24, seed=5)
+    src = save_png(tmp_path / "a.png", im)
+    assert main(["compress", src, "--target-psnr", "30", "--algo", "kmedoids", "-v"]) == 0
+    k = int(capsys.readouterr().err.split("k=")[1].split()[0])
+    ref = io.BytesIO()
+    Image.open(src).save(ref, "GCP", k=k, algo="kmedoids")
+    assert (tmp_path / "a.gcp").read_bytes() == ref.getvalue()
+
+
+def test_jobs_zero_uses_usable_cpus_and_windows_cap(monkeypatch):
+    assert cli._jobs_type("0") >= 1
+    monkeypatch.setattr(cli.sys, "platform", "win32")
+    assert cli._workers(200, 500) == 61
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    assert cli._workers(200, 500) == 200
+    assert cli._workers(8, 3) == 3
+
+
+def test_help_documents_every_exit_status(capsys):
+    for argv in (["--help"], ["compress", "--help"], ["decompress", "--help"]):
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        for code in ("0 ", "1 ", "2 ", "98 ", "99 ", "130 "):
+            assert "\n  " + code in text, (argv, code)
+    doc = open(os.path.join(ROOT, "docs", "cli.md"), encoding="utf-8").read()
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 98 |", "| 99 |", "| 130 |"):
+        assert code in doc

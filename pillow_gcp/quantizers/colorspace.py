@@ -59,6 +59,12 @@ def to_oklab(colors: np.ndarray) -> np.ndarray:
     return lab.astype(np.float32)
 
 
+def float_to_oklab(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) float sRGB values in [0, 255] (e.g. alpha composites) -> (N, 3) float64 OKLab x 100."""
+    lin = srgb_to_linear(np.asarray(rgb, np.float64) / 255.0)
+    return _mat3(np.cbrt(_mat3(lin, _M1)), _M2) * SCALE
+
+
 def from_oklab(lab: np.ndarray) -> np.ndarray:
     """(m, 3 or 4) float working space -> (m, C) uint8 sRGB(A), rounded and clipped."""
     lab = np.asarray(lab, np.float64)
