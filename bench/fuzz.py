@@ -91,7 +91,7 @@ INTERESTING_U32 = [
     0x7FFFFFFE, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF,
 ]
 HEAD_VALUES = {
-    "version": [0, 1, 2, 255],
+    "version": [0, 1, 2, 3, 4, 255],
     "channels": [0, 1, 2, 3, 4, 5, 255],
     "palette_size": [0, 1, 2, 3, 16, 255, 256, 257, 0xFFFF],
     "dim": [0, 1, 2, 3, 7, 8, 255, 256, 1000, 1023, 1024, 1025, 4096, 65535, 65536,
@@ -262,10 +262,8 @@ def _seed_corpus(seed: int) -> tuple:
         palette = rng.integers(0, 256, (n, 3), dtype=np.uint8)
         sig, chunks, tail = split_chunks(gcp_format.encode(indices, palette))
         i = _find(chunks, b"DATA")
-        head = _find(chunks, b"HEAD")
         for body in _payload_variants(indices, n, rng):
             chunks[i][1] = body
-            chunks[head][1] = bytes([2 if body[0] == 4 else 1]) + chunks[head][1][1:]  # RANKS needs version 2
             data = join_chunks(sig, chunks, tail)
             try:
                 ok = np.array_equal(gcp_format.decode(data)[0], indices)
@@ -444,7 +442,7 @@ def m_chunks(rnd, data, corpus):
         chunks[a], chunks[b] = chunks[b], chunks[a]
     elif op == 3:
         ctype = rnd.choice([b"abCd", b"ABCD", b"iccp", b"exif", b"xmpd", b"cmnt", b"HEAD", b"DONE", b"PLTE",
-                            b"DATA", b"a1cd", b"\x00\x00\x00\x00", b"dATA", b"Done"])
+                            b"DATA", b"a1cd", b"\x00\x00\x00\x00", b"dATA", b"Done", b"anim", b"fram"])
         body = rnd.randbytes(rnd.choice((0, 1, 12, 100)))
         chunks.insert(rnd.randrange(n + 1), [ctype, body])
     elif op == 4:  # garbage or a second file after the end
@@ -984,12 +982,10 @@ def memory_table(sizes=((512, 768), (2048, 2048))) -> list[dict]:
             base = gcp_format.encode(indices, palette)
             sig, chunks, tail = split_chunks(base)
             i = _find(chunks, b"DATA")
-            head = _find(chunks, b"HEAD")
             bodies = [("encoder", chunks[i][1])] + [
                 (f"m{b[0]}f{b[1] if b[0] >= 2 else 0}", b) for b in _payload_variants(indices, k, rng)]
             for name, body in bodies:
                 chunks[i][1] = body
-                chunks[head][1] = bytes([2 if body[0] == 4 else 1]) + chunks[head][1][1:]  # RANKS: version 2
                 data = join_chunks(sig, chunks, tail)
                 row = {"size": f"{w}x{h}", "kind": kind, "payload": name if name != "encoder"
                        else f"encoder (m{body[0]})", "file_bytes": len(data)}

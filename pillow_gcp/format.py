@@ -1,17 +1,20 @@
-"""The .gcp container, SPEC.md sections 2-5 in code: signature, chunks, CRCs.
+"""The .gcp container, SPEC.md sections 1-5 in code: signature, chunks, CRCs.
 
 Bytes in, arrays out. This module knows nothing of Pillow or of the quantizers;
 the index-map coding inside the DATA chunk is :mod:`pillow_gcp.payload`
 (SPEC.md section 6).
 
-Layout (all integers little-endian)::
+Layout (container integers little-endian)::
 
     signature  8 bytes  89 47 43 50 0D 0A 1A 0A
-    chunk*     length u32 | type 4 ASCII bytes | data (length bytes) | crc32 u32 over type+data
+    chunk*     length u32 | type 4 ASCII letters | data (length bytes) | crc32 u32 over type+data
 
-Chunk order: ``HEAD`` first, ``PLTE`` once, ``DATA`` once (after ``PLTE``),
-``DONE`` last and empty. Ancillary chunks (first letter lower-case) may stand
-anywhere between ``HEAD`` and ``DONE``; unknown ones are skipped.
+Chunk order: ``HEAD`` first (version 3), ``PLTE`` once, ``DATA`` once (after
+``PLTE``), ``DONE`` last and empty. Ancillary chunks (first letter lower-case)
+may stand anywhere between ``HEAD`` and ``DONE``; unknown ones are skipped
+(their CRC checked in pieces, never held whole), known metadata chunks count
+only before ``DATA`` and only the first of each type. Chunk types compare
+byte for byte.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "decode_payload",
     "decode_indices",
     "check_crc",
+    "check_trailer",
     "chunk_table",
     "encode",
     "decode",
@@ -45,7 +49,7 @@ __all__ = [
 ]
 
 MAGIC = b"\x89GCP\r\n\x1a\n"
-VERSION = 2  # the highest version this module reads; it writes the lowest one the file needs
+VERSION = 3  # the only version this module reads and writes (SPEC.md 3.1)
 MAX_DIMENSION = 0x7FFFFFFF
 MAX_CHUNK_LENGTH = 0x7FFFFFFF
 
@@ -74,7 +78,7 @@ class Header:
     payload_offset: int
     payload_length: int
     metadata: dict = field(default_factory=dict)
-    version: int = 1
+    version: int = VERSION
 
     @property
     def channels(self) -> int:
@@ -125,6 +129,26 @@ class _Reader:
             raise GCPFormatError(f"chunk {ctype.decode()} length {length} exceeds 2^31-1", start)
         return ctype, length, start
 
+    def skip(self, ctype: bytes, length: int) -> None:
+        """Read past a chunk's data checking its CRC, in pieces (an unknown ancillary chunk)."""
+        crc = zlib.crc32(ctype)
+        left = length
+        while left:
+            piece = self.read(min(left, _READ_PIECE), f"{ctype.decode()} chunk data")
+            crc = zlib.crc32(piece, crc)
+            left -= len(piece)
+        check_crc(ctype, None, self.read(4, f"{ctype.decode()} chunk CRC"), self.offset - 4, crc=crc)
+
+    def ancillary(self, ctype: bytes, length: int, metadata: dict | None) -> None:
+        """An ancillary chunk: kept in ``metadata`` if it is the first of a known type (SPEC.md 3.5),
+        else skipped; its CRC is checked either way. ``metadata`` None: after DATA, nothing is kept."""
+        key = META_CHUNKS.get(ctype)
+        if metadata is None or key is None or key in metadata:
+            self.skip(ctype, length)
+            return
+        body = self.body(ctype, length)
+        metadata[key] = body.decode("utf-8", "replace") if key == "comment" else body
+
     def body(self, ctype: bytes, length: int) -> bytes:
         """Read a whole chunk's data and check its CRC."""
         data = self.read(length, f"{ctype.decode()} chunk data")
@@ -132,22 +156,18 @@ class _Reader:
         return data
 
 
-def check_crc(ctype: bytes, data, crc_bytes: bytes, offset: int) -> None:
-    """Raise GCPFormatError unless ``crc_bytes`` (u32 LE, at file ``offset``) is CRC-32 of type + data."""
+def check_crc(ctype: bytes, data, crc_bytes: bytes, offset: int, *, crc: int | None = None) -> None:
+    """Raise GCPFormatError unless ``crc_bytes`` (u32 LE, at file ``offset``) is CRC-32 of type + data.
+
+    ``crc``: the CRC-32 of type + data already computed (``data`` is then not used).
+    """
     (stored,) = _CRC.unpack(crc_bytes)
-    actual = zlib.crc32(data, zlib.crc32(ctype))
+    actual = zlib.crc32(data, zlib.crc32(ctype)) if crc is None else crc
     if stored != actual:
         raise GCPFormatError(
             f"CRC mismatch in {ctype.decode()} chunk: stored {stored:08x}, computed {actual:08x}",
             offset,
         )
-
-
-def _keep_metadata(metadata: dict, ctype: bytes, body: bytes) -> None:
-    """Record a known ancillary chunk; the first of a kind wins (SPEC.md 3.5)."""
-    key = META_CHUNKS.get(ctype)
-    if key is not None and key not in metadata:
-        metadata[key] = body.decode("utf-8", "replace") if key == "comment" else body
 
 
 def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
@@ -158,9 +178,13 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
     (an ``OSError``) with the byte offset of the problem.
     """
     r = _Reader(fp, offset)
-    sig = r.read(len(MAGIC), "signature")
-    if sig != MAGIC:
+    sig = fp.read(len(MAGIC))
+    if sig != MAGIC[: len(sig)]:
         raise GCPFormatError("not a GCP file: bad signature", offset)
+    if len(sig) < len(MAGIC):
+        raise GCPFormatError(f"truncated file: signature needs {len(MAGIC)} bytes, only {len(sig)} present",
+                             offset + len(sig))
+    r.offset += len(sig)
 
     ctype, length, start = r.chunk()
     if ctype != b"HEAD":
@@ -169,8 +193,8 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
         raise GCPFormatError(f"HEAD chunk length must be {_HEAD.size}, found {length}", start)
     version, channels, size, width, height = _HEAD.unpack(r.body(ctype, length))
     data_at = start + 8
-    if not 1 <= version <= VERSION:
-        raise GCPFormatError(f"unsupported format version {version} (this decoder reads 1..{VERSION})", data_at)
+    if version != VERSION:
+        raise GCPFormatError(f"unsupported format version {version} (this decoder reads {VERSION})", data_at)
     if channels not in (3, 4):
         raise GCPFormatError(f"palette channels must be 3 or 4, found {channels}", data_at + 1)
     if not 1 <= size <= 256:
@@ -199,7 +223,7 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
         elif ctype in (b"HEAD", b"DONE") or ctype[0] < 97:
             raise GCPFormatError(f"unexpected critical chunk {ctype.decode()} before DATA", start + 4)
         else:
-            _keep_metadata(metadata, ctype, r.body(ctype, length))
+            r.ancillary(ctype, length, metadata)
 
 
 def read_payload(fp: IO[bytes], header: Header) -> bytes:
@@ -223,34 +247,34 @@ def decode_indices(data, width: int, height: int, palette_size: int, payload_off
                    partial: bool = False, version: int = VERSION) -> np.ndarray:
     """:func:`payload.decode` with its errors rebased to file offsets (``payload_offset`` = first payload byte).
 
-    ``version`` is the file's HEAD version: payload method 4 (RANKS) needs version 2.
+    ``version`` is the file's HEAD version, which :func:`read_header` has checked; any other value
+    than :data:`VERSION` is an error here too.
     """
-    if version < 2 and len(data) and data[0] == payload.METHOD_RANKS:
-        raise GCPFormatError(f"bad payload: method {data[0]} needs format version 2, HEAD says {version}",
-                             payload_offset)
+    if version != VERSION:
+        raise GCPFormatError(f"unsupported format version {version} (this decoder reads {VERSION})", None)
     try:
         return payload.decode(data, width, height, palette_size, partial=partial)
     except GCPFormatError as e:
         raise e.rebased(payload_offset, "bad payload") from None
 
 
-def check_trailer(fp: IO[bytes], offset: int) -> dict:
-    """Read the chunks after DATA up to DONE (``fp`` just after the DATA CRC).
+def check_trailer(fp: IO[bytes], offset: int) -> None:
+    """Read and check the chunks after DATA up to DONE (``fp`` just after the DATA CRC, at file ``offset``).
 
-    Returns metadata found there. Used by :func:`decode` and ``verify()``.
+    Ancillary chunks there are CRC-checked and skipped: metadata counts only before DATA
+    (SPEC.md 3.5). Used by :func:`decode` and ``verify()``.
     """
     r = _Reader(fp, offset)
-    metadata: dict = {}
     while True:
         ctype, length, start = r.chunk()
         if ctype == b"DONE":
             if length != 0:
                 raise GCPFormatError(f"DONE chunk must be empty, found length {length}", start)
             r.body(ctype, 0)
-            return metadata
+            return
         if ctype[0] < 97:
             raise GCPFormatError(f"unexpected critical chunk {ctype.decode()} after DATA", start + 4)
-        _keep_metadata(metadata, ctype, r.body(ctype, length))
+        r.ancillary(ctype, length, None)
 
 
 def chunk_table(data: bytes) -> list[tuple[int, bytes, int]]:
@@ -317,8 +341,7 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
             raise ValueError(f"metadata {key!r} is too large ({len(value)} bytes)")
         meta.append(_chunk(META_KEYS[key], bytes(value)))
     body = payload.encode(indices, n, level=level)
-    version = 2 if body[0] == payload.METHOD_RANKS else 1
-    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(version, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
+    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(VERSION, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
     parts += meta
     parts.append(_chunk(b"DATA", body))
     parts.append(_chunk(b"DONE", b""))
@@ -341,7 +364,5 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, dict]:
     header = read_header(fp)
     raw = read_payload(fp, header)
     indices = decode_payload(raw, header)
-    metadata = dict(header.metadata)
-    for key, value in check_trailer(fp, fp.tell()).items():
-        metadata.setdefault(key, value)
-    return indices, header.palette, metadata
+    check_trailer(fp, fp.tell())
+    return indices, header.palette, dict(header.metadata)

@@ -1,4 +1,4 @@
-"""Every conformance file in fixtures/ against fixtures/manifest.json."""
+"""Every conformance file in fixtures/ against fixtures/manifest.json (SPEC.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 import pillow_gcp  # noqa: F401  (registers the plugin)
 from pillow_gcp import format as F
+from pillow_gcp.errors import GCPFormatError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -36,28 +37,39 @@ def _rgba_sha(indices, palette):
     return hashlib.sha256(np.ascontiguousarray(palette[indices]).tobytes()).hexdigest()
 
 
+def _expected_metadata(entry) -> dict:
+    return {k: (v if k == "comment" else bytes.fromhex(v)) for k, v in entry.get("metadata", {}).items()}
+
+
 def test_manifest_lists_every_file_and_covers_the_spec():
     on_disk = sorted(p.name for p in FIXTURES.glob("*.gcp"))
     assert on_disk == sorted(f["name"] for f in MANIFEST["files"])
+    assert MANIFEST["spec_version"] == F.VERSION == 3
     assert len(VALID) >= 10 and len(INVALID) >= 3
     codings = {f["payload_coding"] for f in VALID}
     assert {"stored", "zlib", "lzma2", "lzma2-perm", "runs-lengths", "runs-bitmap",
             "runs-lengths-perm", "runs-bitmap-perm"} <= codings
     assert {f"ranks-{s}{c}{p}" for s in ("zlib", "lzma2") for c in ("", "-columns") for p in ("", "-perm")} <= codings
-    assert {f.get("error") for f in INVALID} >= {"needs format version 2", "reserved flag bits"}
+    # every error class of SPEC.md 5 has a file, every file a known class
+    assert {f["error_class"] for f in INVALID} == set(MANIFEST["error_classes"])
+    assert set(MANIFEST["error_classes"]) == {"signature", "truncated", "chunk", "crc", "head", "layout", "payload"}
     assert {f["channels"] for f in VALID} == {3, 4}
     assert {1, 256} <= {f["palette_size"] for f in VALID}
+    assert any(f["after_data"] for f in INVALID) and any("offset" in f for f in INVALID)
 
 
 @pytest.mark.parametrize("entry", VALID, ids=[f["name"] for f in VALID])
 def test_valid_file(entry):
     data = (FIXTURES / entry["name"]).read_bytes()
-    indices, palette, _ = F.decode(data)
+    indices, palette, metadata = F.decode(data)
     assert indices.shape == (entry["height"], entry["width"])
     assert palette.shape == (entry["palette_size"], entry["channels"])
     assert _rgba_sha(indices, palette) == entry["rgba_sha256"]
+    assert metadata == _expected_metadata(entry)
     with Image.open(io.BytesIO(data)) as im:
         assert im.format == "GCP" and im.mode == "P"
+        for key, value in _expected_metadata(entry).items():
+            assert im.info[key] == value
         rgba = im.convert("RGBA").tobytes()
     assert hashlib.sha256(rgba).hexdigest() == entry["rgba_sha256"]
     with Image.open(io.BytesIO(data)) as im:
@@ -67,17 +79,20 @@ def test_valid_file(entry):
 @pytest.mark.parametrize("entry", INVALID, ids=[f["name"] for f in INVALID])
 def test_invalid_file(entry):
     data = (FIXTURES / entry["name"]).read_bytes()
-    with pytest.raises(OSError) as e:
+    with pytest.raises(GCPFormatError) as e:
         F.decode(data)
     assert entry["error"] in str(e.value)
+    if "offset" in entry:  # the offset SPEC.md 5 defines for this error
+        assert e.value.offset == entry["offset"]
     # Through Pillow, open + load and open + verify each on their own. A huge declared size stops at
     # Pillow's bomb check in open(); otherwise open() succeeds for every file whose signature is right.
-    if entry["error"] == "not a GCP file":  # Pillow tries every format, then gives up
+    if entry["error_class"] == "signature" or len(data) < len(F.MAGIC):  # Pillow tries every format, gives up
         with pytest.raises(UnidentifiedImageError):
             Image.open(io.BytesIO(data))
         return
     if declared_pixels(data) > 2 * Image.MAX_IMAGE_PIXELS:
-        with pytest.raises(Image.DecompressionBombError):
+        # (a HEAD field error is found before Pillow sees the size)
+        with pytest.raises(GCPFormatError if entry["error_class"] == "head" else Image.DecompressionBombError):
             Image.open(io.BytesIO(data))
         return
     if entry["after_data"]:

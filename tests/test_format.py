@@ -44,7 +44,7 @@ def test_layout_matches_spec():
     chunks = F.chunk_table(data)
     assert [c[1] for c in chunks] == [b"HEAD", b"PLTE", b"cmnt", b"DATA", b"DONE"]
     version, channels, size, width, height = struct.unpack_from("<BBHII", data, 16)
-    assert (version, channels, size, width, height) == (1, 4, 5, 13, 7)
+    assert (version, channels, size, width, height) == (3, 4, 5, 13, 7)
     assert data[-12:] == bytes.fromhex("00000000444f4e451f0db826")
 
 
@@ -59,6 +59,70 @@ def test_metadata_roundtrip_and_unknown_ancillary_skipped():
     got, pal, m = F.decode(data2)
     assert np.array_equal(got, indices)
     assert m == meta
+
+
+def _insert(data: bytes, before: bytes, *chunks: bytes) -> bytes:
+    """``data`` with ``chunks`` inserted before its first chunk of type ``before``."""
+    at = [c for c in F.chunk_table(data) if c[1] == before][0][0]
+    return data[:at] + b"".join(chunks) + data[at:]
+
+
+def test_duplicate_metadata_keeps_the_first_and_metadata_after_data_is_ignored():
+    indices, palette = _image()
+    data = F.encode(indices, palette, {"comment": "first", "icc_profile": b"ICC-1"})
+    data = _insert(data, b"DATA", _chunk(b"cmnt", b"second"), _chunk(b"iccp", b"ICC-2"))
+    data = _insert(data, b"DONE", _chunk(b"cmnt", b"after"), _chunk(b"exif", b"Exif\0\0after"))
+    got, _, meta = F.decode(data)
+    assert np.array_equal(got, indices)
+    assert meta == {"comment": "first", "icc_profile": b"ICC-1"}
+    fp = io.BytesIO(data)
+    assert F.read_header(fp).metadata == meta
+
+
+def test_comment_with_invalid_utf8_becomes_replacement_characters():
+    indices, palette = _image()
+    raw = b"ok \xff \xe2\x82 end \xf0\x9f\x98\x80"  # a bad byte, a cut 3-byte sequence, then a valid emoji
+    data = _insert(F.encode(indices, palette), b"DATA", _chunk(b"cmnt", raw))
+    assert F.decode(data)[2] == {"comment": "ok \ufffd \ufffd end \U0001f600"}
+
+
+@pytest.mark.parametrize("ctype,ok", [(b"dATA", True), (b"hEAD", True), (b"done", True), (b"Data", False),
+                                      (b"DATa", False), (b"HEAd", False), (b"CMNT", False)])
+def test_chunk_types_compare_byte_for_byte(ctype, ok):
+    """Only exact types are known: another case is another (ancillary: skipped, critical: an error) type."""
+    indices, palette = _image()
+    data = _insert(F.encode(indices, palette), b"DATA", _chunk(ctype, b"\x00" * 12))
+    if ok:
+        assert np.array_equal(F.decode(data)[0], indices)
+        assert F.decode(data)[2] == {}
+    else:
+        with pytest.raises(GCPFormatError, match=f"critical chunk {ctype.decode()}"):
+            F.decode(data)
+
+
+def test_big_unknown_ancillary_chunk_is_checked_without_holding_it(monkeypatch):
+    import tracemalloc
+
+    indices, palette = _image()
+    big = _chunk(b"zbig", bytes(range(256)) * (24 << 10))  # 6 MiB
+    data = _insert(F.encode(indices, palette), b"DONE", big)
+    data = _insert(data, b"DATA", big)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        fp = io.BytesIO(data)
+        header = F.read_header(fp)
+        F.read_payload(fp, header)
+        F.check_trailer(fp, fp.tell())
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 << 20, peak  # pieces of 1 MiB, never the 6 MiB body
+    bad = bytearray(data)
+    bad[-40] ^= 1  # inside the second big chunk (after DATA)
+    with pytest.raises(GCPFormatError, match="CRC mismatch in zbig"):
+        F.decode(bytes(bad))
 
 
 def test_unknown_critical_chunk_is_an_error():
@@ -103,7 +167,9 @@ def test_crc_error_names_the_chunk_and_offset():
 @pytest.mark.parametrize(
     "field,offset,value,message",
     [
-        ("version", 16, struct.pack("<B", 3), "unsupported format version 3"),
+        ("version", 16, struct.pack("<B", 1), "unsupported format version 1"),
+        ("version", 16, struct.pack("<B", 2), "unsupported format version 2"),
+        ("version", 16, struct.pack("<B", 4), "unsupported format version 4"),
         ("channels", 17, struct.pack("<B", 5), "palette channels"),
         ("palette_size", 18, struct.pack("<H", 0), "palette size"),
         ("palette_size", 18, struct.pack("<H", 257), "palette size"),

@@ -75,13 +75,11 @@ def _with_head(data, width, height):
 
 
 def _with_data(data, body):
-    """The same file with another DATA body (length and CRC fixed; HEAD version 2 for RANKS)."""
+    """The same file with another DATA body (length and CRC fixed)."""
     sig, chunks, tail = fuzz.split_chunks(data)
     for c in chunks:
         if c[0] == b"DATA":
             c[1] = body
-        if c[0] == b"HEAD":
-            c[1] = bytes([2 if body[:1] == b"\x04" else 1]) + c[1][1:]
     return fuzz.join_chunks(sig, chunks, tail)
 
 
