@@ -8,6 +8,7 @@ is missing; under CI (``CI`` set) a missing dask fails them.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -71,7 +72,8 @@ def _gcp_compress(inputs: list, out_dir: Path, *args: str) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
         with Client(cluster) as c:
             yield c
 
