@@ -340,7 +340,7 @@ def _output_options(fmt: str, level: Optional[int]) -> Dict[str, Any]:
     if fmt == "PNG":
         return {"optimize": True}
     if fmt == "WEBP":
-        return {"lossless": True, "quality": 100, "method": 6}
+        return {"lossless": True, "quality": 100}  # method 4 (default): method 5-6 are ~10 % smaller, 6-50x slower
     return {}
 
 
