@@ -825,10 +825,19 @@ def test_compress_writes_the_format_the_name_says(tmp_path, alpha):
         np.testing.assert_array_equal(gif_rgba[8:, :, :3], expect[8:, :, :3])
     else:
         np.testing.assert_array_equal(gif_rgba, expect)
-    # the PNG is what palette_image gives, saved as an optimized PNG
+    # the PNG is what palette_image gives, saved as an optimized PNG (a 4-bit map: zlib's Z_FILTERED)
+    import zlib
+
     ref = io.BytesIO()
-    adapter.palette_image(Image.open(src), k=12).save(ref, "PNG", optimize=True, icc_profile=None)
+    adapter.palette_image(Image.open(src), k=12).save(ref, "PNG", optimize=True, icc_profile=None,
+                                                      compress_type=zlib.Z_FILTERED)
     assert (tmp_path / "o.png").read_bytes() == ref.getvalue()
+    # an 8-bit map gets Z_DEFAULT_STRATEGY
+    assert main(["compress", src, "-k", "40", "-o", str(tmp_path / "o40.png")]) == 0
+    ref = io.BytesIO()
+    adapter.palette_image(Image.open(src), k=40).save(ref, "PNG", optimize=True, icc_profile=None,
+                                                      compress_type=zlib.Z_DEFAULT_STRATEGY)
+    assert (tmp_path / "o40.png").read_bytes() == ref.getvalue()
 
 
 def test_format_option_and_ext(tmp_path, capsys):
@@ -1120,3 +1129,27 @@ def test_help_documents_every_exit_status(capsys):
     doc = open(os.path.join(ROOT, "docs", "cli.md"), encoding="utf-8").read()
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 98 |", "| 99 |", "| 130 |"):
         assert code in doc
+
+
+def test_bytes_functions_are_the_cli(tmp_path):
+    """convert.compress_bytes / decompress_bytes (what a Dask recipe calls) give the CLI's bytes."""
+    import pickle
+
+    from pillow_gcp import convert
+
+    src = save_png(tmp_path / "a.png", _rgba_photo())
+    data = open(src, "rb").read()
+    for fmt in ("gcp", "png", "gif", "webp"):
+        assert main(["compress", src, "-k", "9", "--seed", "2", "-o", str(tmp_path / f"c.{fmt}")]) == 0
+        assert convert.compress_bytes(data, format=fmt, k=9, seed=2) == (tmp_path / f"c.{fmt}").read_bytes()
+    assert main(["decompress", str(tmp_path / "c.gcp"), "-o", str(tmp_path / "d.tif")]) == 0
+    gcp = (tmp_path / "c.gcp").read_bytes()
+    assert convert.decompress_bytes(gcp, format="TIFF") == (tmp_path / "d.tif").read_bytes()
+    for fn in (convert.compress_bytes, convert.decompress_bytes):
+        assert pickle.loads(pickle.dumps(fn)) is fn
+    with pytest.raises(convert.NotGCPError, match="not a .gcp file"):
+        convert.decompress_bytes(data)
+    with pytest.raises(ValueError, match="format"):
+        convert.compress_bytes(data, format="JPEG")
+    with pytest.raises(ValueError, match="empty"):
+        convert.compress_bytes(b"")
