@@ -31,7 +31,8 @@ EXIT_STATUS = """exit status:
   1    some file failed (each is named on stderr; the other files were still done)
   2    usage error (bad option or combination): nothing was written
   98   --skip-if-larger: some output would have been larger than its input and was not written
-  99   --min-psnr: some image missed the floor even at k=256 and was not written
+  99   --min-psnr: some image missed the floor (at -k, or at the k a target chose, at most 256)
+       and was not written
   130  interrupted
 With several problems in one run the first of 1, 99, 98 in this order is returned."""
 
@@ -1041,8 +1042,8 @@ def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="gcp", formatter_class=raw,
-        description="Compress images to the .gcp palette format (or PNG-8, GIF, WebP with the same palette), "
-                    "decode them, inspect and compare them.",
+        description="Compress images to the .gcp palette format (or to PNG-8, GIF, WebP with the same\n"
+                    "palette), decode them, inspect and compare them.",
         epilog=EXIT_STATUS + "\n\nRun 'gcp COMMAND --help' for the options of a command; docs/cli.md has them all.",
     )
     parser.add_argument("--version", action=_VersionAction, help="show the version and exit")

@@ -210,12 +210,6 @@ def encode_image(im: Image.Image, fmt: str, meta: Optional[Dict[str, Any]] = Non
     kw.update(options or {})
     if fmt == "GIF" and im.mode == "P":
         return _save(_gif_ready(im), fmt, kw)
-    if fmt == "PNG" and im.mode == "P" and "compress_type" not in kw:
-        # zlib strategy by map depth: Z_FILTERED for 1-4-bit maps (<= 16 entries), Z_DEFAULT_STRATEGY for
-        # 8-bit ones, measured 2-4 % resp. 4-15 % smaller than the other on Kodak, USC-SIPI and palette graphics
-        import zlib
-
-        kw["compress_type"] = zlib.Z_FILTERED if len(im.getpalette() or ()) <= 48 else zlib.Z_DEFAULT_STRATEGY
     alpha = _has_alpha(im) or im.mode == "RGBA"
     if im.mode == "P" and (fmt in ("PNG", "GCP") or not alpha):
         try:
