@@ -1144,3 +1144,14 @@ def test_bytes_functions_are_the_cli(tmp_path):
         convert.compress_bytes(data, format="JPEG")
     with pytest.raises(ValueError, match="empty"):
         convert.compress_bytes(b"")
+
+
+def test_format_pillow_cannot_write_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    src = save_png(tmp_path / "a.png")
+    Image.init()
+    monkeypatch.delitem(Image.SAVE, "WEBP")
+    assert main(["compress", src, "-o", str(tmp_path / "a.webp")]) == 2
+    assert "cannot write WEBP" in capsys.readouterr().err
+    assert not (tmp_path / "a.webp").exists()
