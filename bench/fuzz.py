@@ -235,6 +235,15 @@ def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> 
     return out
 
 
+def fill_order(body: bytes, width: int, height: int) -> np.ndarray:
+    """(N,) raster pixel numbers in the order a truncated payload fills them (SPEC.md 6: the decoded
+    prefix of a cut payload is a prefix in this order, every other pixel index 0)."""
+    n = width * height
+    if body[:1] == b"\x04" and len(body) > 1 and body[1] & 4:  # RANKS with COLUMNS: column-major
+        return np.arange(n).reshape(height, width).T.ravel()
+    return np.arange(n)
+
+
 def seed_corpus(seed: int = 0) -> list[bytes]:
     """Valid .gcp files covering palette sizes 1-256, RGB/RGBA, metadata, trailing chunks and
     every payload method and flag (see :func:`_payload_variants`)."""
@@ -762,9 +771,9 @@ def _check_input(data: bytes, limits: Limits, stats: Counter | None) -> list[Fin
         if header is not None and header.payload_length > 0:
             cut = header.payload_offset + zlib.crc32(data) % header.payload_length
             part = _measure(_target_load_truncated, data[:cut], trace=False, hard_timeout=None)
-            pay = data[header.payload_offset:header.payload_offset + 2]
-            # RANKS in columns (SPEC 6.5) decodes column by column: its prefix is in column order
-            order = (lambda m: m.T.ravel()) if pay[:1] == b"\x04" and pay[1:2] and pay[1] & 4 else np.ravel
+            pay = data[header.payload_offset:header.payload_offset + header.payload_length]
+            fill = fill_order(pay, header.width, header.height)
+            order = lambda m: np.ravel(m)[fill]  # noqa: E731  the pixels in the order a cut payload fills them
             full = order(decode.value[0])
             if part.ok:
                 got = order(np.asarray(part.value))
