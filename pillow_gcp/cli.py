@@ -17,7 +17,10 @@ import os
 import stat
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -230,7 +233,7 @@ def _input_size(path: str, stdin_data: Optional[bytes]) -> int:
         return 0
 
 
-def read_image(path: str, stdin_data: Optional[bytes] = None, tiles: Optional[list] = None):
+def read_image(path: str, stdin_data: Optional[bytes] = None, tiles: Optional[List[Any]] = None) -> "Image.Image":
     """The fully decoded image in ``path`` (``-``: the stdin bytes); FileError saying what is wrong.
 
     If ``tiles`` is a list, the image's tile descriptors (taken before decoding) are added to it.
@@ -259,7 +262,7 @@ def read_image(path: str, stdin_data: Optional[bytes] = None, tiles: Optional[li
                         else describe(e)) from None
 
 
-def plan_outputs(inputs: Sequence[str], out: Optional[str], suffix: str) -> list:
+def plan_outputs(inputs: Sequence[str], out: Optional[str], suffix: str) -> List[str]:
     """The output path of each input; UsageError if ambiguous.
 
     One input: ``out`` is the file (``-`` = stdout), or a folder if it exists as one or ends with
@@ -390,7 +393,7 @@ class Result:
     colors: Optional[int] = None
     psnr: Optional[float] = None
     quality: Optional[str] = None
-    warnings: list = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -489,11 +492,12 @@ def _report_line(r: Result) -> str:
     return " ".join(parts)
 
 
-def _run_batch(fn: Callable[..., Result], tasks: list, jobs: int, verbose: bool = False) -> list:
+def _run_batch(fn: Callable[..., Result], tasks: List[Tuple[Any, ...]], jobs: int,
+               verbose: bool = False) -> List[Result]:
     """Run ``fn(*task)`` for every task on ``jobs`` processes; report each result on stderr as it
     arrives (problems and warnings always, a size line with ``verbose``); results in task order."""
     progress = Progress(len(tasks))
-    results: list = [None] * len(tasks)
+    results: List[Optional[Result]] = [None] * len(tasks)
 
     def report(i: int, r: Result) -> None:
         results[i] = r
@@ -523,7 +527,7 @@ def _run_batch(fn: Callable[..., Result], tasks: list, jobs: int, verbose: bool 
                     r = Result(tasks[i][0], tasks[i][1], "failed", f"worker failed: {describe(e)}")
                 report(i, r)
     progress.close()
-    return results
+    return [r for r in results if r is not None]
 
 
 def _status(results: Sequence[Result]) -> int:
@@ -556,7 +560,7 @@ def _parse_color(text: str) -> Tuple[int, ...]:
     return tuple(int(t[i:i + 2], 16) for i in range(0, len(t), 2))
 
 
-def _colors(text: str) -> list:
+def _colors(text: str) -> List[Tuple[int, ...]]:
     return [_parse_color(t) for t in text.split(",") if t.strip()]
 
 
@@ -705,7 +709,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return _status(_run_batch(compress_one, tasks, args.jobs, args.verbose))
 
 
-def _compress_shared(opts: Options, inputs: Tuple[str, ...], outs: list) -> int:
+def _compress_shared(opts: Options, inputs: Tuple[str, ...], outs: List[str]) -> int:
     """--shared-palette: one palette over all readable inputs (quantize_many), then each written."""
     from .convert import QualityError, compress_shared
 
@@ -799,7 +803,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- info
 
 
-def _gcp_coding(path: str, stdin_data: Optional[bytes], tiles: list) -> Optional[str]:
+def _gcp_coding(path: str, stdin_data: Optional[bytes], tiles: List[Any]) -> Optional[str]:
     """Name of the index-map coding of a .gcp file: the payload's method and flags (SPEC section 6)."""
     if not tiles:
         return None
@@ -820,15 +824,15 @@ def _gcp_coding(path: str, stdin_data: Optional[bytes], tiles: list) -> Optional
     return coding_name(b)
 
 
-def image_info(path: str, stdin_data: Optional[bytes] = None) -> dict:
+def image_info(path: str, stdin_data: Optional[bytes] = None) -> Dict[str, Any]:
     """The facts ``gcp info`` prints for one file (FileError if it cannot be read)."""
     from . import adapter
 
-    tiles: list = []
+    tiles: List[Any] = []
     im = read_image(path, stdin_data, tiles)
     nbytes = _input_size(path, stdin_data)
     w, h = im.size
-    d: dict = {"file": _display(path), "format": im.format, "width": w, "height": h, "mode": im.mode}
+    d: Dict[str, Any] = {"file": _display(path), "format": im.format, "width": w, "height": h, "mode": im.mode}
     if im.mode in ("P", "PA") and im.palette is not None:
         d["palette_size"] = len(adapter.palette_of(im))
         used = im.getcolors(256)
@@ -848,7 +852,7 @@ def image_info(path: str, stdin_data: Optional[bytes] = None) -> dict:
             value = f"<{len(value)} bytes>"
         elif not isinstance(value, (str, int, float, bool, type(None), list, tuple)):
             value = str(value)
-        d.setdefault(key, value)
+        d.setdefault(str(key), value)
     return d
 
 
@@ -924,8 +928,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             c = compress_image(original, level=_level(args), target_psnr=args.target_psnr,
                                target_de=args.target_de, min_psnr=args.min_psnr, **params)
-            for w in filter(None, [c.warning]):
-                _warn(f"gcp: {_display(src)}: warning: {w}")
+            if c.warning:
+                _warn(f"gcp: {_display(src)}: warning: {c.warning}")
             decoded, blob_size, k = open_bytes(c.data), len(c.data), c.k
         a, b = adapter.pixels(original), adapter.pixels(decoded)
         p, de = metrics.psnr(a, b), metrics.mean_delta_e(a, b)
@@ -968,7 +972,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
         self.print_usage(sys.stderr)
         raise UsageError(message)
 
@@ -1034,10 +1038,12 @@ def _version() -> str:
 class _VersionAction(argparse.Action):
     """--version without looking the version up unless asked."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: Optional[str] = None) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
         print(f"{parser.prog} {_version()}")
         parser.exit()
 
@@ -1179,7 +1185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return args.func(args)
+        return int(args.func(args))
     except UsageError as e:
         _warn(f"gcp: error: {e}")
         return EXIT_USAGE

@@ -267,13 +267,18 @@ def search_k(measure: Callable[[int], float], meets: Callable[[float], bool], fl
         hi = half
 
 
-def _target(target_psnr: Optional[float], target_de: Optional[float]):
+def _target(target_psnr: Optional[float], target_de: Optional[float]
+            ) -> Tuple[str, str, Callable[[float], bool], float]:
     """(name, unit, measure(orig, pair-list) , meets) of a quality target."""
     if target_psnr is not None and target_de is not None:
         raise ValueError("give target_psnr or target_de, not both")
     if target_psnr is not None:
-        return "PSNR", " dB", lambda v: v >= target_psnr, target_psnr
-    return "deltaE", " (OKLab x100)", lambda v: v <= target_de, target_de
+        goal = float(target_psnr)
+        return "PSNR", " dB", lambda v: v >= goal, goal
+    if target_de is None:
+        raise ValueError("give target_psnr or target_de")
+    limit = float(target_de)
+    return "deltaE", " (OKLab x100)", lambda v: v <= limit, limit
 
 
 def _quality(pairs: Sequence[Tuple[Any, Any]], psnr_target: bool) -> float:
@@ -292,7 +297,8 @@ def _floor_k(params: Dict[str, Any]) -> int:
 
 
 def _search(originals: List[Any], run: Callable[[int], List[Tuple[Any, Any]]], params: Dict[str, Any],
-            target_psnr: Optional[float], target_de: Optional[float]):
+            target_psnr: Optional[float], target_de: Optional[float]
+            ) -> Tuple[int, List[Tuple[Any, Any]], float, Optional[str], Dict[int, float]]:
     """Quality search over k: returns (k, results at k, value, warning, tried)."""
     from . import metrics
 
@@ -413,9 +419,16 @@ def compress_shared(images: Sequence[Image.Image], *, format: str = "GCP", strip
 
     def run(k: Optional[int]) -> List[Tuple[Any, Any]]:
         p = dict(params, k=k)
-        return [adapter.indexed(q) for q in quantize_many(list(images), **p)]
+        out = []
+        for q in quantize_many(list(images), **p):
+            arrays = adapter.indexed(q)
+            assert arrays is not None  # a P image always has its exact indexed form
+            out.append(arrays)
+        return out
 
-    warning, value, tried = None, None, {}
+    warning: Optional[str] = None
+    value: Optional[float] = None
+    tried: Dict[int, float] = {}
     if target_psnr is None and target_de is None:
         k = params.pop("k", None)
         results = run(k)

@@ -29,7 +29,8 @@ _CHUNK = 1 << 18  # pixels per float chunk
 
 def expand(indices: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """``(H, W)`` indices and an ``(m, C)`` palette -> the ``(H, W, C)`` pixel array ``palette[indices]``."""
-    return np.asarray(palette, np.uint8)[np.asarray(indices)]
+    out: np.ndarray = np.asarray(palette, np.uint8)[np.asarray(indices)]
+    return out
 
 
 def _check(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, bool]:
