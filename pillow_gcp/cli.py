@@ -1025,14 +1025,9 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__  # the package metadata takes its version from here
 
-    try:
-        return version("pillow-gcp")
-    except PackageNotFoundError:  # running from a source tree
-        from . import __version__
-
-        return __version__
+    return __version__
 
 
 class _VersionAction(argparse.Action):
