@@ -64,7 +64,7 @@ def _is_url(path: str) -> bool:
 
 def _fsspec() -> Any:
     try:
-        import fsspec
+        import fsspec  # type: ignore[import-untyped]  # no stubs
     except ImportError:
         raise ImportError('URLs need fsspec: pip install "pillow-gcp[dask]"') from None
     return fsspec
@@ -316,10 +316,10 @@ def compress_bag(srcs: Union[str, Sequence[str]], dst_dir: str, *, src_root: Opt
     task = functools.partial(compress_file, format=format, strip=strip, if_exists=if_exists, errors=errors,
                              storage_options=dict(storage_options) if storage_options else None, **params)
     if not pairs:
-        return db.from_sequence([], npartitions=1)
+        return db.from_sequence([], npartitions=1)  # type: ignore[no-any-return]
     if npartitions is None:  # one file per task up to 256 files, then up to 100 files per task
         npartitions = min(len(pairs), max(256, -(-len(pairs) // 100)))
-    return db.from_sequence(pairs, npartitions=min(npartitions, len(pairs))).starmap(task)
+    return db.from_sequence(pairs, npartitions=min(npartitions, len(pairs))).starmap(task)  # type: ignore[no-any-return]
 
 
 def compress_files(srcs: Union[str, Sequence[str]], dst_dir: str, *, src_root: Optional[str] = None,
