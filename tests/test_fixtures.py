@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ def test_manifest_lists_every_file_and_covers_the_spec():
     assert set(MANIFEST["error_classes"]) == {"signature", "truncated", "chunk", "crc", "head", "layout", "payload"}
     assert {f["channels"] for f in VALID} == {3, 4}
     assert {1, 256} <= {f["palette_size"] for f in VALID}
-    assert any(f["after_data"] for f in INVALID) and any("offset" in f for f in INVALID)
+    assert any(f["after_data"] for f in INVALID)
+    assert all(("offset" in f) == (f["error_class"] != "payload") for f in INVALID)  # SPEC.md 5.1 defines them
 
 
 @pytest.mark.parametrize("entry", VALID, ids=[f["name"] for f in VALID])
@@ -120,3 +122,111 @@ def test_generator_reproduces_the_committed_files(tmp_path):
     assert manifest == MANIFEST
     for entry in MANIFEST["files"]:
         assert (tmp_path / entry["name"]).read_bytes() == (FIXTURES / entry["name"]).read_bytes(), entry["name"]
+
+
+# ----------------------------------------------------------------------------- SPEC.md 1-5 read independently
+
+
+class SpecError(Exception):
+    def __init__(self, error_class: str, offset: int | None) -> None:
+        super().__init__(error_class, offset)
+        self.error_class, self.offset = error_class, offset
+
+
+def spec_container(data: bytes):
+    """SPEC.md section 4 written again from the text alone (not from pillow_gcp.format): returns
+    (version, channels, k, width, height, palette bytes, metadata, payload) or raises SpecError with the
+    class and offset of SPEC.md 5.1. The payload itself is left to section 6."""
+    sig = b"\x89GCP\r\n\x1a\n"
+    if data[:8] != sig[: len(data[:8])]:
+        raise SpecError("signature", 0)
+    if len(data) < 8:
+        raise SpecError("truncated", len(data))
+    pos = 8
+
+    def chunk():
+        nonlocal pos
+        start = pos
+        if pos + 8 > len(data):
+            raise SpecError("truncated", len(data))
+        length = int.from_bytes(data[pos : pos + 4], "little")
+        ctype = data[pos + 4 : pos + 8]
+        if not all(0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A for c in ctype):
+            raise SpecError("chunk", start + 4)
+        if length > 2**31 - 1:
+            raise SpecError("chunk", start)
+        return ctype, length, start
+
+    def body(ctype, length, start):
+        nonlocal pos
+        end = start + 8 + length
+        if end + 4 > len(data):
+            raise SpecError("truncated", len(data))
+        content = data[start + 8 : end]
+        if int.from_bytes(data[end : end + 4], "little") != zlib.crc32(ctype + content):
+            raise SpecError("crc", end)
+        pos = end + 4
+        return content
+
+    ctype, length, start = chunk()
+    if ctype != b"HEAD":
+        raise SpecError("layout", start + 4)
+    if length != 12:
+        raise SpecError("head", start)
+    head = body(ctype, length, start)
+    version, channels, k, width, height = struct.unpack("<BBHII", head)
+    for ok, off in ((version == 3, 16), (channels in (3, 4), 17), (1 <= k <= 256, 18),
+                    (1 <= width <= 2**31 - 1, 20), (1 <= height <= 2**31 - 1, 24)):
+        if not ok:
+            raise SpecError("head", off)
+    palette, metadata = None, {}
+    names = {b"iccp": "icc_profile", b"exif": "exif", b"xmpd": "xmp", b"cmnt": "comment"}
+    while True:
+        ctype, length, start = chunk()
+        if ctype == b"PLTE" and palette is None:
+            if length != k * channels:
+                raise SpecError("layout", start)
+            palette = body(ctype, length, start)
+        elif ctype == b"DATA" and palette is not None:
+            payload = body(ctype, length, start)
+            break
+        elif 0x41 <= ctype[0] <= 0x5A:
+            raise SpecError("layout", start + 4)
+        else:
+            content = body(ctype, length, start)
+            if ctype in names and names[ctype] not in metadata:
+                metadata[names[ctype]] = content.decode("utf-8", "replace") if ctype == b"cmnt" else content
+    while True:
+        ctype, length, start = chunk()
+        if ctype == b"DONE":
+            if length != 0:
+                raise SpecError("layout", start)
+            body(ctype, length, start)
+            break
+        if 0x41 <= ctype[0] <= 0x5A:
+            raise SpecError("layout", start + 4)
+        body(ctype, length, start)
+    return version, channels, k, width, height, palette, metadata, payload
+
+
+@pytest.mark.parametrize("entry", MANIFEST["files"], ids=[f["name"] for f in MANIFEST["files"]])
+def test_spec_text_alone_gives_the_manifest(entry):
+    """An implementer who reads only SPEC.md 1-5 (above) agrees with the manifest: container errors by
+    class and offset, valid files by size, palette, metadata and (through the section 6 decoder) pixels."""
+    data = (FIXTURES / entry["name"]).read_bytes()
+    if not entry["valid"] and entry["error_class"] != "payload":
+        with pytest.raises(SpecError) as e:
+            spec_container(data)
+        assert (e.value.error_class, e.value.offset) == (entry["error_class"], entry["offset"])
+        return
+    _, channels, k, width, height, palette, metadata, payload = spec_container(data)
+    if not entry["valid"]:  # a payload error: the container is fine, section 6 rejects the payload
+        with pytest.raises(GCPFormatError):
+            F.payload.decode(payload, width, height, k)
+        return
+    assert (width, height, k, channels) == (entry["width"], entry["height"], entry["palette_size"],
+                                            entry["channels"])
+    assert metadata == _expected_metadata(entry)
+    indices = F.payload.decode(payload, width, height, k)
+    pal = np.frombuffer(palette, np.uint8).reshape(k, channels)
+    assert _rgba_sha(indices, pal) == entry["rgba_sha256"]
