@@ -51,6 +51,7 @@ _EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tif", "PNG": ".png", "WEBP": ".webp", "
                "GCP": ".gcp"}
 K_MAX = 256  # the largest palette (.gcp, PNG-8, GIF all stop there)
 GIF_ALPHA_THRESHOLD = 128  # GIF has one transparent index: entries with alpha below this use it
+_ALPHA_IGNORED = ("BMP", "DIB")  # Pillow writes 32-bit BMP, but readers (Pillow too) drop its alpha
 
 
 class QualityError(ValueError):
@@ -198,8 +199,8 @@ def encode_image(im: Image.Image, fmt: str, meta: Optional[Dict[str, Any]] = Non
     * PNG keeps a P image as PNG-8 (its alpha as tRNS); GIF gets one transparent index (entries with
       alpha below 128); WebP is lossless.
     * Other formats: a P image is written as P if the format takes it, else as RGBA when the image
-      has alpha and the format holds it, else as RGB; alpha that the format cannot hold is flattened
-      over white.
+      has alpha and the format holds it, else as RGB; alpha that the format cannot hold (JPEG, BMP,
+      PPM...) is flattened over white.
     * ``meta`` (icc_profile, exif, xmp, comment) goes into the file as far as the format holds it.
     """
     fmt = fmt.upper()
@@ -211,6 +212,8 @@ def encode_image(im: Image.Image, fmt: str, meta: Optional[Dict[str, Any]] = Non
     if fmt == "GIF" and im.mode == "P":
         return _save(_gif_ready(im), fmt, kw)
     alpha = _has_alpha(im) or im.mode == "RGBA"
+    if alpha and fmt in _ALPHA_IGNORED:
+        return _save(_flatten(im.convert("RGBA")), fmt, kw)
     if im.mode == "P" and (fmt in ("PNG", "GCP") or not alpha):
         try:
             return _save(im, fmt, kw)
