@@ -684,10 +684,9 @@ def _compress_format(args: argparse.Namespace) -> Tuple[str, str]:
             raise UsageError(f"{named[0]} {args.output if named[0] == '-o' else args.ext}: compress writes "
                              f"{writable} files, not {named[1]} (--format chooses the format)")
     fmt = fmt or "GCP"
-    from PIL import Image
+    from .convert import writable as pillow_writes
 
-    Image.init()  # Pillow loads its writers lazily
-    if fmt not in Image.SAVE:
+    if not pillow_writes(fmt):
         raise UsageError(f"this Pillow cannot write {fmt} (built without its library); choose another format")
     suffix = args.ext if args.ext else COMPRESS_FORMATS[fmt]
     return fmt, suffix
