@@ -119,9 +119,14 @@ def check_output(out: str, inputs: Sequence[str], force: bool) -> None:
         raise FileError(f"output {out} exists (use --force to overwrite)")
     if st is None and os.path.lexists(out) and not force:
         raise FileError(f"output {out} exists as a broken link (use --force to write through it)")
-    folder = os.path.dirname(os.path.abspath(os.path.realpath(out)))
+    _check_folder(out, os.path.dirname(os.path.abspath(os.path.realpath(out))))
+
+
+def _check_folder(out: str, folder: str) -> None:
     if not os.path.isdir(folder):
-        raise FileError(f"cannot write {out}: folder {os.path.dirname(out) or folder} does not exist")
+        shown = os.path.dirname(out) or folder
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise FileError(f"cannot write {out}: {shown} {what}")
 
 
 def _write_special(path: str, mode: int, data: bytes) -> None:
@@ -174,8 +179,7 @@ def write_target(path: str, data: bytes, force: bool) -> None:
         return
     target = os.path.realpath(path) if os.path.islink(path) else path
     folder = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(folder):
-        raise FileError(f"cannot write {path}: folder {os.path.dirname(path) or folder} does not exist")
+    _check_folder(path, folder)
     tmp = fd = None
     for _ in range(100):
         name = os.path.join(folder, f".{os.path.basename(target)}.{os.urandom(4).hex()}.tmp")

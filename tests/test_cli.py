@@ -1033,7 +1033,9 @@ def test_every_error_is_one_line_naming_its_file(tmp_path, capsys, case):
     err = capsys.readouterr().err
     _one_line_naming(err, blamed)
     if case == "nofolder":
-        assert "nodir" in err and "does not exist" in err
+        assert "nodir does not exist" in err
+        assert main(["compress", a, "-o", a + "/x.gcp"]) == 1
+        assert "a.png is not a folder" in capsys.readouterr().err
     if case == "against-png":
         assert "not a .gcp file" in err
     assert not (tmp_path / "r.png").exists() and not (tmp_path / "c.png").exists()
