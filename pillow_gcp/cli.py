@@ -649,6 +649,13 @@ def _quant_params(args: argparse.Namespace) -> Dict[str, Any]:
         params["dither"] = True
     if fixed:
         params["fixed_colors"] = fixed
+    options = {"k": "-k", "algo": "--algo", "metric": "--metric", "space": "--space", "seed": "--seed",
+               "dither": "--dither", "fixed_colors": "--fixed-color", "palette": "--palette"}
+    for name, value in params.items():  # one by one, so that the message can name the option
+        try:
+            check_params(**{name: value})
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{options.get(name, name)}: {e}") from None
     try:
         check_params(**({"k": 256} if target else {}), **params)
     except (ValueError, TypeError) as e:
