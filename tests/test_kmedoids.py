@@ -315,3 +315,14 @@ def test_swap_search_ends_in_a_swap_local_optimum(m, n_fixed):
         others = np.setdiff1d(np.arange(150), med)
         best = float((np.minimum(D[others], base) @ w).min())
         assert best >= L * (1 - 1e-5)
+
+
+@pytest.mark.parametrize("max_points", [1024, 4096, 6144, 8192])
+def test_reduction_is_never_needlessly_coarse(max_points):
+    # sparse clusters are not surface-like: the level search must still end with a grid
+    # holding between half and all of the allowed cells (a fallback once gave 8 cells)
+    from pillow_gcp.quantizers.kmedoids import _reduce
+    cols, w, _, _ = blobs(8, 1200, 10.0, seed=5)
+    P, V, pw, rep = _reduce(cols.astype(np.float32), w.astype(np.float64), max_points)
+    assert 0.5 * max_points < P.shape[0] <= max_points
+    assert np.isclose(pw.sum(), w.sum())
