@@ -113,8 +113,15 @@ def bin_reduce(colors: np.ndarray, weights: np.ndarray, bits: int):
     key = q[:, 0]
     for c in range(1, C):
         key = (key << bits) | q[:, c]
-    ukey, inv = np.unique(key, return_inverse=True)
-    B = ukey.size
+    if bits * C <= 22 and key.size > (1 << (bits * C)) // 8:
+        # dense key space: occupied cells by a counting pass, no sort
+        occ = np.bincount(key, minlength=1 << (bits * C)) > 0
+        rank = np.cumsum(occ) - 1
+        inv = rank[key]
+        B = int(rank[-1]) + 1
+    else:
+        ukey, inv = np.unique(key, return_inverse=True)
+        B = ukey.size
     w = np.asarray(weights, np.float64)
     wsum = np.bincount(inv, weights=w, minlength=B)
     means = np.empty((B, C), np.float64)
