@@ -1,0 +1,128 @@
+"""End to end, as processes: ``gcp compress IN -o OUT.gcp -k K`` vs ``pngquant --nofs K``.
+
+Usage::
+
+    python bench/bench_e2e.py [--runs 7] [--k 16 256] [--photo kodim05] [--gcp PATH]
+
+Inputs: a 768 x 512 Kodak photo (``/work/shared/corpus/photos/NAME.png``) and a 4-megapixel
+photo made from it (LANCZOS upscale to 2448 x 1632 plus sensor-like noise, the ``big``
+recipe of ``bench/make_photos.py``; cached in /tmp/gcp-e2e).
+
+Each command is timed with hyperfine (``--warmup 1 --runs N``, median of the runs; the
+whole process: interpreter start, imports, decode, quantize, encode, file written), then
+run once more to measure the output: file size in bytes and PSNR over R, G, B against
+the input (the .gcp decoded with the pillow_gcp plugin, pngquant's PNG with Pillow).
+pngquant is the system one (``/usr/bin/pngquant``, ``--nofs``: no dithering, ``--force
+--output``); ``gcp`` is the console script of the active environment.  Without hyperfine
+the script falls back to its own loop (same statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def make_inputs(name: str, out: str):
+    sys.path.insert(0, HERE)
+    from make_photos import _rng, sensor_noise
+
+    os.makedirs(out, exist_ok=True)
+    src = os.path.join("/work/shared/corpus/photos", name + ".png")
+    small = os.path.join(out, f"{name}-768x512.png")
+    if not os.path.exists(small):
+        shutil.copyfile(src, small)
+    big = os.path.join(out, f"{name}-4mp.png")
+    if not os.path.exists(big):
+        im = Image.open(src).convert("RGB")
+        if im.height > im.width:
+            im = im.transpose(Image.Transpose.ROTATE_90)
+        up = im.resize((2448, 1632), Image.Resampling.LANCZOS)
+        Image.fromarray(sensor_noise(np.asarray(up), _rng(name, "4mp"), 0.6, 2.0)).save(big, compress_level=1)
+    return [small, big]
+
+
+def time_cmd(cmd: list, runs: int) -> list:
+    """Wall times (s) of ``runs`` runs of cmd after one warm-up."""
+    if shutil.which("hyperfine"):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            jpath = fh.name
+        try:
+            subprocess.run(["hyperfine", "-N", "--warmup", "1", "--runs", str(runs), "--export-json", jpath,
+                            "--style", "none", " ".join(_q(c) for c in cmd)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(jpath) as fh:
+                return json.load(fh)["results"][0]["times"]
+        finally:
+            os.unlink(jpath)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _q(s: str) -> str:
+    return s if all(c.isalnum() or c in "/._-=+" for c in s) else "'" + s.replace("'", "'\\''") + "'"
+
+
+def psnr(ref: np.ndarray, path: str) -> float:
+    if path.endswith(".gcp"):
+        import pillow_gcp  # noqa: F401  (registers the plugin)
+    out = np.asarray(Image.open(path).convert("RGB"), np.float64)
+    mse = np.mean((out - ref) ** 2)
+    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--k", type=int, nargs="+", default=[16, 256])
+    ap.add_argument("--photo", default="kodim05")
+    ap.add_argument("--gcp", default=shutil.which("gcp") or "gcp")
+    a = ap.parse_args(argv)
+    inputs = make_inputs(a.photo, "/tmp/gcp-e2e")
+    tmp = tempfile.mkdtemp(prefix="gcp-e2e-")
+    print(f"runs={a.runs} (median), gcp={a.gcp}, pngquant={shutil.which('pngquant')}")
+    print(f"{'input':<22}{'k':>4} | {'gcp s':>7} {'bytes':>9} {'PSNR':>6} | {'pngquant s':>10} {'bytes':>9} "
+          f"{'PSNR':>6} | {'time r':>6} {'size r':>6} {'dPSNR':>6}")
+    try:
+        for inp in inputs:
+            ref = np.asarray(Image.open(inp).convert("RGB"), np.float64)
+            for k in a.k:
+                og = os.path.join(tmp, "out.gcp")
+                op = os.path.join(tmp, "out.png")
+                cg = [a.gcp, "compress", inp, "-o", og, "-k", str(k), "-f"]
+                cp = ["pngquant", "--nofs", "--force", "--output", op, str(k), inp]
+                tg = statistics.median(time_cmd(cg, a.runs))
+                tp = statistics.median(time_cmd(cp, a.runs))
+                subprocess.run(cg, check=True)
+                subprocess.run(cp, check=True)
+                sg, sp = os.path.getsize(og), os.path.getsize(op)
+                pg, pp = psnr(ref, og), psnr(ref, op)
+                w, h = Image.open(inp).size
+                print(f"{os.path.basename(inp)[:16] + f' {w * h / 1e6:.1f}MP':<22}{k:>4} | {tg:>7.3f} {sg:>9} "
+                      f"{pg:>6.2f} | {tp:>10.3f} {sp:>9} {pp:>6.2f} | {tg / tp:>6.2f} {sg / sp:>6.3f} "
+                      f"{pg - pp:>+6.2f}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("targets (issue 14 item 4): time r <= 1, size r < 1, dPSNR > 0")
+
+
+if __name__ == "__main__":
+    main()
