@@ -283,7 +283,8 @@ def to_image(indices: np.ndarray, palette: np.ndarray) -> Image.Image:
     """
     indices = np.ascontiguousarray(indices, dtype=np.uint8)
     palette = np.ascontiguousarray(palette, dtype=np.uint8)
-    im = Image.fromarray(indices, "P")
+    # frombytes, not fromarray(..., "P"): Pillow 11.3 deprecated fromarray's mode argument
+    im = Image.frombytes("P", (indices.shape[1], indices.shape[0]), indices.tobytes())
     im.putpalette(palette.tobytes(), "RGBA" if palette.shape[1] == 4 else "RGB")
     return im
 
@@ -296,7 +297,7 @@ def floyd_steinberg(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """
     pal_img = Image.new("P", (1, 1))
     pal_img.putpalette(np.ascontiguousarray(palette[:, :3], dtype=np.uint8).tobytes(), "RGB")
-    src = Image.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB")
+    src = Image.fromarray(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8))  # (H, W, 3) uint8 -> RGB
     return np.asarray(src.quantize(palette=pal_img, dither=Image.Dither.FLOYDSTEINBERG))
 
 

@@ -532,7 +532,7 @@ def compare_picture(original: Image.Image, decoded: Image.Image, amplify: float 
         font = ImageFont.load_default()
     label_h = font_size + 6
     sheet = Image.new("RGB", (3 * w + 2 * 4, h + label_h), (255, 255, 255))
-    panels = [*views, Image.fromarray(err, "L").convert("RGB")]
+    panels = [*views, Image.fromarray(err).convert("RGB")]  # (H, W) uint8 -> L
     labels = ["original", caption, f"|error| x{amplify:g}"]
     draw = ImageDraw.Draw(sheet)
     for i, (p, t) in enumerate(zip(panels, labels)):

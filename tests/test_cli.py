@@ -598,24 +598,31 @@ def test_compress_writes_the_bytes_of_image_save(tmp_path, mode, extra):
     from pillow_gcp import adapter
 
     src = _save_mode_file(tmp_path, mode)
-    with Image.open(src) as opened:
-        # the file holds the mode (Pillow reads an RGBX TIFF back as RGB; checked in memory below)
-        assert opened.mode == ("RGB" if mode == "RGBX" else mode)
-    out = tmp_path / "out.gcp"
-    assert main(["compress", src, "-o", str(out), *extra]) == 0
+    try:
+        with Image.open(src) as opened:
+            opened.load()
+            held = opened.mode
+    except OSError:  # before Pillow 13 a YCbCr TIFF written by Pillow does not read back
+        held = None
+    # the file holds the mode (Pillow reads an RGBX TIFF back as RGB, and a YCbCr TIFF before
+    # Pillow 13 as RGB or not at all: those modes are checked in memory below)
+    assert held == mode or (mode == "RGBX" and held == "RGB") or (mode == "YCbCr" and held in ("RGB", None))
     options = {}
     if extra:
         options = {"k": int(extra[1])}
         if len(extra) > 2:
             options.update(algo="kmedoids", space="oklab")
-    im = Image.open(src)
-    ref = io.BytesIO()
-    im.save(ref, "GCP", **options, **adapter.all_metadata(im))
-    assert out.read_bytes() == ref.getvalue()
-    if mode == "RGBX":
+    if held is not None:
+        out = tmp_path / "out.gcp"
+        assert main(["compress", src, "-o", str(out), *extra]) == 0
+        im = Image.open(src)
+        ref = io.BytesIO()
+        im.save(ref, "GCP", **options, **adapter.all_metadata(im))
+        assert out.read_bytes() == ref.getvalue()
+    if held != mode:
         from pillow_gcp import convert
 
-        mem = mode_image("RGBX")
+        mem = mode_image(mode)
         direct = io.BytesIO()
         mem.save(direct, "GCP", **options)
         assert convert.compress_image(mem, **options).data == direct.getvalue()
@@ -811,7 +818,8 @@ def test_compress_writes_the_format_the_name_says(tmp_path, alpha):
         assert png.format == "PNG" and png.mode == "P"
     png_idx, png_pal = _indexed(tmp_path / "o.png")
     np.testing.assert_array_equal(png_idx, idx)  # same indices, same palette
-    np.testing.assert_array_equal(png_pal, pal)
+    np.testing.assert_array_equal(png_pal[: len(pal)], pal)  # Pillow < 12.2 pads PLTE to 2**bits entries
+    assert len(png_pal) == len(pal) or len(png_pal) == 1 << int(len(pal) - 1).bit_length()
     with Image.open(tmp_path / "o.gif") as gif:
         assert gif.format == "GIF"
         gif_rgba = adapter.pixels(gif.convert("RGBA"))

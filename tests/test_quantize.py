@@ -197,7 +197,11 @@ def test_p_with_transparency_and_rgba_palette():
     out = pal[idx].reshape(-1, 4)
     assert np.array_equal(out[src[:, 3] == 0], np.zeros((int((src[:, 3] == 0).sum()), 4), np.uint8))
     assert np.array_equal(out[src[:, 3] == 255], src[src[:, 3] == 255])
-    pa = rgba_image().convert("PA")
+    rgba = np.asarray(rgba_image())  # a PA image built directly: before Pillow 12, RGBA -> PA dropped alpha
+    p = Image.fromarray(np.ascontiguousarray(rgba[..., :3])).quantize(16)
+    pa = Image.frombytes("PA", p.size, np.dstack([np.asarray(p), rgba[..., 3]]).tobytes())
+    pa.putpalette(p.getpalette())
+    assert pa.getextrema()[1][0] < 255
     q = quantize(pa, k=16)
     assert q.palette.mode == "RGBA"
 
