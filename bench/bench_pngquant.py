@@ -15,7 +15,8 @@ For every image and k:
 
 PSNR is over R, G, B of all pixels (``pillow_gcp.metrics.psnr``, the same function for both). Reported
 per set and k: median bits per pixel of each file, median per-image size ratio ours/pngquant, median PSNR
-of each and the median per-image PSNR difference. Per-image rows go to ``bench/out/pngquant.csv``.
+of each (``inf``: lossless), the median per-image PSNR difference (0 when both are lossless) and how many
+results are lossless. Per-image rows go to ``bench/out/pngquant.csv``.
 Sizes and PSNR do not depend on machine load, so ``-j 2`` is safe for them; no timings are reported.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import concurrent.futures
 import csv
 import glob
+import math
 import os
 import shutil
 import statistics
@@ -40,6 +42,11 @@ from PIL import Image  # noqa: E402
 from pillow_gcp import adapter, convert, metrics  # noqa: E402
 
 CORPUS = os.path.join(HERE, "..", "..", "shared", "corpus")
+
+
+def _diff(a: float, b: float) -> float:
+    """PSNR difference; two lossless results (inf, inf) differ by 0."""
+    return 0.0 if math.isinf(a) and math.isinf(b) else a - b
 
 
 def _pngquant(path: str, k: int, tmp: str) -> bytes:
@@ -100,15 +107,16 @@ def main(argv=None) -> int:
         all_rows += [(set_name, *r) for r in rows]
         print(f"\n{set_name} ({len(files)} images), medians over images:")
         print("| k | ours PNG-8 bpp | pngquant bpp | size ours/pngquant | ours PSNR dB | pngquant PSNR dB "
-              "| PSNR ours - pngquant | .gcp bpp |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+              "| PSNR ours - pngquant | lossless ours / pngquant | .gcp bpp |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for k in args.k:
             rk = [r for r in rows if r[1] == k]
             med = lambda xs: statistics.median(xs)  # noqa: E731
             bpp = lambda i: med([8.0 * r[i] / r[7] for r in rk])  # noqa: E731
             print(f"| {k} | {bpp(2):.3f} | {bpp(4):.3f} | {med([r[2] / r[4] for r in rk]):.3f} "
                   f"| {med([r[5] for r in rk]):.2f} | {med([r[6] for r in rk]):.2f} "
-                  f"| {med([r[5] - r[6] for r in rk]):+.2f} | {bpp(3):.3f} |")
+                  f"| {med([_diff(r[5], r[6]) for r in rk]):+.2f} "
+                  f"| {sum(math.isinf(r[5]) for r in rk)} / {sum(math.isinf(r[6]) for r in rk)} | {bpp(3):.3f} |")
     os.makedirs(os.path.dirname(args.csv), exist_ok=True)
     with open(args.csv, "w", newline="") as f:
         w = csv.writer(f)
