@@ -127,6 +127,8 @@ def payload_level(info: dict) -> int:
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
+    if info.get("append_images"):  # Pillow before 12 sends append_images without save_all here
+        _save_all(im, fp, filename)
     level = payload_level(info)
     extra = {"transparency": info["transparency"]} if "transparency" in info else {}
     indices, palette = adapter.prepare(im, **extra, **adapter.quantize_params(info))
