@@ -603,3 +603,47 @@ def test_invariants_property(h, w, levels, k, seed, alpha):
             assert np.all(out[src[:, 3] == 255, 3] == 255)
     if not has_alpha:
         assert_nearest(Image.fromarray(a[..., :3]), idx, pal)
+
+
+# --- no process-wide side effects; exact nearest search in both block layouts ---------
+
+
+def test_quantize_leaves_environment_and_threads_as_found():
+    import os
+    import threading
+
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    env = dict(os.environ)
+    n_threads = threading.active_count()
+    from pillow_gcp.quantizers import quantize_array
+    for algo in ("kmeans", "kmedoids"):
+        quantize_array(arr, 16, algo)
+    assert dict(os.environ) == env
+    assert threading.active_count() == n_threads
+
+
+@pytest.mark.parametrize("m", [1, 2, 16, 48, 49, 256])
+def test_nearest_is_exact_in_both_layouts(m):
+    from pillow_gcp.quantizers.nearest import nearest, nearest_two
+    rng = np.random.default_rng(m)
+    X = rng.integers(0, 256, (5000, 3), dtype=np.uint8)
+    P = rng.integers(0, 256, (m, 3), dtype=np.uint8)
+    D = ((X[:, None, :].astype(np.int64) - P[None, :, :]) ** 2).sum(2)
+    idx, d = nearest(X, P, return_dist=True)
+    assert np.array_equal(idx, D.argmin(1))  # ties to the lowest index
+    assert np.array_equal(d, D.min(1))
+    j, d1, d2 = nearest_two(X, P)
+    assert np.array_equal(j, D.argmin(1)) and np.array_equal(d1, D.min(1))
+    if m > 1:
+        assert np.array_equal(d2, np.sort(D, axis=1)[:, 1])
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 300), (5000, 4, 256), (128, 4096, 16), (3, 7000, 1), (7, 0, 3)])
+def test_matmul_small_matches_matmul(shape):
+    from pillow_gcp.quantizers.nearest import matmul_small
+    a, K, b = shape
+    rng = np.random.default_rng(a + K + b)
+    A = rng.integers(-50, 50, (a, K)).astype(np.float32)
+    B = rng.integers(-50, 50, (K, b)).astype(np.float32)
+    assert np.array_equal(matmul_small(A, B), A.astype(np.int64) @ B.astype(np.int64))

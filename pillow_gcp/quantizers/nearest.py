@@ -82,6 +82,38 @@ def _augment_p(Pf):
     return Pa
 
 
+#: Up to this many palette entries the distance blocks are laid out (m, rows): the
+#: argmin / min then run across rows, element-wise over long contiguous rows, which is
+#: 2.5x faster than reducing short rows of m values (m = 16); from ~64 entries on the
+#: (rows, m) layout is as fast or faster.
+_TRANSPOSE_MAX = 48
+
+
+def _euclid_blocks(X, Pf, step):
+    """Yield ``(start, n, D, axis)`` for blocks of ``step`` rows of X (U, C).
+
+    ``D`` holds ``||p||^2 - 2 x.p`` for the block, (m, n) when ``axis == 0`` (small m)
+    else (n, m); reduce over ``axis`` to get per-colour results.  One BLAS call of at
+    most :data:`BLAS_MACS` multiply-adds per block.
+    """
+    U = X.shape[0]
+    m, C = Pf.shape
+    Pa = _augment_p(Pf)  # (C + 1, m)
+    if m <= _TRANSPOSE_MAX:
+        Pt = np.ascontiguousarray(Pa.T)  # (m, C + 1)
+        Xa = np.ones((C + 1, min(step, U)), np.float32)
+        for s in range(0, U, step):
+            n = min(step, U - s)
+            Xa[:-1, :n] = X[s:s + n].T
+            yield s, n, Pt @ Xa[:, :n], 0
+    else:
+        Xa = np.ones((min(step, U), C + 1), np.float32)
+        for s in range(0, U, step):
+            n = min(step, U - s)
+            Xa[:n, :-1] = X[s:s + n]
+            yield s, n, Xa[:n] @ Pa, 1
+
+
 def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
     """Index of the nearest row of ``P`` for every row of ``X``.
 
@@ -110,20 +142,14 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
     step = _chunk_rows(m, Pf.shape[1] + 1)
     if metric == "euclidean":
         # ||x||^2 - 2 x.p + ||p||^2 ; the argmin only needs -2x.p + ||p||^2.
-        Pa = _augment_p(Pf)
-        Xa = np.ones((min(step, U), Pf.shape[1] + 1), np.float32)
-        for s in range(0, U, step):
-            Xc = X[s:s + step]
-            n = Xc.shape[0]
-            Xa[:n, :-1] = Xc
-            D = Xa[:n] @ Pa
-            j = np.argmin(D, axis=1)
-            idx[s:s + step] = j
+        for s, n, D, ax in _euclid_blocks(X, Pf, step):
+            j = np.argmin(D, axis=ax)
+            idx[s:s + n] = j
             if return_dist:
-                Xf = Xa[:n, :-1]
-                d = D[np.arange(n), j] + np.einsum("ij,ij->i", Xf, Xf)
+                Xf = X[s:s + n].astype(np.float32)
+                d = (D[j, np.arange(n)] if ax == 0 else D[np.arange(n), j]) + np.einsum("ij,ij->i", Xf, Xf)
                 np.maximum(d, 0, out=d)
-                dist[s:s + step] = d
+                dist[s:s + n] = d
     else:
         red = np.add if metric == "manhattan" else np.maximum
         step = max(64, step // 2)
@@ -162,21 +188,17 @@ def nearest_two(X, P):
     idx = np.empty(U, np.int64)
     d1 = np.empty(U, np.float32)
     d2 = np.empty(U, np.float32)
-    Pa = _augment_p(Pf)
     step = _chunk_rows(m, Pf.shape[1] + 1)
-    Xa = np.ones((min(step, U), Pf.shape[1] + 1), np.float32)
-    for s in range(0, U, step):
-        n = min(step, U - s)
-        Xa[:n, :-1] = X[s:s + step]
-        Xc = Xa[:n, :-1]
+    for s, n, D, ax in _euclid_blocks(X, Pf, step):
+        Xc = X[s:s + n].astype(np.float32)
         xn = np.einsum("ij,ij->i", Xc, Xc)
-        D = Xa[:n] @ Pa
         r = np.arange(n)
-        j = np.argmin(D, axis=1)
-        idx[s:s + step] = j
-        a = D[r, j] + xn
-        D[r, j] = np.inf
-        b = D.min(axis=1) + xn
-        d1[s:s + step] = np.maximum(a, 0)
-        d2[s:s + step] = np.maximum(b, 0)
+        j = np.argmin(D, axis=ax)
+        idx[s:s + n] = j
+        pos = (j, r) if ax == 0 else (r, j)
+        a = D[pos] + xn
+        D[pos] = np.inf
+        b = D.min(axis=ax) + xn
+        d1[s:s + n] = np.maximum(a, 0)
+        d2[s:s + n] = np.maximum(b, 0)
     return idx, d1, d2
