@@ -42,7 +42,7 @@ import numbers
 
 import numpy as np
 
-from .nearest import matmul_small
+from .nearest import matmul_small, nearest
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -109,11 +109,15 @@ def _assign(X, M, metric):
     X : (U, C) float32, M : (m, C) float32 -> labels (U,) int64, dist (U,) float32.
     Ties go to the lowest medoid index.
     """
+    if metric == "euclidean":
+        # argmin on squared distances (small BLAS blocks); the root only of the minima
+        labels, d2 = nearest(X, M, "euclidean", return_dist=True)
+        return labels, np.sqrt(d2)
     U = X.shape[0]
     m = M.shape[0]
     labels = np.empty(U, np.int64)
     dist = np.empty(U, np.float32)
-    step = max(256, _CHUNK_ELEMS // max(m * (1 if metric == "euclidean" else 2), 1))
+    step = max(256, _CHUNK_ELEMS // max(m * 2, 1))
     for s in range(0, U, step):
         D = _pairwise(X[s:s + step], M, metric)
         j = np.argmin(D, axis=1)
