@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         clusters = {}
         for w in args.workers:
             t = time.perf_counter()
-            cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None,
+            cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    silence_logs=logging.ERROR)
             clusters[w] = (cluster, Client(cluster, set_as_default=False))
             startup[w] = time.perf_counter() - t

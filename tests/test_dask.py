@@ -72,7 +72,7 @@ def _gcp_compress(inputs: list, out_dir: Path, *args: str) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster:
         with Client(cluster) as c:
             yield c
@@ -126,6 +126,7 @@ def test_outputs_in_other_formats_and_if_exists(tmp_path, client):
         assert len(im.getcolors()) <= 4
 
 
+@pytest.mark.filterwarnings("ignore:Running on a single-machine scheduler:UserWarning")  # the cluster of the tests above
 def test_fsspec_urls_memory_filesystem(tmp_path):
     """A non-local fsspec filesystem (memory://; s3://, gs:// ... work the same way with their
     package installed): inputs listed, read and written through fsspec. memory:// lives in one
