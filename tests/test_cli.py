@@ -542,7 +542,7 @@ def test_level_option_sets_the_payload_effort(tmp_path, capsys):
         data = out.read_bytes()
         sizes[level] = len(data)
         assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "l0.gcp")))
-    assert Image.open(tmp_path / "l0.gcp").info["gcp_payload_bytes"] == 1 + 48 * 32  # STORED
+    assert Image.open(tmp_path / "l0.gcp").info["gcp_payload_bytes"] == 1 + 2 + 5 + 48 * 32 + 4  # ZLIB, stored
     assert sizes[9] <= sizes[6] < sizes[0]
     assert main(["compress", src, "--level", "10", "-o", str(tmp_path / "x.gcp")]) == 2
     assert "--level" in capsys.readouterr().err
