@@ -191,6 +191,7 @@ def _ranks_plain(mv, pos, n, k, partial):
 
 
 _BLOCK = 1 << 16  # pixels per step when scattering the nonzero ranks (bounded scratch)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
 def _ranks_flags(mv, pos, n, k, partial):
@@ -216,19 +217,22 @@ def _ranks_flags(mv, pos, n, k, partial):
             if where.size:
                 return ranks, s + int(where[0])
         return ranks, f_known
-    r_n = int(np.unpackbits(fbytes).sum(dtype=np.int64)) if n <= _BLOCK else \
-        sum(int(np.unpackbits(fbytes[i:i + _BLOCK // 8]).sum(dtype=np.int64)) for i in range(0, nb, _BLOCK // 8))
+    r_n = int(_POPCOUNT[fbytes].sum(dtype=np.int64))
     rest = np.frombuffer(streams.exact("zlib", mv, fe, len(mv), r_n, "rest stream", partial), np.uint8)
     if rest.size and int(rest.max()) > k - 2:
         raise GCPFormatError(f"rest stream holds a rank >= {k}", fe)
+    rest1 = rest + np.uint8(1)
     at = 0
     for s in range(0, n, _BLOCK):
-        where = np.flatnonzero(np.unpackbits(fbytes[s // 8:(s + _BLOCK) // 8], count=min(_BLOCK, n - s)))
-        take = rest[at:at + where.size]
-        ranks[s + where[:take.size]] = take + 1
-        if take.size < where.size:
+        bits = np.unpackbits(fbytes[s // 8:(s + _BLOCK) // 8], count=min(_BLOCK, n - s)).view(bool)
+        m = int(np.count_nonzero(bits))
+        take = rest1[at:at + m]
+        if take.size < m:  # rest stream cut short: the prefix ends at the first nonzero rank not coded
+            where = np.flatnonzero(bits)
+            ranks[s + where[:take.size]] = take
             return ranks, s + int(where[take.size])
-        at += where.size
+        np.place(ranks[s:s + _BLOCK], bits, take)
+        at += m
     return ranks, n
 
 
