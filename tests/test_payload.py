@@ -369,6 +369,21 @@ def test_huge_declared_size_is_a_format_error_not_a_memory_error():
             P.decode(p, 1 << 20, 1 << 20, 4)
 
 
+def test_short_lzma2_stream_under_a_huge_declared_size_allocates_little():
+    import tracemalloc
+    a = blocky(4, 5, 4)
+    p = P.encode_as(a, 4, "lzma2")
+    tracemalloc.start()
+    try:
+        with pytest.raises(GCPFormatError, match="ends after 20 of"):
+            P.decode(p, 4000, 4000, 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # the dictionary is sized by what the chunk headers can produce, not by N
+    assert streams.lzma2_output_bound(memoryview(p), 1, len(p), 1 << 30) == 20
+
+
 def test_no_thread_is_started():
     before = threading.active_count()
     a = blocky(600, 700, 64, noise=0.2)

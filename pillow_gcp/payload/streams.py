@@ -44,9 +44,67 @@ def deflate_best(raw, level: int = 9) -> bytes:
     return b if len(b) < len(a) else a
 
 
+def lzma2_output_bound(mv: memoryview, start: int, end: int, bound: int) -> int:
+    """The most the LZMA2 chunks in ``mv[start:end]`` can produce, from their headers alone.
+
+    Walks the chunk headers (big-endian sizes: ``0x01``/``0x02`` + u16 size-1 + data; ``0x80``-``0xFF``
+    + u16 unpacked-1 (with the control byte's low 5 bits on top) + u16 packed-1 [+ properties byte from
+    ``0xC0``] + data; ``0x00`` ends the stream) and stops at the end marker, at anything else (liblzma then
+    reports it), at a header cut by the extent's end, or once the sum exceeds ``bound``. Used to size the
+    decoder's dictionary (SPEC 6: ``min(max(4096, D), 1.5 GiB)``; no valid stream can reach a distance beyond
+    what it produced), so that a short stream under a huge declared image does not allocate a huge dictionary.
+    """
+    pos, total = start, 0
+    while pos < end and total <= bound:
+        c = mv[pos]
+        if c in (1, 2):
+            if pos + 3 > end:
+                break
+            size = ((mv[pos + 1] << 8) | mv[pos + 2]) + 1
+            total += size
+            pos += 3 + size
+        elif c >= 0x80:
+            if pos + 5 > end:
+                break
+            total += (((c & 0x1F) << 16) | (mv[pos + 1] << 8) | mv[pos + 2]) + 1
+            pos += 5 + (c >= 0xC0) + ((mv[pos + 3] << 8) | mv[pos + 4]) + 1
+        else:
+            break
+    return total
+
+
 class Decoded(NamedTuple):
     data: bytes     # what the stream produced (at most the bound)
     complete: bool  # the end marker was reached (and exactly at the extent's end)
+
+
+_WALK_MAX = 1 << 16  # LZMA2 chunk headers read ahead at most (a real stream has one per <= 2 MiB of output)
+
+
+def lzma2_most(mv: memoryview, start: int, end: int, bound: int) -> int:
+    """The most the LZMA2 stream in ``mv[start:end]`` can produce, capped at ``bound``: the unpacked sizes its
+    chunk headers declare (SPEC 6.2), read without decoding. The dictionary never needs to be larger (no
+    match reaches further back than the output), so a tiny stream under a huge declared image costs a tiny
+    dictionary; an unusual stream (more than ``_WALK_MAX`` chunks) gets ``bound``."""
+    total, pos = 0, start
+    for _ in range(_WALK_MAX):
+        if pos >= end or total >= bound:
+            return min(total, bound)
+        c = mv[pos]
+        if c == 0x00 or 0x03 <= c <= 0x7F:  # end marker, or a control byte liblzma rejects
+            return min(total, bound)
+        if c <= 0x02:  # uncompressed chunk: u16 BE size - 1, then the data
+            if pos + 3 > end:
+                return min(total, bound)
+            size = (mv[pos + 1] << 8 | mv[pos + 2]) + 1
+            total += size
+            pos += 3 + size
+        else:  # LZMA chunk: 5 bits + u16 BE unpacked - 1, u16 BE packed - 1, [properties from 0xC0], data
+            if pos + 5 > end:
+                return min(total, bound)
+            total += ((c & 0x1F) << 16 | mv[pos + 1] << 8 | mv[pos + 2]) + 1
+            pos += 5 + (c >= 0xC0) + (mv[pos + 3] << 8 | mv[pos + 4]) + 1
+    return bound
 
 
 def inflate(kind: str, mv: memoryview, start: int, end: int, bound: int, what: str) -> Decoded:
@@ -63,7 +121,7 @@ def inflate(kind: str, mv: memoryview, start: int, end: int, bound: int, what: s
         errors: tuple = (zlib.error,)
     else:
         try:
-            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=lzma2_filters(bound))
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=lzma2_filters(lzma2_most(mv, start, end, bound)))
         except (ValueError, lzma.LZMAError, MemoryError) as e:  # pragma: no cover - liblzma limits
             raise GCPFormatError(f"cannot set up the LZMA2 decoder for the {what}: {e}", start) from None
         errors = (lzma.LZMAError, MemoryError, EOFError)
