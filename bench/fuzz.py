@@ -185,6 +185,27 @@ SEED_SPECS = [
 ]
 
 
+# ----------------------------------------------------------------------------- payload layouts (SPEC.md 6)
+# Every coding of SPEC.md 6 written again from its byte layout (not with pillow_gcp.payload), so that the
+# fuzzer, the robustness tests and the conformance files exercise the decoder with payloads its own encoder
+# would never write (random context lists, every flag).
+
+CODINGS = ("zlib", "ctx-up", "ctx-up-zflags", "ctx-left", "ctx-left-zflags", "lzma2")
+M_ZLIB, M_CTX, M_LZMA2 = 0, 1, 2
+F_LEFT, F_ZFLAGS = 0x01, 0x02
+TILE = 64
+
+
+def codings_for(k: int) -> tuple:
+    """The codings SPEC.md 6 allows for palette size ``k`` (LEFT only up to 64)."""
+    return tuple(c for c in CODINGS if k <= 64 or "left" not in c)
+
+
+def _zlib(raw: bytes, level: int = 9, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
+    return c.compress(raw) + c.flush()
+
+
 def _lzma2_raw(raw: bytes) -> bytes:
     import lzma  # noqa: PLC0415
 
@@ -192,61 +213,104 @@ def _lzma2_raw(raw: bytes) -> bytes:
                          filters=[{"id": lzma.FILTER_LZMA2, "dict_size": max(4096, len(raw))}])
 
 
-def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> list[bytes]:
-    """Payloads of every method / flag combination of SPEC.md section 6, built from the layout.
+def default_order(k: int, u: int) -> np.ndarray:
+    """SPEC.md 6.4: u, u-1, u+1, u-2, u+2, ... within 0..k-1."""
+    s = np.arange(k)
+    return np.argsort(2 * np.abs(s - u) - (s < u), kind="stable").astype(np.uint8)
 
-    The encoder only writes the smallest; a hostile file may use any, so the fuzzer starts
-    from all of them. Variants the decoder does not read back exactly are dropped by the caller.
+
+def context_orders(k: int, lists) -> np.ndarray:
+    """(C, k) uint8: row c is order_c (rank -> index) for the context lists (positions in the default order
+    around u = c mod k)."""
+    out = np.empty((len(lists), k), np.uint8)
+    for c, listed in enumerate(lists):
+        d = default_order(k, c % k)
+        head = [int(d[p]) for p in listed]
+        out[c] = head + [int(s) for s in d if s not in head]
+    return out
+
+
+def table_bytes(lists) -> bytes:
+    """The table stream's content: every count, then every list (SPEC.md 6.4)."""
+    return bytes(len(q) for q in lists) + b"".join(bytes(int(p) for p in q) for q in lists)
+
+
+def random_lists(contexts: int, k: int, rng: np.random.Generator, most: int = 6) -> list:
+    return [rng.permutation(k)[: int(rng.integers(0, min(k - 1, most) + 1))].tolist() for _ in range(contexts)]
+
+
+def neighbours(indices: np.ndarray) -> tuple:
+    """(L, U) of every pixel inside its 64 x 64 tile (SPEC.md 6.4)."""
+    h, w = indices.shape
+    tx = (np.arange(w) % TILE)[None, :]
+    ty = (np.arange(h) % TILE)[:, None]
+    left = np.zeros_like(indices)
+    left[:, 1:] = indices[:, :-1]
+    up = np.zeros_like(indices)
+    up[1:] = indices[:-1]
+    zero = np.zeros_like(indices)
+    lv = np.where(tx > 0, left, np.where(ty > 0, up, zero))
+    uv = np.where(ty > 0, up, np.where(tx > 0, left, zero))
+    return lv, uv
+
+
+def ctx_ranks(indices: np.ndarray, k: int, left: bool, lists) -> np.ndarray:
+    """(N,) ranks in raster order: each index's rank in the order of its context."""
+    lv, uv = neighbours(np.asarray(indices, np.uint8))
+    ctx = (lv.astype(np.intp) * k + uv if left else uv.astype(np.intp)).ravel()
+    order = context_orders(k, lists)
+    rank_of = np.empty(order.shape, np.uint8)
+    rank_of[np.arange(len(order))[:, None], order] = np.arange(k, dtype=np.uint8)[None, :]
+    return rank_of[ctx, np.asarray(indices, np.uint8).ravel()]
+
+
+def layout_payload(indices: np.ndarray, k: int, coding: str, *, lists=None, level: int = 9) -> bytes:
+    """A payload of ``coding`` (one of :data:`CODINGS`) for ``indices`` (H, W) uint8 < k, from SPEC.md 6.
+
+    ``lists``: the CTX context lists (default: none, so every order is the default order); ``level``: zlib
+    level of every zlib stream (0: stored blocks).
     """
-    flat = indices.ravel()
-    perm = rng.permutation(k).astype(np.uint8)
-    starts = np.empty(flat.size, bool)
-    starts[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=starts[1:])
-    pos = np.flatnonzero(starts)
-    lengths = np.diff(np.append(pos, flat.size))
-    lens, lvals = [], []
-    for v, n in zip(flat[pos], lengths):
-        while n > 0:
-            lens.append(min(n, 255))
-            lvals.append(v)
-            n -= 255
-    lens, lvals = np.array(lens, np.uint8), np.array(lvals, np.uint8)
-    out = [bytes([0]) + flat.tobytes(), bytes([1]) + zlib.compress(flat.tobytes())]
-    for flags, p in ((0, None), (1, perm)):
-        ptab = b"" if p is None else p.tobytes()
-        mapped = flat if p is None else p[flat]
-        out.append(bytes([2, flags]) + ptab + _lzma2_raw(mapped.tobytes()))
-        lz = _lzma2_raw(lens.tobytes())
-        lv = lvals if p is None else p[lvals]
-        out.append(bytes([3, flags]) + ptab + _U32.pack(len(lz)) + lz + _lzma2_raw(lv.tobytes()))
-        bz = _lzma2_raw(np.packbits(starts).tobytes())
-        bv = flat[pos] if p is None else p[flat[pos]]
-        out.append(bytes([3, flags | 2]) + ptab + _U32.pack(len(bz)) + bz + _lzma2_raw(bv.tobytes()))
-        # RANKS: a random rank table (up to 6 listed positions per context), ranks per SPEC.md 6.5
-        lists = [rng.permutation(k)[: int(rng.integers(0, min(k - 1, 6) + 1))].astype(np.uint8) for _ in range(k)]
-        tz = _lzma2_raw(b"".join(bytes([len(q)]) + q.tobytes() for q in lists))
-        ranks = payload.to_ranks(mapped, payload.rank_order(k, lists))
-        out.append(bytes([4, flags]) + ptab + _U32.pack(len(tz)) + tz + _lzma2_raw(ranks.tobytes()))
-        out.append(bytes([4, flags | 2]) + ptab + _U32.pack(len(tz)) + tz + zlib.compress(ranks.tobytes()))
-        by_col = np.ascontiguousarray(indices.T).ravel()  # COLUMNS: the same in column-major order
-        ranks = payload.to_ranks(by_col if p is None else p[by_col], payload.rank_order(k, lists))
-        out.append(bytes([4, flags | 4]) + ptab + _U32.pack(len(tz)) + tz + _lzma2_raw(ranks.tobytes()))
+    raw = np.ascontiguousarray(indices, np.uint8).tobytes()
+    if coding == "zlib":
+        return bytes([M_ZLIB]) + _zlib(raw, level)
+    if coding == "lzma2":
+        return bytes([M_LZMA2]) + _lzma2_raw(raw)
+    if coding not in CODINGS:
+        raise ValueError(coding)
+    left = "left" in coding
+    contexts = k * k if left else k
+    lists = [[] for _ in range(contexts)] if lists is None else lists
+    ranks = ctx_ranks(indices, k, left, lists)
+    table = _zlib(table_bytes(lists), level)
+    head = bytes([M_CTX, (F_LEFT if left else 0) | (F_ZFLAGS if "zflags" in coding else 0)])
+    head += _U32.pack(len(table)) + table
+    if "zflags" not in coding:
+        return head + _zlib(ranks.tobytes(), level, zlib.Z_RLE)
+    flags = _zlib(np.packbits(ranks != 0).tobytes(), level)
+    rest = _zlib((ranks[ranks != 0] - 1).astype(np.uint8).tobytes(), level, zlib.Z_HUFFMAN_ONLY)
+    return head + _U32.pack(len(flags)) + flags + rest
+
+
+def _payload_variants(indices: np.ndarray, k: int, rng: np.random.Generator) -> list[bytes]:
+    """Payloads of every coding SPEC.md 6 allows for ``k``, built from the layout (CTX with random context
+    lists). The encoder writes only one; a hostile file may use any."""
+    out = []
+    for coding in codings_for(k):
+        contexts = k * k if "left" in coding else k
+        lists = random_lists(contexts, k, rng) if coding.startswith("ctx") else None
+        out.append(layout_payload(indices, k, coding, lists=lists))
     return out
 
 
 def fill_order(body: bytes, width: int, height: int) -> np.ndarray:
-    """(N,) raster pixel numbers in the order a truncated payload fills them (SPEC.md 6: the decoded
-    prefix of a cut payload is a prefix in this order, every other pixel index 0)."""
-    n = width * height
-    if body[:1] == b"\x04" and len(body) > 1 and body[1] & 4:  # RANKS with COLUMNS: column-major
-        return np.arange(n).reshape(height, width).T.ravel()
-    return np.arange(n)
+    """(N,) raster pixel numbers in the order a truncated payload fills them: SPEC.md 6.6 says every coding's
+    decoded prefix is a prefix in raster order (every other pixel index 0)."""
+    return np.arange(width * height)
 
 
 def seed_corpus(seed: int = 0) -> list[bytes]:
     """Valid .gcp files covering palette sizes 1-256, RGB/RGBA, metadata, trailing chunks and
-    every payload method and flag (see :func:`_payload_variants`)."""
+    every payload coding and flag (see :func:`_payload_variants`)."""
     return list(_seed_corpus(seed))
 
 
@@ -992,12 +1056,12 @@ def memory_table(sizes=((512, 768), (2048, 2048))) -> list[dict]:
             sig, chunks, tail = split_chunks(base)
             i = _find(chunks, b"DATA")
             bodies = [("encoder", chunks[i][1])] + [
-                (f"m{b[0]}f{b[1] if b[0] >= 2 else 0}", b) for b in _payload_variants(indices, k, rng)]
+                (payload.coding_name(b), b) for b in _payload_variants(indices, k, rng)]
             for name, body in bodies:
                 chunks[i][1] = body
                 data = join_chunks(sig, chunks, tail)
                 row = {"size": f"{w}x{h}", "kind": kind, "payload": name if name != "encoder"
-                       else f"encoder (m{body[0]})", "file_bytes": len(data)}
+                       else f"encoder ({payload.coding_name(body)})", "file_bytes": len(data)}
                 for tname, fn in (("decode", _target_decode), ("load", _target_load)):
                     out = _measure(fn, data, trace=True, hard_timeout=None)
                     if not out.ok:

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import lzma
 import struct
 import zlib
 from pathlib import Path
@@ -48,9 +49,9 @@ def test_manifest_lists_every_file_and_covers_the_spec():
     assert MANIFEST["spec_version"] == F.VERSION == 3
     assert len(VALID) >= 10 and len(INVALID) >= 3
     codings = {f["payload_coding"] for f in VALID}
-    assert {"stored", "zlib", "lzma2", "lzma2-perm", "runs-lengths", "runs-bitmap",
-            "runs-lengths-perm", "runs-bitmap-perm"} <= codings
-    assert {f"ranks-{s}{c}{p}" for s in ("zlib", "lzma2") for c in ("", "-columns") for p in ("", "-perm")} <= codings
+    assert codings == set(F.payload.CODINGS) == {"zlib", "ctx-up", "ctx-up-zflags", "ctx-left", "ctx-left-zflags",
+                                                "lzma2"}
+    assert sum(f["error_class"] == "payload" for f in INVALID) >= 30  # one file per payload check (SPEC.md 6.5)
     # every error class of SPEC.md 5 has a file, every file a known class
     assert {f["error_class"] for f in INVALID} == set(MANIFEST["error_classes"])
     assert set(MANIFEST["error_classes"]) == {"signature", "truncated", "chunk", "crc", "head", "layout", "payload"}
@@ -209,10 +210,100 @@ def spec_container(data: bytes):
     return version, channels, k, width, height, palette, metadata, payload
 
 
+def _stream(kind: str, data: bytes, exact: int | None, bound: int) -> bytes:
+    """A zlib or LZMA2 stream filling all of ``data`` (SPEC.md 6.1), decoding to at most ``bound`` bytes
+    (exactly ``exact`` if given)."""
+    if kind == "zlib":
+        d = zlib.decompressobj()
+        errors = zlib.error
+    else:
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[
+            {"id": lzma.FILTER_LZMA2, "dict_size": min(max(4096, exact if exact is not None else bound), 1536 << 20)}])
+        errors = lzma.LZMAError
+    try:
+        out = d.decompress(data, bound + 1)
+    except errors:
+        raise SpecError("payload", None) from None
+    if len(out) > bound or not d.eof or d.unused_data or (exact is not None and len(out) != exact):
+        raise SpecError("payload", None)
+    return out
+
+
+def spec_payload(p: bytes, width: int, height: int, k: int) -> np.ndarray:
+    """SPEC.md 6 written again from the text alone (strict: every error raises SpecError); CTX walks the
+    pixels in raster order."""
+    n = width * height
+    if not p or p[0] > 2:
+        raise SpecError("payload", 0)
+    if p[0] in (0, 2):
+        out = np.frombuffer(_stream("zlib" if p[0] == 0 else "lzma2", p[1:], n, n), np.uint8)
+        if out.size and int(out.max()) >= k:
+            raise SpecError("payload", 1)
+        return out.reshape(height, width)
+    if len(p) < 6:
+        raise SpecError("payload", len(p))
+    flags, tlen = p[1], int.from_bytes(p[2:6], "little")
+    left, zflags = bool(flags & 1), bool(flags & 2)
+    if flags & ~3 or (left and k > 64):
+        raise SpecError("payload", 1)
+    if 6 + tlen > len(p):
+        raise SpecError("payload", len(p))
+    contexts = k * k if left else k
+    table = _stream("zlib", p[6 : 6 + tlen], None, contexts * k)
+    if len(table) < contexts or max(table[:contexts]) > k - 1 or len(table) != contexts + sum(table[:contexts]):
+        raise SpecError("payload", 6)
+    orders, pos = [], contexts
+    for c in range(contexts):
+        listed = list(table[pos : pos + table[c]])
+        pos += table[c]
+        if any(q >= k for q in listed) or len(set(listed)) != len(listed):
+            raise SpecError("payload", 6)
+        u = c % k
+        dflt = sorted(range(k), key=lambda s: 2 * abs(s - u) - (1 if s < u else 0))
+        head = [dflt[q] for q in listed]
+        orders.append(head + [s for s in dflt if s not in head])
+    t = 6 + tlen
+    if not zflags:
+        ranks = np.frombuffer(_stream("zlib", p[t:], n, n), np.uint8)
+        if ranks.size and int(ranks.max()) >= k:
+            raise SpecError("payload", t)
+    else:
+        if len(p) < t + 4:
+            raise SpecError("payload", len(p))
+        flen = int.from_bytes(p[t : t + 4], "little")
+        if t + 4 + flen > len(p):
+            raise SpecError("payload", len(p))
+        packed = np.frombuffer(_stream("zlib", p[t + 4 : t + 4 + flen], -(-n // 8), -(-n // 8)), np.uint8)
+        bits = np.unpackbits(packed)
+        if bits[n:].any():
+            raise SpecError("payload", t + 4)
+        nonzero = bits[:n].astype(bool)
+        rest = np.frombuffer(_stream("zlib", p[t + 4 + flen :], int(nonzero.sum()), int(nonzero.sum())), np.uint8)
+        if rest.size and int(rest.max()) > k - 2:
+            raise SpecError("payload", t + 4 + flen)
+        ranks = np.zeros(n, np.uint8)
+        ranks[nonzero] = rest + 1
+    out = np.zeros((height, width), np.uint8)
+    rank = ranks.reshape(height, width)
+    for y in range(height):
+        for x in range(width):
+            tx, ty = x % 64, y % 64
+            if tx and ty:
+                lv, uv = out[y, x - 1], out[y - 1, x]
+            elif tx:
+                lv = uv = out[y, x - 1]
+            elif ty:
+                lv = uv = out[y - 1, x]
+            else:
+                lv = uv = 0
+            out[y, x] = orders[int(lv) * k + int(uv) if left else int(uv)][rank[y, x]]
+    return out
+
+
 @pytest.mark.parametrize("entry", MANIFEST["files"], ids=[f["name"] for f in MANIFEST["files"]])
 def test_spec_text_alone_gives_the_manifest(entry):
-    """An implementer who reads only SPEC.md 1-5 (above) agrees with the manifest: container errors by
-    class and offset, valid files by size, palette, metadata and (through the section 6 decoder) pixels."""
+    """An implementer who reads only SPEC.md (above: sections 1-5 and 6) agrees with the manifest: container
+    errors by class and offset, payload errors, valid files by size, palette, metadata and pixels."""
     data = (FIXTURES / entry["name"]).read_bytes()
     if not entry["valid"] and entry["error_class"] != "payload":
         with pytest.raises(SpecError) as e:
@@ -221,12 +312,12 @@ def test_spec_text_alone_gives_the_manifest(entry):
         return
     _, channels, k, width, height, palette, metadata, payload = spec_container(data)
     if not entry["valid"]:  # a payload error: the container is fine, section 6 rejects the payload
-        with pytest.raises(GCPFormatError):
-            F.payload.decode(payload, width, height, k)
+        with pytest.raises(SpecError):
+            spec_payload(payload, width, height, k)
         return
     assert (width, height, k, channels) == (entry["width"], entry["height"], entry["palette_size"],
                                             entry["channels"])
     assert metadata == _expected_metadata(entry)
-    indices = F.payload.decode(payload, width, height, k)
+    indices = spec_payload(payload, width, height, k)
     pal = np.frombuffer(palette, np.uint8).reshape(k, channels)
     assert _rgba_sha(indices, pal) == entry["rgba_sha256"]
