@@ -9,7 +9,8 @@ photo made from it (LANCZOS upscale to 2448 x 1632 plus sensor-like noise, the `
 recipe of ``bench/make_photos.py``; cached in /tmp/gcp-e2e).
 
 Each command is timed with hyperfine (``--warmup 1 --runs N``, median of the runs; the
-whole process: interpreter start, imports, decode, quantize, encode, file written), then
+whole process: interpreter start, imports, decode, quantize, encode, file written; also
+the CPU time, user + system - hyperfine 1.x gives its mean - steadier on a shared machine), then
 run once more to measure the output: file size in bytes and PSNR over R, G, B against
 the input (the .gcp decoded with the pillow_gcp plugin, pngquant's PNG with Pillow).
 pngquant is the system one (``/usr/bin/pngquant``, ``--nofs``: no dithering, ``--force
@@ -56,7 +57,9 @@ def make_inputs(name: str, out: str):
 
 
 def time_cmd(cmd: list, runs: int) -> list:
-    """Wall times (s) of ``runs`` runs of cmd after one warm-up."""
+    """Wall times (s) of ``runs`` runs of cmd after one warm-up (hyperfine also gives
+    the CPU time, user + system, of each run: ``time_cmd.cpu``; else None)."""
+    time_cmd.cpu = None
     if shutil.which("hyperfine"):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
             jpath = fh.name
@@ -65,7 +68,12 @@ def time_cmd(cmd: list, runs: int) -> list:
                             "--style", "none", " ".join(_q(c) for c in cmd)],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with open(jpath) as fh:
-                return json.load(fh)["results"][0]["times"]
+                r = json.load(fh)["results"][0]
+            if isinstance(r.get("user"), list):
+                time_cmd.cpu = [u + s for u, s in zip(r["user"], r["system"])]
+            elif isinstance(r.get("user"), (int, float)):  # hyperfine 1.x: means only
+                time_cmd.cpu = [r["user"] + r["system"]]
+            return r["times"]
         finally:
             os.unlink(jpath)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -99,8 +107,8 @@ def main(argv=None):
     inputs = make_inputs(a.photo, "/tmp/gcp-e2e")
     tmp = tempfile.mkdtemp(prefix="gcp-e2e-")
     print(f"runs={a.runs} (median), gcp={a.gcp}, pngquant={shutil.which('pngquant')}")
-    print(f"{'input':<22}{'k':>4} | {'gcp s':>7} {'bytes':>9} {'PSNR':>6} | {'pngquant s':>10} {'bytes':>9} "
-          f"{'PSNR':>6} | {'time r':>6} {'size r':>6} {'dPSNR':>6}")
+    print(f"{'input':<22}{'k':>4} | {'gcp s':>7} {'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'pngquant s':>10} "
+          f"{'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'time r':>6} {'size r':>6} {'dPSNR':>6}")
     try:
         for inp in inputs:
             ref = np.asarray(Image.open(inp).convert("RGB"), np.float64)
@@ -110,14 +118,17 @@ def main(argv=None):
                 cg = [a.gcp, "compress", inp, "-o", og, "-k", str(k), "-f"]
                 cp = ["pngquant", "--nofs", "--force", "--output", op, str(k), inp]
                 tg = statistics.median(time_cmd(cg, a.runs))
+                cgc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
                 tp = statistics.median(time_cmd(cp, a.runs))
+                cpc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
                 subprocess.run(cg, check=True)
                 subprocess.run(cp, check=True)
                 sg, sp = os.path.getsize(og), os.path.getsize(op)
                 pg, pp = psnr(ref, og), psnr(ref, op)
                 w, h = Image.open(inp).size
-                print(f"{os.path.basename(inp)[:16] + f' {w * h / 1e6:.1f}MP':<22}{k:>4} | {tg:>7.3f} {sg:>9} "
-                      f"{pg:>6.2f} | {tp:>10.3f} {sp:>9} {pp:>6.2f} | {tg / tp:>6.2f} {sg / sp:>6.3f} "
+                label = f"{os.path.basename(inp)[:-4]} {w * h / 1e6:.1f}MP"
+                print(f"{label:<22}{k:>4} | {tg:>7.3f} {cgc:>6.2f} {sg:>9} "
+                      f"{pg:>6.2f} | {tp:>10.3f} {cpc:>6.2f} {sp:>9} {pp:>6.2f} | {tg / tp:>6.2f} {sg / sp:>6.3f} "
                       f"{pg - pp:>+6.2f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
