@@ -4,11 +4,15 @@ Everything works on the weighted histogram of unique colours, never on pixels:
 
 1. reduce: unique colours are merged into the cells of a 2**bits grid per channel
    (weighted means; 5 bits for k <= 32, 6 bits above), so seeding and the bulk of
-   Lloyd scale with occupied cells (a few thousand to ~20k for a photo);
+   Lloyd scale with occupied cells (a few thousand to ~20k for a photo); when that
+   level would hold more than ``max_cells`` (24k; noisy or saturated photos fill up
+   to ~90k 6-bit cells), steps 2-4 run one bit coarser and the level follows as a
+   refinement;
 2. seed: greedy variance-minimising splits of the weighted cells (Wu / median-cut
    like, vectorised in rounds: :func:`_split_init`); for k <= 32 five more restarts
    seeded by greedy weighted k-means++ drawn from ``seed``;
-3. Lloyd on the cells: squared Euclidean, float32 distances in cache-sized chunks,
+3. Lloyd on the cells: squared Euclidean, float32 distances in small BLAS blocks
+   (see :mod:`.nearest`; no BLAS setting is touched),
    Hamerly upper/lower bounds so only cells whose bound test fails are re-assigned,
    stop on relative improvement < ``tol``;
 4. swap moves (:func:`_swap_refine`): the centres whose removal costs least are moved
