@@ -1,32 +1,29 @@
-"""Benchmark of the .gcp payload coding against PNG-8, GIF, WebP lossless, JPEG XL and a naive RLE.
+"""Benchmark of the .gcp payload (format version 3) against PNG-8, lossless WebP and JPEG XL.
 
 Usage::
 
-    python bench/bench_payload.py [folder] [--k 16 64 256] [--timing-photos 3] [--no-jxl]
+    python bench/bench_payload.py [--sets photos photos-more palette-graphics] [--k 16 64 256]
+                                  [--limit N] [--jxl-limit N] [--timing-photos N] [--sizes-only | --timing-only]
 
-For every RGB photo in ``folder`` (default /work/shared/corpus/photos) and
-every k, libimagequant makes ONE palette image (``dithering_level=0``,
-``max_colors=k``); that same index map is then stored as
+Sizes (one table per set): photos are quantized ONCE per k with libimagequant (``dithering_level=0``,
+``max_colors=k``; k = the colours actually used); palette graphics are stored losslessly (their exact
+indexed form, :func:`pillow_gcp.adapter.indexed`). The same index map + palette is then written as
 
-* ours   : ``payload.encode(indices, palette_size)`` + 3 bytes per palette
-           entry (the palette the container stores; container header not
-           counted: a few dozen bytes),
-* PNG-8  : Pillow ``save(buf, "PNG", optimize=True)`` of the P image,
-* GIF    : Pillow ``save(buf, "GIF")`` of the P image,
-* WebP   : lossless, quality=100, method=6, of the RGB conversion,
-* JPEG XL: ``imagecodecs.jpegxl_encode(rgb, lossless=True, effort=9)`` (skipped
-           with a note if unavailable or with ``--no-jxl``),
-* student: headerless run-length, 4 bytes per run (raster-order runs).
+* ours    : the whole .gcp file, ``format.encode(indices, palette)`` at the default level (6) and at 9,
+* PNG-8   : Pillow ``save(..., "PNG", optimize=True)`` of the P image (tRNS for an RGBA palette),
+* WebP-L  : Pillow ``save(..., "WEBP", lossless=True, quality=100, method=6)`` of the RGB(A) image,
+* JXL e9  : ``imagecodecs.jpegxl_encode(rgb(a), lossless=True, effort=9)`` (first ``--jxl-limit`` maps).
 
-It prints per k the median over the photos of the size ratio ours / X.
+Printed: medians over the maps of ours/X (and the total ratio sum(ours)/sum(X)), the level 6 / level 9
+size ratio, and the codings the default level picked.
 
-Timing ("4 MP"): the first ``--timing-photos`` photos resized to 2450x1630
-with LANCZOS, then quantized as above; whole files through Pillow:
-``Image.open(BytesIO(gcp)).load()`` vs the same for the PNG-8, and the
-lossless ``save(buf, "GCP")`` of the P image vs Pillow's PNG ``optimize=True``
-save, each the best of 5 (encode: 3) runs, interleaved in one process.
-Printed: median over those photos of the time ratios (size/PNG there is the
-whole .gcp file over the PNG-8 file).
+Speed: for the first ``--timing-photos`` photos of each photo set, resized (LANCZOS) to about 0.4, 1 and
+4 MP plus Gaussian noise (sigma 2, so that the upscale is not unnaturally smooth), quantized at each k; and
+every palette graphic at its own size. Decode = Pillow ``Image.open(BytesIO(file)).load()`` of the .gcp
+against the same for the PNG-8; encode = ``im.save(BytesIO(), "GCP")`` (default level) against
+``im.save(BytesIO(), "PNG", optimize=True)`` of the same P image. Times are CPU time of the calling thread
+(``time.thread_time``; every codec here is single-threaded), min over interleaved repeats — on a shared,
+loaded machine wall-clock is unusable. Printed: median (and max) of the per-image ratios.
 """
 
 from __future__ import annotations
@@ -43,138 +40,209 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import pillow_gcp  # noqa: E402,F401  (registers the GCP plugin)
-from pillow_gcp import payload  # noqa: E402
+from pillow_gcp import adapter, format as gcp_format, payload  # noqa: E402
 
 try:
     import imagequant
 except ImportError:  # pragma: no cover
     sys.exit("bench_payload needs imagequant (pip install imagequant)")
-
 try:
     import imagecodecs
     HAVE_JXL = bool(getattr(imagecodecs, "JPEGXL", None) and imagecodecs.JPEGXL.available)
 except ImportError:  # pragma: no cover
-    imagecodecs = None
     HAVE_JXL = False
 
-
-def quantize(rgb: Image.Image, k: int) -> Image.Image:
-    return imagequant.quantize_pil_image(rgb, dithering_level=0, max_colors=k)
-
-
-def palette_size(q: Image.Image, idx: np.ndarray) -> int:
-    pal = q.getpalette() or []
-    return max(int(idx.max()) + 1, min(256, len(pal) // 3)) if pal else int(idx.max()) + 1
+CORPUS = "/work/shared/corpus"
+SIZES = {"0.4 MP": (768, 512), "1 MP": (1224, 816), "4 MP": (2450, 1630)}
 
 
-def student_size(idx: np.ndarray) -> int:
-    f = idx.ravel()
-    return 4 * (1 + int(np.count_nonzero(f[1:] != f[:-1])))
+def files_of(folder: str) -> list:
+    return sorted(glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.bmp")))
 
 
-def sizes_for(q: Image.Image, use_jxl: bool) -> dict:
-    idx = np.asarray(q)
-    k = palette_size(q, idx)
-    out = {"ours": len(payload.encode(idx, k)) + 3 * k, "method": payload.encode(idx, k)[0]}
+def quantized(rgb: Image.Image, k: int):
+    q = imagequant.quantize_pil_image(rgb, dithering_level=0, max_colors=k)
+    idx = np.asarray(q).copy()
+    m = int(idx.max()) + 1
+    pal = np.array(q.getpalette()[:3 * m], np.uint8).reshape(m, 3)
+    return idx, pal
+
+
+def p_image(idx: np.ndarray, pal: np.ndarray) -> Image.Image:
+    return adapter.to_image(idx, pal)
+
+
+def encoded(idx, pal, level=None) -> bytes:
+    return gcp_format.encode(idx, pal, level=level)
+
+
+def png8(im: Image.Image) -> bytes:
     b = io.BytesIO()
-    q.save(b, "PNG", optimize=True)
-    out["PNG-8"] = len(b.getvalue())
-    b = io.BytesIO()
-    q.save(b, "GIF")
-    out["GIF"] = len(b.getvalue())
-    rgb = q.convert("RGB")
-    b = io.BytesIO()
-    rgb.save(b, "WEBP", lossless=True, quality=100, method=6)
-    out["WebP-LL"] = len(b.getvalue())
-    if use_jxl:
-        out["JXL-LL"] = len(imagecodecs.jpegxl_encode(np.asarray(rgb), lossless=True, effort=9))
-    out["student"] = student_size(idx)
-    return out
+    im.save(b, "PNG", optimize=True)
+    return b.getvalue()
 
 
-def best_of(fn, n):
+def webp_l(idx, pal) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(pal[idx]).save(b, "WEBP", lossless=True, quality=100, method=6)
+    return b.getvalue()
+
+
+def jxl(idx, pal) -> bytes:
+    return imagecodecs.jpegxl_encode(np.ascontiguousarray(pal[idx]), lossless=True, effort=9)
+
+
+def cpu_min(fn, n: int) -> float:
     best = float("inf")
     for _ in range(n):
-        t = time.perf_counter()
+        t = time.thread_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.thread_time() - t)
     return best
 
 
-def timing_for(q: Image.Image) -> dict:
-    """Whole-file times through Pillow, as a user sees them: ``Image.open(...).load()`` of the
-    .gcp against the PNG-8, and the lossless ``save(..., "GCP")`` of the same P image against
-    ``save(..., "PNG", optimize=True)``."""
-    idx = np.asarray(q)
-    b = io.BytesIO()
-    q.save(b, "PNG", optimize=True)
-    png = b.getvalue()
-    b = io.BytesIO()
-    q.save(b, "GCP")
-    gcp = b.getvalue()
+def exact_indexed(im: Image.Image):
+    """The exact (indices, palette) of an image with at most 256 colours (P/L/LA/PA via the adapter,
+    RGB/RGBA through their distinct colours), or None."""
+    got = adapter.indexed(im)
+    if got is not None:
+        return got
+    px = adapter.pixels(im)
+    flat = np.ascontiguousarray(px.reshape(-1, px.shape[-1]))
+    pal, inv = np.unique(flat, axis=0, return_inverse=True)
+    if len(pal) > 256:
+        return None
+    return inv.reshape(px.shape[:2]).astype(np.uint8), pal.astype(np.uint8)
+
+
+def maps_of(name: str, k_list, limit: int):
+    """[(label, k, indices, palette)] for a set."""
+    files = files_of(os.path.join(CORPUS, name))[:limit or None]
+    out = []
+    if name == "palette-graphics":
+        for f in files:
+            got = exact_indexed(Image.open(f))
+            if got is not None:
+                out.append((os.path.basename(f), len(got[1]), got[0], got[1]))
+        return out
+    for f in files:
+        rgb = Image.open(f).convert("RGB")
+        for k in k_list:
+            idx, pal = quantized(rgb, k)
+            out.append((os.path.basename(f), k, idx, pal))
+    return out
+
+
+def size_table(name: str, maps, jxl_limit: int) -> None:
+    rows = []
+    jxl_seen = {}
+    for label, k, idx, pal in maps:
+        r = {"k": k, "ours": len(encoded(idx, pal)), "l9": len(encoded(idx, pal, 9)),
+             "png": len(png8(p_image(idx, pal))), "webp": len(webp_l(idx, pal))}
+        body = payload.encode(idx, len(pal))
+        r["coding"] = payload.coding_name(body)
+        n_jxl = jxl_seen.get(k if name != "palette-graphics" else 0, 0)
+        if HAVE_JXL and n_jxl < jxl_limit:
+            r["jxl"] = len(jxl(idx, pal))
+            jxl_seen[k if name != "palette-graphics" else 0] = n_jxl + 1
+        rows.append(r)
+    groups = [("all", rows)] if name == "palette-graphics" else \
+        [(f"k={k}", [r for r in rows if r["k"] == k]) for k in sorted({r["k"] for r in rows})]
+    print(f"\n{name}: {len(maps)} maps; ratio = median of ours/X per map (total = sum ours / sum X)")
+    print(f"{'':>6} {'n':>3} {'/PNG-8':>15} {'/WebP-L':>15} {'/JXL e9 (n)':>20} {'L6/L9':>7}  codings at level 6")
+    for g, rr in groups:
+        def ratio(col, sub=rr):
+            sub = [r for r in sub if col in r]
+            if not sub:
+                return "-"
+            med = np.median([r["ours"] / r[col] for r in sub])
+            tot = sum(r["ours"] for r in sub) / sum(r[col] for r in sub)
+            return f"{med:.3f} ({tot:.3f})"
+        nj = sum(1 for r in rr if "jxl" in r)
+        l69 = np.median([r["ours"] / r["l9"] for r in rr])
+        codings = {}
+        for r in rr:
+            codings[r["coding"]] = codings.get(r["coding"], 0) + 1
+        print(f"{g:>6} {len(rr):>3} {ratio('png'):>15} {ratio('webp'):>15} {ratio('jxl') + f' ({nj})':>20} "
+              f"{l69:>7.3f}  " + ", ".join(f"{c}:{n}" for c, n in sorted(codings.items())))
+
+
+def timing_row(im: Image.Image, idx, pal, reps: int) -> dict:
+    gcp = io.BytesIO()
+    im.save(gcp, "GCP")
+    gcp = gcp.getvalue()
+    png = png8(im)
     back = Image.open(io.BytesIO(gcp))
     assert np.array_equal(np.asarray(back), idx)
-    method = gcp[gcp.index(b"DATA") + 4]  # the payload method byte (SPEC.md section 6)
-    t_dec = t_png_dec = t_enc = t_png_enc = float("inf")
-    for _ in range(5):  # interleaved so both see the same machine load
-        t_dec = min(t_dec, best_of(lambda: Image.open(io.BytesIO(gcp)).load(), 1))
-        t_png_dec = min(t_png_dec, best_of(lambda: Image.open(io.BytesIO(png)).load(), 1))
-    for _ in range(3):
-        t_enc = min(t_enc, best_of(lambda: q.save(io.BytesIO(), "GCP"), 1))
-        t_png_enc = min(t_png_enc, best_of(lambda: q.save(io.BytesIO(), "PNG", optimize=True), 1))
-    return {"dec": t_dec, "png_dec": t_png_dec, "enc": t_enc, "png_enc": t_png_enc,
-            "size": len(gcp) / len(png), "method": method}
+    t = {"dec": float("inf"), "png_dec": float("inf"), "enc": float("inf"), "png_enc": float("inf")}
+    for _ in range(reps):  # interleaved so both see the same machine load
+        t["dec"] = min(t["dec"], cpu_min(lambda: Image.open(io.BytesIO(gcp)).load(), 1))
+        t["png_dec"] = min(t["png_dec"], cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 1))
+    for _ in range(max(1, reps // 2)):
+        t["enc"] = min(t["enc"], cpu_min(lambda: im.save(io.BytesIO(), "GCP"), 1))
+        t["png_enc"] = min(t["png_enc"], cpu_min(lambda: im.save(io.BytesIO(), "PNG", optimize=True), 1))
+    t["size"] = len(gcp) / len(png)
+    return t
+
+
+def print_timing(label: str, ts: list) -> None:
+    dec = [t["dec"] / t["png_dec"] for t in ts]
+    enc = [t["enc"] / t["png_enc"] for t in ts]
+    print(f"{label:>26} {len(ts):>3} {np.median([t['size'] for t in ts]):>9.3f} "
+          f"{np.median(dec):>6.2f} ({max(dec):.2f}) {np.median(enc):>6.2f} ({max(enc):.2f})  "
+          f"{1e3 * np.median([t['dec'] for t in ts]):>7.2f} {1e3 * np.median([t['png_dec'] for t in ts]):>7.2f}"
+          f" {1e3 * np.median([t['enc'] for t in ts]):>8.1f} {1e3 * np.median([t['png_enc'] for t in ts]):>8.1f}")
+
+
+def timing(sets, k_list, n_photos: int, reps: int) -> None:
+    print("\nspeed: CPU time ratios ours/PNG-8 through Pillow (median (max) over images); decode = open+load,"
+          " encode = save at the default level vs PNG optimize=True")
+    print(f"{'':>26} {'n':>3} {'size/PNG':>9} {'dec/PNG':>13} {'enc/PNG':>13}  {'dec ms':>7} {'PNG ms':>7}"
+          f" {'enc ms':>8} {'PNG ms':>8}")
+    rng = np.random.default_rng(0)
+    for name in sets:
+        if name == "palette-graphics":
+            ts = []
+            for f in files_of(os.path.join(CORPUS, name)):
+                got = exact_indexed(Image.open(f))
+                if got is not None:
+                    ts.append(timing_row(p_image(*got), got[0], got[1], reps))
+            print_timing(f"{name} (own sizes)", ts)
+            continue
+        srcs = [Image.open(f).convert("RGB") for f in files_of(os.path.join(CORPUS, name))[:n_photos]]
+        for mp, wh in SIZES.items():
+            scaled = []
+            for s in srcs:
+                w, h = wh if s.width >= s.height else wh[::-1]
+                a = np.asarray(s.resize((w, h), Image.LANCZOS), np.float32)
+                a = np.clip(a + rng.normal(0, 2, a.shape), 0, 255).astype(np.uint8)
+                scaled.append(Image.fromarray(a))
+            for k in k_list:
+                ts = []
+                for s in scaled:
+                    idx, pal = quantized(s, k)
+                    ts.append(timing_row(p_image(idx, pal), idx, pal, reps))
+                print_timing(f"{name} {mp} k={k}", ts)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("folder", nargs="?", default="/work/shared/corpus/photos")
+    ap.add_argument("--sets", nargs="+", default=["photos", "photos-more", "palette-graphics"])
     ap.add_argument("--k", type=int, nargs="+", default=[16, 64, 256])
-    ap.add_argument("--timing-photos", type=int, default=3,
-                    help="photos upscaled to ~4 MP for the time ratios (0 = skip timing)")
-    ap.add_argument("--no-jxl", action="store_true", help="skip JPEG XL (slow at effort 9)")
-    ap.add_argument("--skip-sizes", action="store_true", help="only the 4 MP timing part")
+    ap.add_argument("--limit", type=int, default=0, help="first N images per set for the size tables (0 = all)")
+    ap.add_argument("--jxl-limit", type=int, default=6, help="JPEG XL e9 on the first N maps per k (slow)")
+    ap.add_argument("--timing-photos", type=int, default=3, help="photos per set for the speed table")
+    ap.add_argument("--reps", type=int, default=7, help="interleaved decode repeats (encode: half)")
+    ap.add_argument("--sizes-only", action="store_true")
+    ap.add_argument("--timing-only", action="store_true")
     args = ap.parse_args(argv)
-    files = sorted(glob.glob(os.path.join(args.folder, "*.png")) +
-                   glob.glob(os.path.join(args.folder, "*.bmp")))
-    if not files:
-        sys.exit(f"no .png/.bmp images in {args.folder}")
-    use_jxl = HAVE_JXL and not args.no_jxl
-    if not use_jxl:
-        print("note: JPEG XL column skipped (" +
-              ("--no-jxl" if args.no_jxl else "imagecodecs has no JPEG XL") + ")")
-    rgbs = [Image.open(f).convert("RGB") for f in files]
-    cols = ["PNG-8", "GIF", "WebP-LL"] + (["JXL-LL"] if use_jxl else []) + ["student"]
-    print(f"{len(files)} images from {args.folder}; libimagequant dithering 0; "
-          "ours = payload + 3*palette_size bytes")
-    print("median size ratio ours / X, and median bits per pixel of ours and of X:")
-    print(f"{'k':>4} " + " ".join(f"{c:>9}" for c in cols) + "   bpp ours  " +
-          " ".join(f"{c:>8}" for c in cols) + "  methods")
-    for k in ([] if args.skip_sizes else args.k):
-        rows = [sizes_for(quantize(im, k), use_jxl) for im in rgbs]
-        npix = [im.size[0] * im.size[1] for im in rgbs]
-        ratio = {c: float(np.median([r["ours"] / r[c] for r in rows])) for c in cols}
-        bpp = {c: float(np.median([8 * r[c] / p for r, p in zip(rows, npix)])) for c in cols + ["ours"]}
-        methods = np.bincount([r["method"] for r in rows], minlength=5)
-        print(f"{k:>4} " + " ".join(f"{ratio[c]:>8.3f}x" for c in cols) +
-              f"   {bpp['ours']:>8.3f}  " + " ".join(f"{bpp[c]:>8.3f}" for c in cols) +
-              "  " + ",".join(f"{m}:{c}" for m, c in enumerate(methods) if c))
-    if args.timing_photos:
-        print(f"\ntiming on {min(args.timing_photos, len(rgbs))} photo(s) resized to 2450x1630 "
-              "(LANCZOS) then quantized; median over photos of best-of-N times")
-        print(f"{'k':>4} {'size/PNG':>9} {'dec/PNG':>8} {'enc/PNG':>8}   "
-              f"{'dec ms':>7} {'PNG dec':>8} {'enc ms':>7} {'PNG enc':>8}")
-        big = [im.resize((2450, 1630), Image.LANCZOS) for im in rgbs[:args.timing_photos]]
-        for k in args.k:
-            ts = [timing_for(quantize(im, k)) for im in big]
-            med = {key: float(np.median([t[key] for t in ts])) for key in ts[0]}
-            dr = float(np.median([t["dec"] / t["png_dec"] for t in ts]))
-            er = float(np.median([t["enc"] / t["png_enc"] for t in ts]))
-            per = "  per photo dec/enc: " + " ".join(
-                f"{t['dec'] / t['png_dec']:.2f}/{t['enc'] / t['png_enc']:.2f}({t['method']})" for t in ts)
-            print(f"{k:>4} {med['size']:>8.3f}x {dr:>7.2f}x {er:>7.2f}x   "
-                  f"{1e3 * med['dec']:>7.1f} {1e3 * med['png_dec']:>8.1f} "
-                  f"{1e3 * med['enc']:>7.1f} {1e3 * med['png_enc']:>8.1f}" + per)
+    if not HAVE_JXL:
+        print("note: JPEG XL column empty (imagecodecs without JPEG XL)")
+    if not args.timing_only:
+        for name in args.sets:
+            size_table(name, maps_of(name, args.k, args.limit), args.jxl_limit)
+    if not args.sizes_only:
+        timing(args.sets, args.k, args.timing_photos, args.reps)
     return 0
 
 

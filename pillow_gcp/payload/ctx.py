@@ -31,10 +31,9 @@ LIST_MIN = 3         # encoder: an index is listed for a context if seen there t
 
 # ----------------------------------------------------------------------------- contexts and orders
 
-def contexts(a: np.ndarray, left: bool) -> np.ndarray:
-    """(H, W) intp context number of every pixel (SPEC 6.3): ``L * k + U`` with LEFT, else ``U``;
-    L, U = the left / upper neighbour inside the pixel's tile; tile row 0: U = L; tile column 0:
-    L = U; tile corner: L = U = 0. (``k`` is taken as 256 here; see :func:`context_ids`.)"""
+def neighbours(a: np.ndarray) -> tuple:
+    """(L, U), each (H, W) uint8: the left and upper neighbour of every pixel inside its tile
+    (SPEC 6.3): tile row 0: U = L; tile column 0: L = U; tile corner: L = U = 0."""
     L = np.zeros_like(a)
     L[:, 1:] = a[:, :-1]
     U = np.zeros_like(a)
@@ -47,7 +46,8 @@ def contexts(a: np.ndarray, left: bool) -> np.ndarray:
 
 
 def context_ids(a: np.ndarray, k: int, left: bool) -> np.ndarray:
-    L, U = contexts(a, left)
+    """(H, W) intp context of every pixel: ``L * k + U`` with LEFT, else ``U``."""
+    L, U = neighbours(a)
     if left:
         return L.astype(np.intp) * k + U
     return U.astype(np.intp)
