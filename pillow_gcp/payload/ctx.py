@@ -302,8 +302,10 @@ def wavefront(ranks: np.ndarray, order: np.ndarray, k: int, left: bool) -> np.nd
         # sk[t, 1 + y, tile]: rank, then index, of tile pixel (y, t - y); sk[t, 0] is scratch (row -1)
         sk = np.zeros((nd, ny + 1, nt), np.uint8)
         for y in range(ny):
-            sk[y:y + nx, 1 + y] = tiles[:, y, :, :nx].reshape(nt, nx).T
+            sk[y:y + nx, 1 + y].reshape(nx, nby, ntx)[...] = tiles[:, y, :, :nx].transpose(2, 0, 1)
         np.take(table, sk[0, 1], out=sk[0, 1])  # tile corners: context 0
+        buf = np.empty((ny, nt), dt)
+        tmp = np.empty((ny, nt), dt) if left else None
         for t in range(1, nd):
             lo, hi = max(0, t - nx + 1), min(ny - 1, t) + 1
             prev = sk[t - 1]
@@ -311,9 +313,11 @@ def wavefront(ranks: np.ndarray, order: np.ndarray, k: int, left: bool) -> np.nd
                 prev[0] = prev[1]          # tile row 0: U = L
             if t < ny:
                 prev[t + 1] = prev[t]      # tile column 0: L = U
-            idx = np.multiply(prev[lo:hi], k, dtype=dt)                   # U * k
+            idx = buf[:hi - lo]
+            np.multiply(prev[lo:hi], k, out=idx, dtype=dt)                # U * k
             if left:
-                idx += np.multiply(prev[1 + lo:1 + hi], k * k, dtype=dt)  # + L * k * k
+                np.multiply(prev[1 + lo:1 + hi], k * k, out=tmp[:hi - lo], dtype=dt)
+                idx += tmp[:hi - lo]                                      # + L * k * k
             cur = sk[t, 1 + lo:1 + hi]
             idx += cur                                                    # + rank
             np.take(table, idx, out=cur)
