@@ -44,35 +44,6 @@ def deflate_best(raw, level: int = 9) -> bytes:
     return b if len(b) < len(a) else a
 
 
-def lzma2_output_bound(mv: memoryview, start: int, end: int, bound: int) -> int:
-    """The most the LZMA2 chunks in ``mv[start:end]`` can produce, from their headers alone.
-
-    Walks the chunk headers (big-endian sizes: ``0x01``/``0x02`` + u16 size-1 + data; ``0x80``-``0xFF``
-    + u16 unpacked-1 (with the control byte's low 5 bits on top) + u16 packed-1 [+ properties byte from
-    ``0xC0``] + data; ``0x00`` ends the stream) and stops at the end marker, at anything else (liblzma then
-    reports it), at a header cut by the extent's end, or once the sum exceeds ``bound``. Used to size the
-    decoder's dictionary (SPEC 6: ``min(max(4096, D), 1.5 GiB)``; no valid stream can reach a distance beyond
-    what it produced), so that a short stream under a huge declared image does not allocate a huge dictionary.
-    """
-    pos, total = start, 0
-    while pos < end and total <= bound:
-        c = mv[pos]
-        if c in (1, 2):
-            if pos + 3 > end:
-                break
-            size = ((mv[pos + 1] << 8) | mv[pos + 2]) + 1
-            total += size
-            pos += 3 + size
-        elif c >= 0x80:
-            if pos + 5 > end:
-                break
-            total += (((c & 0x1F) << 16) | (mv[pos + 1] << 8) | mv[pos + 2]) + 1
-            pos += 5 + (c >= 0xC0) + ((mv[pos + 3] << 8) | mv[pos + 4]) + 1
-        else:
-            break
-    return total
-
-
 class Decoded(NamedTuple):
     data: bytes     # what the stream produced (at most the bound)
     complete: bool  # the end marker was reached (and exactly at the extent's end)
