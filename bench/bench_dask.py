@@ -62,6 +62,39 @@ def on_cluster(client: Client, files: list, root: str, params: dict) -> tuple:
     return dt, data
 
 
+_LOOP = """
+import sys, time
+from pathlib import Path
+from pillow_gcp.convert import compress_bytes
+data = [Path(f).read_bytes() for f in sys.argv[1:]]
+compress_bytes(data[0])
+t = time.perf_counter()
+for d in data:
+    compress_bytes(d)
+print((time.perf_counter() - t) / len(data))
+"""
+
+
+def env_effect(files: list, repeat: int) -> None:
+    """Seconds per image of a plain loop in a fresh process, without and with Dask's worker setting
+    MALLOC_TRIM_THRESHOLD_=65536 (interleaved; no Dask involved)."""
+    import subprocess
+
+    times: dict = {"unset": [], "65536": []}
+    for _ in range(repeat):
+        for key in times:
+            env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+            if key != "unset":
+                env["MALLOC_TRIM_THRESHOLD_"] = key
+            env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+            out = subprocess.run([sys.executable, "-c", _LOOP, *files], env=env, check=True, capture_output=True,
+                                 text=True).stdout
+            times[key].append(float(out))
+    a, b = statistics.median(times["unset"]), statistics.median(times["65536"])
+    print(f"plain loop in a fresh process, {len(files)} images: {a:.3f} s/image with MALLOC_TRIM_THRESHOLD_ unset, "
+          f"{b:.3f} s/image with MALLOC_TRIM_THRESHOLD_=65536 ({b / a:.2f}x the time)")
+
+
 def start_clusters(workers: list) -> dict:
     """(workers, environment) -> (cluster, client, start-up seconds). The "trim unset" clusters come
     first: a default LocalCluster also writes MALLOC_TRIM_THRESHOLD_ into this process's os.environ,
@@ -90,10 +123,17 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N files of each folder")
     ap.add_argument("-k", type=int, default=None, help="palette size (default: as gcp compress, 256)")
     ap.add_argument("--algo", default=None)
+    ap.add_argument("--env-effect", action="store_true",
+                    help="only time a plain loop in fresh processes with and without MALLOC_TRIM_THRESHOLD_=65536")
     args = ap.parse_args(argv)
     params = _params(args)
     print(f"cpus usable: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}, "
           f"params: {params or 'defaults'}, repeat {args.repeat}")
+    if args.env_effect:
+        for folder in args.folders:
+            print(folder)
+            env_effect(list_files(folder)[: args.limit], args.repeat)
+        return 0
     clusters = start_clusters(args.workers)
     try:
         for folder in args.folders:
