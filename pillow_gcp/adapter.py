@@ -32,7 +32,7 @@ alpha and ignore it.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -184,17 +184,18 @@ def palette_of(im: Image.Image, *, transparency: Any = _MISSING) -> np.ndarray:
 
 def _palette(im: Image.Image, trns: Any) -> np.ndarray:
     mode = im.palette.mode if im.palette is not None else "RGB"
-    rgba = np.frombuffer(bytes(im.getpalette("RGBA") or b""), np.uint8).reshape(-1, 4).copy()
+    rgba: np.ndarray = np.frombuffer(bytes(im.getpalette("RGBA") or b""), np.uint8).reshape(-1, 4).copy()
     if trns is not None and not isinstance(trns, (bytes, bytearray)):
         if isinstance(trns, (bool, np.bool_)) or not isinstance(trns, numbers.Integral):
             raise ValueError(f"transparency for mode 'P' must be an int index or bytes, got {trns!r}")
-    if isinstance(trns, numbers.Integral) and 0 <= trns < len(rgba):
+    if isinstance(trns, numbers.Integral) and 0 <= int(trns) < len(rgba):
         rgba[int(trns), 3] = 0
     elif isinstance(trns, (bytes, bytearray)):
         alpha = np.frombuffer(bytes(trns[: len(rgba)]), np.uint8)
         rgba[: len(alpha), 3] = alpha
     if mode != "RGBA" and trns is None:
-        return rgba[:, :3].copy()
+        rgb: np.ndarray = rgba[:, :3].copy()
+        return rgb
     return rgba
 
 
@@ -304,7 +305,7 @@ def floyd_steinberg(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the save door
 
 
-def quantize_params(options: Mapping[str, Any]) -> dict:
+def quantize_params(options: Mapping[str, Any]) -> Dict[str, Any]:
     """The quantizer arguments in ``options`` (a save's keyword arguments), ``colors`` folded into ``k``.
 
     Raises ValueError when both ``k`` and ``colors`` are given.
@@ -378,7 +379,7 @@ def _meta_bytes(value: Any) -> Any:
     return value
 
 
-def save_metadata(im: Image.Image, encoderinfo: Mapping[str, Any]) -> dict:
+def save_metadata(im: Image.Image, encoderinfo: Mapping[str, Any]) -> Dict[str, Any]:
     """The metadata a save writes, by Pillow's conventions.
 
     The ICC profile is kept from ``im.info`` unless ``icc_profile`` is passed (``None`` or
@@ -386,7 +387,7 @@ def save_metadata(im: Image.Image, encoderinfo: Mapping[str, Any]) -> dict:
     written only when passed (``exif=``, ``xmp=``), as Pillow's PNG writer does, so GPS data
     never travels unasked. Values are checked by the format encoder.
     """
-    meta: dict = {}
+    meta: Dict[str, Any] = {}
     for key in META_KEYS:
         if key in encoderinfo:
             value = encoderinfo[key]
@@ -403,7 +404,7 @@ def save_metadata(im: Image.Image, encoderinfo: Mapping[str, Any]) -> dict:
     return meta
 
 
-def all_metadata(im: Image.Image) -> dict:
+def all_metadata(im: Image.Image) -> Dict[str, Any]:
     """Save keyword arguments that copy every piece of metadata .gcp can hold from an opened image:
     ``icc_profile``, ``exif``, ``xmp`` (also PNG's ``XML:com.adobe.xmp``) and ``comment``.
 

@@ -33,5 +33,6 @@ class GCPFormatError(OSError):
         reason = self.reason if context is None else f"{context}: {self.reason}"
         return type(self)(reason, None if self.offset is None else base + self.offset)
 
-    def __reduce__(self):  # pickling (multiprocessing): keep reason and offset, not the joined message
+    # pickling (multiprocessing): keep reason and offset, not the joined message
+    def __reduce__(self) -> tuple[type[GCPFormatError], tuple[str, int | None]]:
         return type(self), (self.reason, self.offset)

@@ -23,7 +23,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO, Dict
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class Header:
     palette: np.ndarray
     payload_offset: int
     payload_length: int
-    metadata: dict = field(default_factory=dict)
+    metadata: Dict[str, Any] = field(default_factory=dict)
     version: int = VERSION
 
     @property
@@ -139,7 +139,7 @@ class _Reader:
             left -= len(piece)
         check_crc(ctype, None, self.read(4, f"{ctype.decode()} chunk CRC"), self.offset - 4, crc=crc)
 
-    def ancillary(self, ctype: bytes, length: int, metadata: dict | None) -> None:
+    def ancillary(self, ctype: bytes, length: int, metadata: Dict[str, Any] | None) -> None:
         """An ancillary chunk: kept in ``metadata`` if it is the first of a known type (SPEC.md 3.5),
         else skipped; its CRC is checked either way. ``metadata`` None: after DATA, nothing is kept."""
         key = META_CHUNKS.get(ctype)
@@ -156,7 +156,8 @@ class _Reader:
         return data
 
 
-def check_crc(ctype: bytes, data, crc_bytes: bytes, offset: int, *, crc: int | None = None) -> None:
+def check_crc(ctype: bytes, data: bytes | bytearray | memoryview | None, crc_bytes: bytes, offset: int, *,
+              crc: int | None = None) -> None:
     """Raise GCPFormatError unless ``crc_bytes`` (u32 LE, at file ``offset``) is CRC-32 of type + data.
 
     ``crc``: the CRC-32 of type + data already computed (``data`` is then not used).
@@ -205,7 +206,7 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
         raise GCPFormatError(f"height must be 1..{MAX_DIMENSION}, found {height}", data_at + 8)
 
     palette = None
-    metadata: dict = {}
+    metadata: Dict[str, Any] = {}
     while True:
         ctype, length, start = r.chunk()
         if ctype == b"PLTE":
@@ -234,7 +235,7 @@ def read_payload(fp: IO[bytes], header: Header) -> bytes:
     return data
 
 
-def decode_payload(data, header: Header, *, partial: bool = False) -> np.ndarray:
+def decode_payload(data: bytes | bytearray | memoryview, header: Header, *, partial: bool = False) -> np.ndarray:
     """Decode the payload bytes (CRC already checked) to a (height, width) uint8 index map.
 
     Payload errors are re-raised with file offsets.
@@ -243,7 +244,8 @@ def decode_payload(data, header: Header, *, partial: bool = False) -> np.ndarray
                           partial=partial, version=header.version)
 
 
-def decode_indices(data, width: int, height: int, palette_size: int, payload_offset: int, *,
+def decode_indices(data: bytes | bytearray | memoryview, width: int, height: int, palette_size: int,
+                   payload_offset: int, *,
                    partial: bool = False, version: int = VERSION) -> np.ndarray:
     """:func:`payload.decode` with its errors rebased to file offsets (``payload_offset`` = first payload byte).
 
@@ -314,7 +316,7 @@ def _check_arrays(indices: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray,
     return np.ascontiguousarray(indices), np.ascontiguousarray(palette)
 
 
-def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = None, *,
+def encode(indices: np.ndarray, palette: np.ndarray, metadata: Dict[str, Any] | None = None, *,
            level: int | None = None) -> bytes:
     """Encode a whole .gcp file.
 
@@ -348,13 +350,13 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: dict | None = Non
     return b"".join(parts)
 
 
-def write(fp: BinaryIO, indices: np.ndarray, palette: np.ndarray, metadata: dict | None = None, *,
+def write(fp: BinaryIO, indices: np.ndarray, palette: np.ndarray, metadata: Dict[str, Any] | None = None, *,
           level: int | None = None) -> None:
     """Encode fully in memory, then write in one call (nothing half-encoded is written)."""
     fp.write(encode(indices, palette, metadata, level=level))
 
 
-def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, dict]:
+def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     """Decode a whole .gcp file from bytes.
 
     Returns ``(indices, palette, metadata)``: indices (height, width) uint8,

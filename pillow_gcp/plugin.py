@@ -7,7 +7,7 @@ The bytes are :mod:`pillow_gcp.format`'s business, the colours are
 from __future__ import annotations
 
 import re
-from typing import IO
+from typing import IO, Any, Dict, Tuple
 
 from PIL import Image, ImageFile, ImagePalette
 
@@ -52,8 +52,9 @@ class GcpImageFile(ImageFile.ImageFile):
         self.info["gcp_version"] = header.version
         self.info["gcp_palette_channels"] = header.channels
         self.info["gcp_payload_bytes"] = header.payload_length
+        # a plain tuple: Pillow's stubs name the private ImageFile._Tile, which older Pillows lack
         self.tile = [
-            (
+            (  # type: ignore[list-item]
                 FORMAT,
                 (0, 0, *self._size),
                 header.payload_offset,
@@ -82,12 +83,12 @@ class GcpDecoder(ImageFile.PyDecoder):
 
     _pulls_fd = False
 
-    def init(self, args) -> None:
+    def init(self, args: Tuple[int, int, int, int]) -> None:
         self._payload_offset, self._length, self._palette_size, self._version = args
         self._buffer = bytearray()
         self._complete = False  # the whole DATA chunk (payload + CRC) has arrived
 
-    def decode(self, buffer) -> tuple[int, int]:
+    def decode(self, buffer: Any) -> tuple[int, int]:  # bytes from Pillow's read loop
         need = self._length + 4 - len(self._buffer)
         self._buffer += buffer[:need]
         if len(self._buffer) < self._length + 4:
@@ -98,7 +99,7 @@ class GcpDecoder(ImageFile.PyDecoder):
         self._finish(data, partial=False)
         return -1, 0
 
-    def _finish(self, data, *, partial: bool) -> None:
+    def _finish(self, data: bytes | bytearray | memoryview, *, partial: bool) -> None:
         indices = gcp_format.decode_indices(
             data, self.state.xsize, self.state.ysize, self._palette_size, self._payload_offset, partial=partial,
             version=self._version,
@@ -117,7 +118,7 @@ class GcpDecoder(ImageFile.PyDecoder):
 # --------------------------------------------------------------------------- save
 
 
-def payload_level(info: dict) -> int:
+def payload_level(info: Dict[str, Any]) -> int:
     """The payload effort of a save: ``compress_level`` 0..9 (default 6; Pillow's PNG name), or 9
     with ``optimize=True`` (every coding tried, slow on big images)."""
     if info.get("compress_level") is not None:
