@@ -657,7 +657,8 @@ def _quant_params(args: argparse.Namespace) -> Dict[str, Any]:
         except (ValueError, TypeError) as e:
             raise UsageError(f"{options.get(name, name)}: {e}") from None
     try:
-        check_params(**({"k": 256} if target else {}), **params)
+        k_for_target: Dict[str, Any] = {"k": 256} if target else {}
+        check_params(**k_for_target, **params)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
     return params

@@ -101,7 +101,7 @@ registered name or any callable following the protocol.  ``"kmeans"``
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -126,10 +126,20 @@ __all__ = [
 
 SPACES = ("rgb", "oklab")
 
-_REGISTRY: Dict[str, Callable] = {}
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+#: a colour ``(r, g, b)`` or ``(r, g, b, a)``, 0..255
+Color = Sequence[int]
+#: what ``palette=`` takes: a P image, an (m, 3|4) uint8 array or a sequence of colours
+PaletteLike = Union["Image.Image", np.ndarray, Sequence[Color]]
+#: what ``algo=`` takes: a registered name or a palette step
+Algo = Union[str, Callable[..., Any]]
+
+_REGISTRY: Dict[str, Callable[..., Any]] = {}
 
 
-def register_quantizer(name: str, step: Callable) -> None:
+def register_quantizer(name: str, step: Callable[..., Any]) -> None:
     """Register a palette step under ``name`` (see the protocol above).
 
     Registering an existing name replaces it.
@@ -227,7 +237,7 @@ def _parse_colors(name, colors, allow_empty=False) -> np.ndarray:
     return out
 
 
-def parse_palette(palette) -> np.ndarray:
+def parse_palette(palette: PaletteLike) -> np.ndarray:
     """The colours of a ``palette=`` argument (a P image, an (m, 3|4) uint8 array or a sequence of
     colours).
 
@@ -473,8 +483,9 @@ def _validate(k, algo, seed, metric, space, dither, fixed_colors, palette) -> _O
     return o
 
 
-def check_params(k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb", dither=False,
-                 fixed_colors=None, palette=None) -> None:
+def check_params(k: Optional[int] = None, algo: Algo = "kmeans", *, seed: int = 0, metric: str = "euclidean",
+                 space: str = "rgb", dither: bool = False, fixed_colors: Optional[Sequence[Color]] = None,
+                 palette: Optional[PaletteLike] = None) -> None:
     """Validate quantizer arguments without quantizing anything.
 
     Raises the same ``ValueError`` / ``TypeError`` (naming the parameter) as
@@ -733,8 +744,10 @@ _DOC_PARAMS = """k : int in 1..256, or None for 256
         that palette"""
 
 
-def quantize_array(pixels, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-                   dither=False, fixed_colors=None, palette=None) -> Tuple[np.ndarray, np.ndarray]:
+def quantize_array(pixels: np.ndarray, k: Optional[int] = None, algo: Algo = "kmeans", *, seed: int = 0,
+                   metric: str = "euclidean", space: str = "rgb", dither: bool = False,
+                   fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
     """Quantize an array of pixels to at most ``k`` colours (the array-level core).
 
     Parameters
@@ -754,8 +767,10 @@ def quantize_array(pixels, k=None, algo="kmeans", *, seed=0, metric="euclidean",
     return out[0], pal
 
 
-def quantize_arrays(pixels_list, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-                    dither=False, fixed_colors=None, palette=None) -> Tuple[List[np.ndarray], np.ndarray]:
+def quantize_arrays(pixels_list: Sequence[np.ndarray], k: Optional[int] = None, algo: Algo = "kmeans", *,
+                    seed: int = 0, metric: str = "euclidean", space: str = "rgb", dither: bool = False,
+                    fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None
+                    ) -> Tuple[List[np.ndarray], np.ndarray]:
     """Quantize several pixel arrays with one shared palette (see :func:`quantize_array`).
 
     Returns ``(list of (H_i, W_i) uint8 indices, palette (m, 3|4) uint8)``.
@@ -767,8 +782,9 @@ def quantize_arrays(pixels_list, k=None, algo="kmeans", *, seed=0, metric="eucli
     return _run([(lambda a=a: a) for a in arrays], o)
 
 
-def quantize_to_arrays(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-                       dither=False, fixed_colors=None, palette=None
+def quantize_to_arrays(img: Image.Image, k: Optional[int] = None, algo: Algo = "kmeans", *, seed: int = 0,
+                       metric: str = "euclidean", space: str = "rgb", dither: bool = False,
+                       fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None
                        ) -> Tuple[np.ndarray, np.ndarray]:
     """Quantize a Pillow image: ``(indices (H, W) uint8, palette (m, 3|4) uint8)``.
 
@@ -780,8 +796,9 @@ def quantize_to_arrays(img, k=None, algo="kmeans", *, seed=0, metric="euclidean"
     return out[0], pal
 
 
-def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-             dither=False, fixed_colors=None, palette=None):
+def quantize(img: Image.Image, k: Optional[int] = None, algo: Algo = "kmeans", *, seed: int = 0,
+             metric: str = "euclidean", space: str = "rgb", dither: bool = False,
+             fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None) -> Image.Image:
     """Quantize ``img`` to a mode "P" image of at most ``k`` colours.
 
     Parameters
@@ -798,8 +815,10 @@ def quantize(img, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="r
     return adapter.to_image(idx, pal)
 
 
-def quantize_many(images, k=None, algo="kmeans", *, seed=0, metric="euclidean", space="rgb",
-                  dither=False, fixed_colors=None, palette=None) -> list:
+def quantize_many(images: Sequence[Image.Image], k: Optional[int] = None, algo: Algo = "kmeans", *,
+                  seed: int = 0, metric: str = "euclidean", space: str = "rgb", dither: bool = False,
+                  fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None
+                  ) -> List[Image.Image]:
     """Quantize several images with one shared palette fitted to their pooled colours.
 
     The fit works on the merged weighted histogram of unique colours (memory bounded
