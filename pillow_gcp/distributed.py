@@ -53,6 +53,8 @@ ERRORS = ("report", "raise")
 _OUTPUT_KEYS = ("level", "target_psnr", "target_de", "min_psnr")
 
 Result = Dict[str, Any]
+#: a local path (str or os.PathLike) or an fsspec URL
+PathOrURL = Union[str, "os.PathLike[str]"]
 
 
 # --------------------------------------------------------------------------- paths
@@ -200,12 +202,21 @@ def _message(e: BaseException) -> str:
     return f"{text}" if text else type(e).__name__
 
 
+def _path(value: Any, name: str) -> str:
+    """A path or URL argument as str (os.PathLike accepted); TypeError naming ``name`` otherwise."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a path or URL (str or os.PathLike), got {type(value).__name__}")
+    return value
+
+
 def _check_choice(name: str, value: Any, allowed: Tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
-def compress_file(src: str, dst: str, *, format: str = "GCP", strip: bool = False, if_exists: str = "error",
+def compress_file(src: PathOrURL, dst: PathOrURL, *, format: str = "GCP", strip: bool = False, if_exists: str = "error",
                   errors: str = "raise", storage_options: Optional[Mapping[str, Any]] = None,
                   **params: Any) -> Result:
     """Read ``src``, compress it as ``gcp compress`` does, write ``dst``; return the result dict.
@@ -218,6 +229,7 @@ def compress_file(src: str, dst: str, *, format: str = "GCP", strip: bool = Fals
     """
     _check_choice("if_exists", if_exists, IF_EXISTS)
     _check_choice("errors", errors, ERRORS)
+    src, dst = _path(src, "src"), _path(dst, "dst")
     result: Result = {"src": src, "dst": dst, "status": "failed", "bytes_in": None, "bytes_out": None,
                       "error": None}
     try:
@@ -269,17 +281,17 @@ def _is_dir(path: str, storage_options: Optional[Mapping[str, Any]]) -> bool:
     return bool(fs.isdir(inner))
 
 
-def _pairs(srcs: Union[str, Sequence[str]], dst_dir: str, src_root: Optional[str], ext: str,
+def _pairs(srcs: Union[PathOrURL, Sequence[PathOrURL]], dst_dir: str, src_root: Optional[str], ext: str,
            storage_options: Optional[Mapping[str, Any]]) -> List[Tuple[str, str]]:
-    if isinstance(srcs, str):
-        if src_root is None and _is_dir(srcs, storage_options):
-            src_root = srcs
-        srcs = list_files(srcs, storage_options)
+    names: List[str]
+    if isinstance(srcs, (str, os.PathLike)):
+        where = _path(srcs, "srcs")
+        if src_root is None and _is_dir(where, storage_options):
+            src_root = where
+        names = list_files(where, storage_options)
     else:
-        srcs = list(srcs)
-        bad = [s for s in srcs if not isinstance(s, str)]
-        if bad:
-            raise TypeError(f"srcs must be paths or URLs (str), got {type(bad[0]).__name__}")
+        names = [_path(s, f"srcs[{i}]") for i, s in enumerate(srcs)]
+    srcs = names
     if not srcs:
         return []
     if src_root is None:
@@ -293,7 +305,8 @@ def _pairs(srcs: Union[str, Sequence[str]], dst_dir: str, src_root: Optional[str
     return pairs
 
 
-def compress_bag(srcs: Union[str, Sequence[str]], dst_dir: str, *, src_root: Optional[str] = None,
+def compress_bag(srcs: Union[PathOrURL, Sequence[PathOrURL]], dst_dir: PathOrURL, *,
+                 src_root: Optional[PathOrURL] = None,
                  format: str = "GCP", strip: bool = False, if_exists: str = "error", errors: str = "report",
                  storage_options: Optional[Mapping[str, Any]] = None, npartitions: Optional[int] = None,
                  **params: Any) -> "dask.bag.Bag":
@@ -308,6 +321,10 @@ def compress_bag(srcs: Union[str, Sequence[str]], dst_dir: str, *, src_root: Opt
 
     _check_choice("if_exists", if_exists, IF_EXISTS)
     _check_choice("errors", errors, ERRORS)
+    dst_dir = _path(dst_dir, "dst_dir")
+    src_root = None if src_root is None else _path(src_root, "src_root")
+    if not dst_dir:
+        raise ValueError("dst_dir must not be empty")
     _check_params(format, params)
     if npartitions is not None and (not isinstance(npartitions, int) or npartitions < 1):
         raise ValueError(f"npartitions must be a positive int or None, got {npartitions!r}")
@@ -322,7 +339,8 @@ def compress_bag(srcs: Union[str, Sequence[str]], dst_dir: str, *, src_root: Opt
     return db.from_sequence(pairs, npartitions=min(npartitions, len(pairs))).starmap(task)  # type: ignore[no-any-return]
 
 
-def compress_files(srcs: Union[str, Sequence[str]], dst_dir: str, *, src_root: Optional[str] = None,
+def compress_files(srcs: Union[PathOrURL, Sequence[PathOrURL]], dst_dir: PathOrURL, *,
+                   src_root: Optional[PathOrURL] = None,
                    format: str = "GCP", strip: bool = False, if_exists: str = "error", errors: str = "report",
                    storage_options: Optional[Mapping[str, Any]] = None, npartitions: Optional[int] = None,
                    scheduler: Optional[str] = None, **params: Any) -> List[Result]:

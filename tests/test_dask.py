@@ -155,6 +155,9 @@ def test_fsspec_urls_memory_filesystem(tmp_path):
 
 def test_compress_file_alone_and_file_urls(tmp_path):
     files = _folder(tmp_path / "in")
+    # pathlib paths work as well as str
+    done = compress_files([files["photo"]], tmp_path / "paths", scheduler="sync", k=4)
+    assert done[0]["status"] == "done" and done[0]["dst"] == str(tmp_path / "paths" / "photo.gcp")
     dst = tmp_path / "one" / "photo.gcp"
     r = compress_file("file://" + str(files["photo"]), "file://" + str(dst), k=16)
     assert r["status"] == "done" and dst.read_bytes() == compress_bytes(files["photo"].read_bytes(), k=16)
@@ -187,6 +190,12 @@ def test_arguments_checked_before_any_task(tmp_path):
         compress_bag(srcs, str(tmp_path / "out"), if_exists="replace")
     with pytest.raises(ValueError, match="errors"):
         compress_bag(srcs, str(tmp_path / "out"), errors="ignore")
+    with pytest.raises(TypeError, match="dst_dir"):
+        compress_bag(srcs, 7)
+    with pytest.raises(TypeError, match=r"srcs\[0\]"):
+        compress_bag([b"a.png"], str(tmp_path / "out"))
+    with pytest.raises(TypeError, match="src_root"):
+        compress_bag(srcs, str(tmp_path / "out"), src_root=3)
     with pytest.raises(ValueError, match="npartitions"):
         compress_bag(srcs, str(tmp_path / "out"), npartitions=0)
     with pytest.raises(ValueError, match="both be written"):
