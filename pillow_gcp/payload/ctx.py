@@ -1,4 +1,4 @@
-"""Method 1, CTX (SPEC 6.3): each index coded as its *rank* in an order of the k indices that
+"""Method 1, CTX (SPEC 6.4): each index coded as its *rank* in an order of the k indices that
 depends on its neighbours inside a 64x64 tile -- the index above (U), and with flag LEFT also the
 index to the left (L).
 
@@ -33,7 +33,7 @@ LIST_MIN = 3         # encoder: an index is listed for a context if seen there t
 
 def neighbours(a: np.ndarray) -> tuple:
     """(L, U), each (H, W) uint8: the left and upper neighbour of every pixel inside its tile
-    (SPEC 6.3): tile row 0: U = L; tile column 0: L = U; tile corner: L = U = 0."""
+    (SPEC 6.4): tile row 0: U = L; tile column 0: L = U; tile corner: L = U = 0."""
     L = np.zeros_like(a)
     L[:, 1:] = a[:, :-1]
     U = np.zeros_like(a)
@@ -111,7 +111,7 @@ def learn(ctx: np.ndarray, a: np.ndarray, nctx: int, k: int, list_min: int = LIS
     return table, rank_of
 
 
-_PARSE_ROWS = 64  # table contexts validated and sorted per step (bounded scratch)
+_PARSE_ROWS = 32768  # table entries (contexts x k) validated and sorted per step (bounded scratch)
 
 
 def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
@@ -134,8 +134,9 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
     rows = np.flatnonzero(cnt)
     starts = np.zeros(nctx + 1, np.int64)
     np.cumsum(cnt, out=starts[1:])
-    for i in range(0, rows.size, _PARSE_ROWS):
-        rr = rows[i:i + _PARSE_ROWS]
+    step = max(16, _PARSE_ROWS // k)
+    for i in range(0, rows.size, step):
+        rr = rows[i:i + step]
         c = cnt[rr].astype(np.intp)
         p = lists[int(starts[rr[0]]):int(starts[rr[-1] + 1])]  # empty lists in between hold no bytes
         ci = np.repeat(np.arange(rr.size), c)
