@@ -153,6 +153,7 @@ def test_fsspec_urls_memory_filesystem(tmp_path):
     fs.rm("/gcp-test", recursive=True)
 
 
+@pytest.mark.filterwarnings("ignore:Running on a single-machine scheduler:UserWarning")
 def test_compress_file_alone_and_file_urls(tmp_path):
     files = _folder(tmp_path / "in")
     # pathlib paths work as well as str
