@@ -209,6 +209,8 @@ def timing(sets, k_list, n_photos: int, reps: int) -> None:
                     ts.append(timing_row(p_image(*got), got[0], got[1], reps))
             print_timing(f"{name} (own sizes)", ts)
             continue
+        if n_photos <= 0:
+            continue
         srcs = [Image.open(f).convert("RGB") for f in files_of(os.path.join(CORPUS, name))[:n_photos]]
         for mp, wh in SIZES.items():
             scaled = []

@@ -111,7 +111,7 @@ def learn(ctx: np.ndarray, a: np.ndarray, nctx: int, k: int, list_min: int = LIS
     return table, rank_of
 
 
-_PARSE_ROWS = 32768  # table entries (contexts x k) validated and sorted per step (bounded scratch)
+_PARSE_ROWS = 8192  # table entries (contexts x k) validated and sorted per step (bounded scratch)
 
 
 def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
@@ -207,7 +207,8 @@ def _ranks_flags(mv, pos, n, k, partial):
             raise GCPFormatError("truncated payload: flag stream runs past the payload end", len(mv))
         fe = len(mv)
     nb = (n + 7) // 8
-    fbytes = np.frombuffer(streams.exact("zlib", mv, fs, fe, nb, "flag stream", partial), np.uint8)
+    fbytes = np.frombuffer(streams.exact("zlib", mv, fs, fe, nb, f"flag stream (one bit for each of {n} pixels)",
+                                         partial), np.uint8)
     if len(fbytes) == nb and n % 8 and fbytes[-1] & ((1 << (8 - n % 8)) - 1):
         raise GCPFormatError("flag stream padding bits are not zero", fs)
     f_known = min(n, 8 * len(fbytes))

@@ -1,4 +1,4 @@
-"""Methods 0 (ZLIB) and 2 (LZMA2), SPEC 6.2 and 6.4: the index map itself, raster order, as one
+"""Methods 0 (ZLIB) and 2 (LZMA2), SPEC 6.3: the index map itself, raster order, as one
 zlib or LZMA2 stream.
 
 ZLIB is the fast path (levels 0-3) and the coding of k = 1 maps; LZMA2 wins on small palette graphics (sprites, tiles: repeated patterns that its long

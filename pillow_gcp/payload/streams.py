@@ -1,4 +1,4 @@
-"""Entropy back-end helpers: zlib / LZMA2 streams written and read with exact, bounded sizes.
+"""Entropy back-end helpers (SPEC 6.2): zlib / LZMA2 streams written and read with exact, bounded sizes.
 
 A *stream* occupies a known extent ``data[start:end]`` of the payload and must decode to a
 known number of bytes. :func:`inflate` never produces more than that bound (plus one byte to
