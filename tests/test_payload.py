@@ -125,7 +125,7 @@ def test_choose_follows_the_documented_model():
     assert P.choose((1000, 1000), 1, 6) == ("zlib",)
     assert P.choose((1000, 1000), 16) == ("ctx-left-zflags",)
     assert P.choose((1000, 1000), 64) == ("ctx-left-zflags",)
-    assert P.choose((50, 60), 64) == ("lzma2",)                         # small map, k > 16: graphics rule
+    assert P.choose((50, 60), 64) == ("ctx-left-zflags", "lzma2")       # small map, k > 16: both
     assert P.choose((50, 60), 16) == ("ctx-left-zflags",)
     assert P.choose((300, 300), 64) == ("ctx-left-zflags",)
     assert P.choose((300, 300), 65) == ("ctx-up-zflags",)

@@ -9,7 +9,7 @@ The payload's first byte names the coding:
 2  LZMA2  : the indices as one LZMA2 stream                                   (:mod:`.plain`)
 
 :func:`encode` picks the coding with :func:`choose` (a fixed rule on the map's size and palette
-size: one encode at the default level), :func:`decode` reads any of them. Bytes in,
+size; only small maps are coded twice), :func:`decode` reads any of them. Bytes in,
 arrays out; no Pillow here. The payload code starts no threads and keeps no global state.
 """
 
@@ -34,7 +34,7 @@ _CTX_FLAGS = {"ctx-up": 0, "ctx-up-zflags": FLAG_ZFLAGS, "ctx-left": FLAG_LEFT,
               "ctx-left-zflags": FLAG_LEFT | FLAG_ZFLAGS}
 
 DEFAULT_LEVEL = 6
-SMALL = 1 << 16     # pixels: maps up to this size with k > 16 get LZMA2 (sprites, tiles)
+SMALL = 1 << 16     # pixels: maps up to this size with k > 16 also try LZMA2 (sprites, tiles)
 BIG = 1 << 18       # pixels: above this, k > 64 maps get plain ranks (faster to decode, < 1 % larger)
 
 
@@ -83,11 +83,11 @@ def choose(shape: tuple, k: int, level: int = DEFAULT_LEVEL) -> tuple:
         pixels, or k <= 16: the k^2-context table pays for itself); else U alone;
       - zero-flag plane (ZFLAGS), except k > 64 on maps over 2^18 pixels (plain ranks: < 1 %
         larger there, decodes faster);
-      - except maps of at most 2^16 pixels with k > 16 (sprites, tiles, icons): LZMA2 over the raw
-        indices, which catches their repeated 2-D patterns (5-10 % smaller than CTX there, median
-        over the 40 palette graphics; on the 33 such graphics keeping the smaller of both would gain
-        0.6 % on average) and decodes faster than CTX's 127 steps at that size.
-    Exactly one coding is written below level 9.
+      - maps of at most 2^16 pixels with k > 16 are also coded as LZMA2 over the raw indices and
+        the smaller kept: LZMA2 wins on sprites and tiles (repeated 2-D patterns: 31 of the 40
+        palette graphics) and on some small photos, CTX on the others (LZMA2 alone there: +4 % /
+        +6 % median on the 256x256 photos of photos-more at k = 64 / 256); both are cheap at that size.
+    Elsewhere exactly one coding is written below level 9.
     """
     h, w = shape
     n = h * w
@@ -95,11 +95,10 @@ def choose(shape: tuple, k: int, level: int = DEFAULT_LEVEL) -> tuple:
         return ("zlib",)
     if level == 9:
         return codings_for(k)
-    if n <= SMALL and k > 16:
-        return ("lzma2",)
     left = k <= ctx.LEFT_MAX_K
     zflags = not (k > 64 and n > BIG)
-    return ("ctx-" + ("left" if left else "up") + ("-zflags" if zflags else ""),)
+    name = "ctx-" + ("left" if left else "up") + ("-zflags" if zflags else "")
+    return (name, "lzma2") if n <= SMALL and k > 16 else (name,)
 
 
 def encode_as(indices: np.ndarray, palette_size: int, coding: str, *, level: int = DEFAULT_LEVEL) -> bytes:
