@@ -145,6 +145,14 @@ def test_readme_commands_run_as_written(tmp_path):
     # what the README promised exists
     for name in ("sample.gcp", "sample-64.png", "sample-compare.png", "sample-py.gcp"):
         assert (work / name).stat().st_size > 0, name
+    # the caption under the picture states what the quick start's file is (within 3 %: the coder
+    # may still gain a little without making the picture wrong)
+    size = (work / "sample.gcp").stat().st_size
+    bpp = size * 8 / (384 * 256)
+    stated = re.search(r"\(([0-9.]+) KB, ([0-9.]+) bits per pixel,", README.read_text(encoding="utf-8"))
+    assert stated, "the caption under the picture gives the .gcp's size and bits per pixel"
+    assert abs(float(stated.group(1)) * 1000 / size - 1) < 0.03, (stated.group(0), size)
+    assert abs(float(stated.group(2)) / bpp - 1) < 0.03, (stated.group(0), bpp)
     # and .gitignore covers every file the commands left
     gitignore = ROOT / ".gitignore"
     if gitignore.exists():  # the sdist carries it too
