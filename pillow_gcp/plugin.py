@@ -152,7 +152,3 @@ def register() -> None:
     Image.register_extension(FORMAT, EXTENSION)
     Image.register_mime(FORMAT, MIME)
     Image.register_decoder(FORMAT, GcpDecoder)
-
-
-# the CLI's name for adapter.all_metadata, until cli.py calls the adapter directly
-metadata_of = adapter.all_metadata

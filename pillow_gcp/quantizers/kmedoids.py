@@ -229,6 +229,13 @@ def _reduce(X, w, max_points, V0=None):
     levels = int(min(lmax, max(2, 2 * np.sqrt(max_points)))) if C == 3 else 16
     best = None
     tried = {}
+
+    def bracket():
+        """Levels tried that fit / do not fit, and the open interval between them."""
+        lower = [l for l, v in tried.items() if v <= max_points]
+        upper = [l for l, v in tried.items() if v > max_points]
+        return lower, upper, (max(lower) if lower else 1), (min(upper) if upper else lmax + 1)
+
     for _ in range(5):
         cell, occ, n = occupancy(levels)
         tried[levels] = n
@@ -236,10 +243,7 @@ def _reduce(X, w, max_points, V0=None):
             best = (levels, cell, occ, n)
         if best is not None and best[3] > 0.8 * max_points:
             break
-        lower = [l for l, v in tried.items() if v <= max_points]
-        upper = [l for l, v in tried.items() if v > max_points]
-        lo_l = max(lower) if lower else 1
-        hi_l = min(upper) if upper else lmax + 1
+        lower, upper, lo_l, hi_l = bracket()
         if hi_l - lo_l <= 1:
             break
         slope = 2.0
@@ -254,10 +258,7 @@ def _reduce(X, w, max_points, V0=None):
     # finest level known to fit and the coarsest known not to, so the grid is never
     # needlessly coarse (before, such a set could fall back to 2 levels = 8 cells)
     while best is None or best[3] <= 0.5 * max_points:
-        lower = [l for l, v in tried.items() if v <= max_points]
-        upper = [l for l, v in tried.items() if v > max_points]
-        lo_l = max(lower) if lower else 1
-        hi_l = min(upper) if upper else lmax + 1
+        _, _, lo_l, hi_l = bracket()
         if hi_l - lo_l <= 1:
             break
         mid = (lo_l + hi_l) // 2
