@@ -79,8 +79,7 @@ def choose(shape: tuple, k: int, level: int = DEFAULT_LEVEL) -> tuple:
     * levels 0-3: ZLIB at that zlib level (0 = stored blocks); k = 1: ZLIB;
     * level 9: every coding valid for k, with several zlib strategies per stream;
     * levels 4-8, the model:
-      - context (L, U) (LEFT) when k <= 64 (every such map here has at least 2^16 >= 16 k^2
-        pixels, or k <= 16: the k^2-context table pays for itself); else U alone;
+      - context (L, U) (LEFT) when k <= 64; else U alone (the k^2-context table costs too much);
       - zero-flag plane (ZFLAGS), except k > 64 on maps over 2^18 pixels (plain ranks: < 1 %
         larger there, decodes faster);
       - maps of at most 2^16 pixels with k > 16 are also coded as LZMA2 over the raw indices and
