@@ -647,3 +647,32 @@ def test_matmul_small_matches_matmul(shape):
     A = rng.integers(-50, 50, (a, K)).astype(np.float32)
     B = rng.integers(-50, 50, (K, b)).astype(np.float32)
     assert np.array_equal(matmul_small(A, B), A.astype(np.int64) @ B.astype(np.int64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345, 2**32 - 1, 2**32, 2**63 + 5, 10**30])
+def test_kmeans_rng_is_numpys_default_rng_stream(seed):
+    # K-means draws from a pure-Python copy of default_rng(seed) (no numpy.random import at
+    # start-up); its draws must be numpy's, bit for bit, also after handing over to numpy
+    from pillow_gcp.quantizers._pcg import Pcg64
+
+    ours, ref = Pcg64(seed), np.random.default_rng(seed)
+    assert ours.state == ref.bit_generator.state["state"]["state"]
+    p = np.random.default_rng(seed % 97).random(40) + 1e-3
+    p /= p.sum()
+    for _ in range(5):
+        assert np.array_equal(ours.random(3), ref.random(3))
+        assert ours.choice_p(p) == ref.choice(40, p=p)
+    got = ours.numpy(lambda g: g.choice(40, size=6, replace=True))
+    assert np.array_equal(got, ref.choice(40, size=6, replace=True))
+    assert np.array_equal(ours.random(4), ref.random(4)) and ours.choice_p(p) == ref.choice(40, p=p)
+
+
+def test_kmeans_does_not_import_numpy_random():
+    import subprocess
+
+    code = ("import sys, numpy as np; from pillow_gcp.quantizers import quantize_array; "
+            "a = np.arange(96 * 80 * 3, dtype=np.uint32).reshape(96, 80, 3) * 2654435761 % 251; "
+            "quantize_array(a.astype(np.uint8), 16); quantize_array(a.astype(np.uint8), 200); "
+            "print('numpy.random' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._pcg import Pcg64
 from .histogram import bin_reduce
 from .nearest import nearest_two
 
@@ -129,6 +130,8 @@ def _split_init(X, w, k):
 def _kmeanspp(X, w, k, rng, init=None):
     """Greedy weighted k-means++. X (B, C) float32, w (B,) float64 -> (k, C) float32.
 
+    ``rng`` a :class:`._pcg.Pcg64` (the draws of ``numpy.random.default_rng(seed)``).
+
     Distances and the candidates' potentials are float32 (numpy's einsum is ~10x
     faster on one dtype than on a float32/float64 mix; the potentials only rank the
     ``2 + log k`` candidates); the sampling runs on float64 cumulative sums.
@@ -157,7 +160,7 @@ def _kmeanspp(X, w, k, rng, init=None):
             np.minimum(d, sqdist(np.asarray(c, np.float32)[None])[0], out=d)
         start = nfix
     else:
-        first = rng.choice(B, p=w / w.sum())
+        first = rng.choice_p(w / w.sum())
         centres[0] = X[first]
         d = sqdist(X[first][None])[0]
         start = 1
@@ -165,7 +168,7 @@ def _kmeanspp(X, w, k, rng, init=None):
         pot = d * w
         tot = pot.sum()
         if tot <= 0:
-            centres[i:] = X[rng.choice(B, size=k - i, replace=B < k - i)]
+            centres[i:] = X[rng.numpy(lambda g: g.choice(B, size=k - i, replace=B < k - i))]
             break
         cand = np.minimum(np.searchsorted(np.cumsum(pot), rng.random(n_local) * tot), B - 1)
         dc = np.minimum(sqdist(X[cand]), d[None, :])
@@ -340,7 +343,7 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     colors = np.asarray(colors)
     U, C = colors.shape
     w_all = np.asarray(weights, np.float64)
-    rng = np.random.default_rng(seed)
+    rng = Pcg64(seed)  # numpy's default_rng(seed) stream, without importing numpy.random
     fixed = None if fixed is None or len(fixed) == 0 else np.asarray(fixed, colors.dtype)
     nfix = 0 if fixed is None else len(fixed)
     if U + nfix <= k or k <= nfix:
