@@ -111,11 +111,13 @@ def learn(ctx: np.ndarray, a: np.ndarray, nctx: int, k: int, list_min: int = LIS
     return table, rank_of
 
 
-_PARSE_ROWS = 8192  # table entries (contexts x k) validated and sorted per step (bounded scratch)
-
-
 def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
-    """Validate the table and return the (nctx, k) uint8 orders (``order[c, r]`` = index of rank r)."""
+    """Validate the table and return the (nctx, k) uint8 orders (``order[c, r]`` = index of rank r).
+
+    Row c of the result is context c's default order with its list moved to the front: ranks
+    0..m-1 are the listed positions in list order, ranks m..k-1 the unlisted positions in
+    increasing order. Built with numpy passes over the listed contexts only, no sort.
+    """
     b = np.frombuffer(buf, np.uint8)
     if b.size < nctx:
         raise GCPFormatError(f"rank table ends inside its {nctx} counts", offset)
@@ -127,32 +129,27 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
     total = int(cnt.sum(dtype=np.int64))
     if total != lists.size:
         raise GCPFormatError(f"rank table holds {lists.size} list entries, its counts say {total}", offset)
-    dflt = default_order(k)
-    order = np.empty((nctx, k), np.uint8)
-    for c0 in range(0, nctx, k):
-        order[c0:c0 + k] = dflt[:min(k, nctx - c0)]
-    rows = np.flatnonzero(cnt)
-    starts = np.zeros(nctx + 1, np.int64)
-    np.cumsum(cnt, out=starts[1:])
-    step = max(16, _PARSE_ROWS // k)
-    for i in range(0, rows.size, step):
-        rr = rows[i:i + step]
-        c = cnt[rr].astype(np.intp)
-        p = lists[int(starts[rr[0]]):int(starts[rr[-1] + 1])]  # empty lists in between hold no bytes
-        ci = np.repeat(np.arange(rr.size), c)
-        p = p.astype(np.intp)
-        bad = p >= k
-        if not bad.any():
-            flat = ci * k + p
-            bad = np.bincount(flat, minlength=rr.size * k)[flat] > 1
-        if bad.any():
-            ctx = int(rr[ci[np.argmax(bad)]])
-            raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
-        within = np.arange(ci.size) - np.repeat(np.cumsum(c) - c, c)
-        key = np.empty((rr.size, k), np.int16)
-        key[:] = np.arange(k, dtype=np.int16) + k
-        key[ci, p] = within
-        order[rr] = np.take_along_axis(order[rr], np.argsort(key, axis=1, kind="stable"), axis=1)
+    order = np.tile(default_order(k), (nctx // k, 1))     # nctx is k or k*k
+    rr = np.flatnonzero(cnt)                                # the contexts that have a list
+    if rr.size == 0:
+        return order
+    c = cnt[rr].astype(np.intp)
+    rows = np.repeat(np.arange(rr.size), c)                 # row (in rr) of each list entry
+    p = lists.astype(np.intp)
+    seen = np.zeros((rr.size, k), bool)
+    ok = p < k
+    seen[rows[ok], p[ok]] = True
+    bad = seen.sum(axis=1) != c                             # a position >= k or a repeat
+    if bad.any():
+        ctx = int(rr[np.argmax(bad)])
+        raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
+    # rank of each default position: listed ones by their place in the list, the unlisted ones
+    # after them in increasing position (m + number of unlisted positions before it)
+    rank = np.arange(k) - np.cumsum(seen, axis=1) + c[:, None]
+    rank[rows, p] = np.arange(p.size) - np.repeat(np.cumsum(c) - c, c)
+    sub = np.empty((rr.size, k), np.uint8)
+    np.put_along_axis(sub, rank, order[rr], axis=1)
+    order[rr] = sub
     return order
 
 
@@ -192,6 +189,7 @@ def _ranks_plain(mv, pos, n, k, partial):
 
 
 _BLOCK = 1 << 16  # pixels per step when scattering the nonzero ranks (bounded scratch)
+_BIT = np.arange(8)
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
@@ -226,15 +224,18 @@ def _ranks_flags(mv, pos, n, k, partial):
     rest1 = rest + np.uint8(1)
     at = 0
     for s in range(0, n, _BLOCK):
-        bits = np.unpackbits(fbytes[s // 8:(s + _BLOCK) // 8], count=min(_BLOCK, n - s)).view(bool)
-        m = int(np.count_nonzero(bits))
-        take = rest1[at:at + m]
-        if take.size < m:  # rest stream cut short: the prefix ends at the first nonzero rank not coded
-            where = np.flatnonzero(bits)
+        fb = fbytes[s // 8:(s + _BLOCK) // 8]
+        nzb = np.flatnonzero(fb)
+        if nzb.size * 4 < fb.size:  # sparse: unpack only the bytes that hold a nonzero rank
+            where = ((nzb * 8)[:, None] + _BIT).ravel()[np.unpackbits(fb[nzb]).view(bool)]
+        else:
+            where = np.flatnonzero(np.unpackbits(fb, count=min(_BLOCK, n - s)).view(bool))
+        take = rest1[at:at + where.size]
+        if take.size < where.size:  # rest stream cut short: the prefix ends at the first nonzero rank not coded
             ranks[s + where[:take.size]] = take
             return ranks, s + int(where[take.size])
-        np.place(ranks[s:s + _BLOCK], bits, take)
-        at += m
+        ranks[s:s + _BLOCK][where] = take   # (an index scatter: several times faster than np.place)
+        at += where.size
     return ranks, n
 
 
@@ -278,52 +279,85 @@ def decode(mv: memoryview, width: int, height: int, k: int, partial: bool) -> np
     return out
 
 
-_BAND = 1 << 20  # pixels of tile rows decoded together (bounded scratch: about 3 bytes each)
+_BAND_BYTES = 1 << 22  # scratch of one band of tile rows (the skewed ranks): about 2 * itemsize per pixel
+
+
+def step_table(order: np.ndarray, k: int, left: bool):
+    """The wavefront's lookup table: (table, shift) with ``B = 2**shift >= k``.
+
+    A decoded index s is kept as ``s << shift``, so that the table position of a pixel is
+    ``(L << 2*shift) + (U << shift) + rank`` (without LEFT ``(U << shift) + rank``): one shift and
+    two adds, all in one unsigned dtype, and ``table`` at that position holds the index already
+    shifted. Entries of the padding (an index or rank >= k) are never read.
+    """
+    shift = max(1, (k - 1).bit_length())
+    B = 1 << shift
+    dt = np.uint16 if B ** (3 if left else 2) <= 1 << 16 else np.uint32
+    table = np.zeros((B, B, B) if left else (B, B), dt)
+    if left:
+        table[:k, :k, :k] = order.reshape(k, k, k)
+    else:
+        table[:k, :k] = order
+    table <<= shift
+    return table.ravel(), shift
 
 
 def wavefront(ranks: np.ndarray, order: np.ndarray, k: int, left: bool) -> np.ndarray:
-    """Indices from ranks, (h, w) uint8: the tiles of a band of tile rows in lockstep, one
-    anti-diagonal per step (at most 2*TILE - 1 steps per band)."""
+    """Indices from ranks, (h, w) uint8: band by band of tile rows (at most ``_BAND`` pixels)."""
     h, w = ranks.shape
-    S = TILE
-    ntx = -(-w // S)
-    nx = min(S, w)
-    table = order.ravel()
-    dt = np.uint16 if table.size <= 1 << 16 else np.uint32
+    table, shift = step_table(order, k, left)
     out = np.empty((h, w), np.uint8)
-    band = max(1, _BAND // (S * S * ntx))  # tile rows per band
-    for y0 in range(0, h, band * S):
-        bh = min(h - y0, band * S)
-        nby = -(-bh // S)
-        ny = min(S, bh)
-        nt = nby * ntx
-        pad = np.zeros((nby * S, ntx * S), np.uint8)
-        pad[:bh, :w] = ranks[y0:y0 + bh]
-        tiles = pad.reshape(nby, S, ntx, S)
-        nd = ny + nx - 1
-        # sk[t, 1 + y, tile]: rank, then index, of tile pixel (y, t - y); sk[t, 0] is scratch (row -1)
-        sk = np.zeros((nd, ny + 1, nt), np.uint8)
-        for y in range(ny):
-            sk[y:y + nx, 1 + y].reshape(nx, nby, ntx)[...] = tiles[:, y, :, :nx].transpose(2, 0, 1)
-        np.take(table, sk[0, 1], out=sk[0, 1])  # tile corners: context 0
-        buf = np.empty((ny, nt), dt)
-        tmp = np.empty((ny, nt), dt) if left else None
-        for t in range(1, nd):
-            lo, hi = max(0, t - nx + 1), min(ny - 1, t) + 1
-            prev = sk[t - 1]
-            if lo == 0:
-                prev[0] = prev[1]          # tile row 0: U = L
-            if t < ny:
-                prev[t + 1] = prev[t]      # tile column 0: L = U
-            idx = buf[:hi - lo]
-            np.multiply(prev[lo:hi], k, out=idx, dtype=dt)                # U * k
-            if left:
-                np.multiply(prev[1 + lo:1 + hi], k * k, out=tmp[:hi - lo], dtype=dt)
-                idx += tmp[:hi - lo]                                      # + L * k * k
-            cur = sk[t, 1 + lo:1 + hi]
-            idx += cur                                                    # + rank
-            np.take(table, idx, out=cur)
-        for y in range(ny):
-            tiles[:, y, :, :nx] = sk[y:y + nx, 1 + y].reshape(nx, nby, ntx).transpose(1, 2, 0)
-        out[y0:y0 + bh] = pad[:bh, :w]
+    band_px = _BAND_BYTES // (2 * table.itemsize)
+    band = TILE * max(1, band_px // (TILE * TILE * -(-w // TILE)))  # rows per band
+    for y0 in range(0, h, band):
+        _band(ranks[y0:y0 + band], out[y0:y0 + band], table, shift, left)
     return out
+
+
+def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int, left: bool) -> None:
+    """Decode one band of tile rows: ``ranks`` (bh, w) uint8 in, indices into ``out`` (bh, w).
+
+    The tiles go in lockstep, one anti-diagonal per step (at most 2*TILE - 1 steps)."""
+    S = TILE
+    bh, w = ranks.shape
+    nby, ntx = -(-bh // S), -(-w // S)
+    ny, nx, nt = min(S, bh), min(S, w), nby * ntx
+    aligned = bh == nby * S and w == ntx * S
+    if aligned:
+        tiles = ranks.reshape(nby, S, ntx, S)
+    else:
+        pad = np.zeros((nby * S, ntx * S), np.uint8)
+        pad[:bh, :w] = ranks
+        tiles = pad.reshape(nby, S, ntx, S)
+    nd = ny + nx - 1
+    # sk[t, 1 + y, tile]: rank, then index << shift, of tile pixel (y, t - y); sk[t, 0] is
+    # scratch (row -1)
+    sk = np.empty((nd, ny + 1, nt), table.dtype)
+    for y in range(ny):
+        sk[y:y + nx, 1 + y].reshape(nx, nby, ntx)[...] = tiles[:, y, :, :nx].transpose(2, 0, 1)
+    np.take(table, sk[0, 1], out=sk[0, 1], mode="wrap")  # tile corners: context 0
+    # (mode "wrap" never wraps here: every position is < table.size; it is the fast mode)
+    buf = np.empty((ny, nt), table.dtype)
+    for t in range(1, nd):
+        lo, hi = max(0, t - nx + 1), min(ny - 1, t) + 1
+        prev = sk[t - 1]
+        if lo == 0:
+            prev[0] = prev[1]          # tile row 0: U = L
+        if t < ny:
+            prev[t + 1] = prev[t]      # tile column 0: L = U
+        cur = sk[t, 1 + lo:1 + hi]
+        if left:
+            idx = buf[:hi - lo]
+            np.left_shift(prev[1 + lo:1 + hi], shift, out=idx)   # L << 2*shift (L is kept << shift)
+            idx += prev[lo:hi]                                     # + U << shift
+            idx += cur                                             # + rank
+        else:
+            idx = np.add(prev[lo:hi], cur, out=cur)                # U << shift + rank
+        np.take(table, idx, out=cur, mode="wrap")
+    if aligned:
+        tiles = out.reshape(nby, S, ntx, S)
+    for y in range(ny):
+        np.right_shift(sk[y:y + nx, 1 + y].reshape(nx, nby, ntx).transpose(1, 2, 0), shift,
+                       out=tiles[:, y, :, :nx], casting="unsafe")
+    if not aligned:
+        out[...] = pad[:bh, :w]
