@@ -89,6 +89,31 @@ def _augment_p(Pf):
 _TRANSPOSE_MAX = 48
 
 
+def sqnorm(X):
+    """Row sums of squares of X (n, C) float32, summed in channel order (as einsum "ij,ij->i"
+    does, but without einsum's per-call set-up: 1.5x faster on short rows)."""
+    out = X[:, 0] * X[:, 0]
+    for c in range(1, X.shape[1]):
+        out += X[:, c] * X[:, c]
+    return out
+
+
+def _first_min(D, ax):
+    """``(np.argmin(D, axis=ax), np.min(D, axis=ax))`` of a float32 block, ties to the lowest index.
+
+    For the (m, rows) layout (``ax == 0``, m <= :data:`_TRANSPOSE_MAX`) numpy's argmin over the
+    short axis 0 is ~20x slower than ``min``; the index is found instead as the lowest row
+    equal to the minimum (one comparison and one int8 reduction, 2x faster than argmin).
+    """
+    if ax == 1:
+        j = np.argmin(D, axis=1)
+        return j, D[np.arange(D.shape[0]), j]
+    d = D.min(axis=0)
+    rows = np.arange(D.shape[0], dtype=np.int8)[:, None]
+    j = np.where(D == d, rows, np.int8(D.shape[0])).min(axis=0).astype(np.intp)
+    return j, d
+
+
 def _euclid_blocks(X, Pf, step):
     """Yield ``(start, n, D, axis)`` for blocks of ``step`` rows of X (U, C).
 
@@ -143,11 +168,10 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
     if metric == "euclidean":
         # ||x||^2 - 2 x.p + ||p||^2 ; the argmin only needs -2x.p + ||p||^2.
         for s, n, D, ax in _euclid_blocks(X, Pf, step):
-            j = np.argmin(D, axis=ax)
+            j, dmin = _first_min(D, ax)
             idx[s:s + n] = j
             if return_dist:
-                Xf = X[s:s + n].astype(np.float32)
-                d = (D[j, np.arange(n)] if ax == 0 else D[np.arange(n), j]) + np.einsum("ij,ij->i", Xf, Xf)
+                d = dmin + sqnorm(X[s:s + n].astype(np.float32, copy=False))
                 np.maximum(d, 0, out=d)
                 dist[s:s + n] = d
     else:
@@ -190,15 +214,15 @@ def nearest_two(X, P):
     d2 = np.empty(U, np.float32)
     step = _chunk_rows(m, Pf.shape[1] + 1)
     for s, n, D, ax in _euclid_blocks(X, Pf, step):
-        Xc = X[s:s + n].astype(np.float32)
-        xn = np.einsum("ij,ij->i", Xc, Xc)
+        xn = sqnorm(X[s:s + n].astype(np.float32, copy=False))
         r = np.arange(n)
-        j = np.argmin(D, axis=ax)
+        j, dmin = _first_min(D, ax)
         idx[s:s + n] = j
         pos = (j, r) if ax == 0 else (r, j)
-        a = D[pos] + xn
+        a = dmin + xn
         D[pos] = np.inf
-        b = D.min(axis=ax) + xn
+        # (rows, m) blocks: argmin along the rows is SIMD and 2-4x faster than min there
+        b = (D.min(axis=0) if ax == 0 else D[r, np.argmin(D, axis=1)]) + xn
         d1[s:s + n] = np.maximum(a, 0)
         d2[s:s + n] = np.maximum(b, 0)
     return idx, d1, d2
