@@ -36,7 +36,7 @@ import numpy as np
 
 from ._pcg import Pcg64
 from .histogram import bin_reduce
-from .nearest import nearest_two
+from .nearest import nearest_two, sqnorm
 
 __all__ = ["kmeans_palette"]
 
@@ -178,11 +178,17 @@ def _kmeanspp(X, w, k, rng, init=None):
     return centres
 
 
-def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
+def _weighted_cols(X, w):
+    """[w * X[:, c] for each channel] as contiguous float64 arrays (Lloyd's centre sums)."""
+    return [X[:, c].astype(np.float64) * w for c in range(X.shape[1])]
+
+
+def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None):
     """Weighted Lloyd with Hamerly bounds on X (B, C) float32, w (B,) float64.
 
     ``centres`` (k, C); the first ``nfix`` never move.  Optional starting ``assign``
-    (B,) and valid ``lower`` (B,) bounds on the distance to the second-nearest centre.
+    (B,) and valid ``lower`` (B,) bounds on the distance to the second-nearest centre;
+    ``wX`` the :func:`_weighted_cols` of (X, w) when the caller reuses them.
     Returns (centres float32, assign (B,), lower (B,), sse, dist (B,)) with ``dist`` the
     exact distance to the assigned centre and ``lower`` valid for the returned centres.
     """
@@ -196,15 +202,15 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
     else:
         assign = assign.copy()
         lower = lower.astype(np.float32).copy()
-        diff = X - centres[assign]
-        upper = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        upper = np.sqrt(sqnorm(X - centres[assign]))
         todo = np.flatnonzero(upper >= lower)
         if todo.size:
             a, e1, e2 = nearest_two(X[todo], centres)
             assign[todo] = a
             upper[todo] = np.sqrt(e1)
             lower[todo] = np.sqrt(e2)
-    wX = X.astype(np.float64) * w[:, None]
+    if wX is None:
+        wX = _weighted_cols(X, w)
     prev = np.inf
     sse = np.inf
     for it in range(max_iter):
@@ -212,7 +218,7 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
         new = centres.copy()
         ok = wsum > 0
         for c in range(C):
-            s = np.bincount(assign, weights=wX[:, c], minlength=k)
+            s = np.bincount(assign, weights=wX[c], minlength=k)
             new[ok, c] = s[ok] / wsum[ok]
         new[:nfix] = centres[:nfix]
         shift = np.sqrt(((new - centres) ** 2).sum(axis=1))
@@ -223,8 +229,7 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
         lower -= shift.max()
         todo = np.flatnonzero(upper >= lower)
         if todo.size:
-            diff = X[todo] - centres[assign[todo]]
-            upper[todo] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            upper[todo] = np.sqrt(sqnorm(X[todo] - centres[assign[todo]]))
             todo = todo[upper[todo] >= lower[todo]]
         if todo.size:
             a, e1, e2 = nearest_two(X[todo], centres)
@@ -237,13 +242,12 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None):
         if prev - sse <= tol * sse:
             break
         prev = sse
-    diff = X - centres[assign]
-    d1 = np.einsum("ij,ij->i", diff, diff)
+    d1 = sqnorm(X - centres[assign])
     sse = float(np.einsum("i,i->", d1, w))
     return centres, assign, lower, sse, np.sqrt(d1)
 
 
-def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol):
+def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol, wX=None):
     """Remove-and-split moves on a converged Lloyd ``state`` (centres, assign, lower, sse, dist).
 
     The ``m`` centres whose removal costs least (estimated from the distance to the
@@ -268,7 +272,9 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol):
         cand = np.argsort(-np.where(keep, csse, -1.0), kind="stable")[:m]
         err = w * d1
         # worst point of each chosen cluster, in one pass
-        sel = np.isin(a, cand)
+        sel = np.zeros(k, bool)
+        sel[cand] = True
+        sel = sel[a]  # points of the chosen clusters (np.isin, without its sort)
         idx = np.flatnonzero(sel)
         o = np.lexsort((-err[idx], a[idx]))
         first = np.r_[True, a[idx][o][1:] != a[idx][o][:-1]]
@@ -288,9 +294,11 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol):
         a2 = a.copy()
         u2 = up.astype(np.float32).copy()
         l2 = low.astype(np.float32).copy()
-        lost = np.isin(a2, moved)
+        lost = np.zeros(k, bool)
+        lost[moved] = True
+        lost = lost[a2]
         Dn = X[:, None, :] - new[moved][None, :, :]
-        Dn = np.sqrt(np.einsum("ijk,ijk->ij", Dn, Dn))
+        Dn = np.sqrt(sqnorm(Dn.reshape(-1, X.shape[1])).reshape(Dn.shape[:2]))
         jmin = np.argmin(Dn, axis=1)
         dmin = Dn[np.arange(X.shape[0]), jmin]
         Dn[np.arange(X.shape[0]), jmin] = np.inf
@@ -307,7 +315,9 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol):
             a2[li] = aa
             u2[li] = np.sqrt(e1)
             l2[li] = np.sqrt(e2)
-        res = _lloyd(X, w, new, nfix, max_iter, tol, assign=a2, lower=l2)
+        if wX is None:
+            wX = _weighted_cols(X, w)
+        res = _lloyd(X, w, new, nfix, max_iter, tol, assign=a2, lower=l2, wX=wX)
         if res[3] < sse * (1 - 1e-6):
             cen, a, low, sse, up = res
         else:
@@ -389,6 +399,7 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     else:
         X0, w0 = Xt, w_all
     best = None
+    wX0 = _weighted_cols(X0, w0)
     for r in range(n_init):
         if r == 0:
             init = _split_init(X0.astype(np.float64), w0, kfree).astype(np.float32)
@@ -396,9 +407,9 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
                 init = np.concatenate([fixf, init])
         else:
             init = _kmeanspp(X0, w0, k, rng, init=fixf)
-        res = _lloyd(X0, w0, init, nfix, max_iter, tol)
+        res = _lloyd(X0, w0, init, nfix, max_iter, tol, wX=wX0)
         if swap_rounds:
-            res = _swap_refine(X0, w0, res, nfix, swap_rounds, swap_frac, max_iter, tol)
+            res = _swap_refine(X0, w0, res, nfix, swap_rounds, swap_frac, max_iter, tol, wX=wX0)
         if best is None or res[3] < best[3]:
             best = res
     cen, assign, lower = best[:3]
