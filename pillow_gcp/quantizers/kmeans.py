@@ -62,16 +62,21 @@ def _split_init(X, w, k):
     def evaluate(pts):
         """Best cut of every box touched by ``pts`` (all points of those boxes)."""
         L = label[pts]
-        ub, Ld = np.unique(L, return_inverse=True)
+        # sorted box ids and each point's rank among them (np.unique's, by a table: ids < k)
+        present = np.zeros(k, bool)
+        present[L] = True
+        ub = np.flatnonzero(present)
         nb = ub.size
+        Ld = (np.cumsum(present) - 1)[L]
         wp = w[pts]
         W = np.bincount(Ld, weights=wp, minlength=nb)
         WX = np.empty((nb, C))
         WXX = np.empty((nb, C))
         Xp = X[pts]
+        wXp = wX[pts]
         for c in range(C):
-            WX[:, c] = np.bincount(Ld, weights=wX[pts, c], minlength=nb)
-            WXX[:, c] = np.bincount(Ld, weights=wX[pts, c] * Xp[:, c], minlength=nb)
+            WX[:, c] = np.bincount(Ld, weights=wXp[:, c], minlength=nb)
+            WXX[:, c] = np.bincount(Ld, weights=wXp[:, c] * Xp[:, c], minlength=nb)
         var = WXX - WX * WX / W[:, None]
         axis = np.argmax(var, axis=1)
         coord = Xp[np.arange(pts.size), axis[Ld]]
@@ -80,7 +85,7 @@ def _split_init(X, w, k):
         Ls = Ld[o]
         ws = wp[o]
         cw = np.cumsum(ws)
-        cwx = np.cumsum(wX[pts[o]], axis=0)
+        cwx = np.cumsum(wXp[o], axis=0)
         starts = np.flatnonzero(np.r_[True, Ls[1:] != Ls[:-1]])
         base_w = np.r_[0.0, cw][starts]
         base_x = np.vstack([np.zeros((1, C)), cwx])[starts]
