@@ -327,6 +327,31 @@ def test_table_orders_listed_first_then_default():
                                            [3, 2, 4, 1, 0], [4, 3, 2, 1, 0]]
 
 
+def test_default_order_is_the_spec_sort_for_every_palette_size():
+    # SPEC 6.4: row u lists 0..k-1 sorted by (|s - u|, s > u); default_positions is its inverse
+    for k in range(1, 257):
+        s = np.arange(k)
+        key = 2 * np.abs(s[None, :] - s[:, None]) - (s[None, :] < s[:, None])
+        want = np.argsort(key, axis=1, kind="stable")
+        np.testing.assert_array_equal(C.default_order(k), want, err_msg=f"k={k}")
+        np.testing.assert_array_equal(np.take_along_axis(C.default_positions(k), want, axis=1),
+                                      np.broadcast_to(s, (k, k)), err_msg=f"k={k}")
+
+
+def test_parse_table_matches_a_per_context_reference():
+    rng = np.random.default_rng(7)
+    for k, nctx in ((3, 9), (16, 256), (40, 40), (64, 4096), (256, 256)):
+        cnt = rng.integers(0, k, nctx) * (rng.random(nctx) < 0.6)
+        lists = [rng.permutation(k)[:c] for c in cnt]
+        table = bytes(cnt.astype(np.uint8)) + b"".join(bytes(x.astype(np.uint8)) for x in lists)
+        got = C.parse_table(table, nctx, k, 0)
+        dflt = C.default_order(k)
+        for c in range(nctx):
+            rest = [i for i in range(k) if i not in set(lists[c].tolist())]
+            pos = lists[c].tolist() + rest
+            assert got[c].tolist() == [int(dflt[c % k, q]) for q in pos], (k, c)
+
+
 def test_learned_table_parses_to_the_encoders_order():
     for k, left in ((5, True), (16, True), (64, False), (256, False)):
         a = blocky(80, 90, k, seed=k, noise=0.3)

@@ -1,0 +1,122 @@
+"""The CTX decoder's helper threads (payload.ctx.set_threads): same indices and the same errors as
+the one-thread decode, no thread left running, the cap validated."""
+
+import json
+import os
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+from pillow_gcp import format as gcp_format
+from pillow_gcp import payload as P
+from pillow_gcp.errors import GCPFormatError
+from pillow_gcp.payload import ctx as C
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures")
+
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Every CTX decode of a complete payload goes through the helper threads."""
+    monkeypatch.setattr(C, "THREAD_MIN", 1)
+    yield
+    C.set_threads(None)
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except GCPFormatError as e:
+        return ("error", str(e), e.offset)
+
+
+def _same(a, b):
+    assert a[0] == b[0], (a, b)
+    if a[0] == "ok":
+        np.testing.assert_array_equal(a[1], b[1])
+    else:
+        assert a[1:] == b[1:]
+
+
+def _maps():
+    rng = np.random.default_rng(5)
+    for k, (h, w) in ((2, (70, 131)), (16, (128, 128)), (16, (200, 67)), (64, (130, 190)), (200, (150, 260))):
+        base = rng.integers(0, k, (h // 8 + 1, w // 8 + 1)).repeat(8, 0).repeat(8, 1)[:h, :w]
+        noise = rng.random((h, w)) < 0.2
+        yield np.where(noise, rng.integers(0, k, (h, w)), base).astype(np.uint8), k
+
+
+def test_threaded_decode_gives_the_same_indices_for_every_ctx_coding(threaded):
+    for a, k in _maps():
+        for coding in P.codings_for(k):
+            if not coding.startswith("ctx"):
+                continue
+            data = P.encode_as(a, k, coding)
+            C.set_threads(1)
+            one = P.decode(data, a.shape[1], a.shape[0], k)
+            C.set_threads(2)
+            two = P.decode(data, a.shape[1], a.shape[0], k)
+            np.testing.assert_array_equal(one, a)
+            np.testing.assert_array_equal(two, a)
+
+
+def test_threaded_decode_reports_the_same_errors_on_damaged_streams(threaded):
+    rng = np.random.default_rng(11)
+    for a, k in _maps():
+        for coding in ("ctx-up-zflags", "ctx-up") + (("ctx-left-zflags",) if k <= 64 else ()):
+            data = bytearray(P.encode_as(a, k, coding))
+            for trial in range(12):
+                bad = bytearray(data)
+                if trial < 4:  # cut
+                    bad = bad[:int(rng.integers(8, len(bad)))]
+                elif trial < 8:  # flip bytes past the table
+                    for _ in range(3):
+                        bad[int(rng.integers(8, len(bad)))] ^= int(rng.integers(1, 256))
+                else:  # extra bytes at the end
+                    bad += bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
+                C.set_threads(1)
+                one = _outcome(lambda: P.decode(bytes(bad), a.shape[1], a.shape[0], k))
+                C.set_threads(2)
+                two = _outcome(lambda: P.decode(bytes(bad), a.shape[1], a.shape[0], k))
+                _same(one, two)
+
+
+def test_threaded_decode_of_every_fixture_matches_the_one_thread_decode(threaded):
+    with open(os.path.join(FIXTURES, "manifest.json")) as f:
+        files = json.load(f)["files"]
+    for entry in files:
+        with open(os.path.join(FIXTURES, entry["name"]), "rb") as f:
+            data = f.read()
+        C.set_threads(1)
+        one = _outcome(lambda: gcp_format.decode(data)[0])
+        C.set_threads(2)
+        two = _outcome(lambda: gcp_format.decode(data)[0])
+        _same(one, two)
+
+
+def test_no_thread_outlives_a_decode(threaded):
+    a, k = next(_maps())
+    data = P.encode_as(a, k, "ctx-up-zflags")
+    before = threading.active_count()
+    C.set_threads(2)
+    P.decode(data, a.shape[1], a.shape[0], k)
+    with pytest.raises(GCPFormatError):
+        P.decode(data[:-5] + zlib.compress(b"x")[:5], a.shape[1], a.shape[0], k)
+    assert threading.active_count() == before
+
+
+def test_thread_cap_is_validated_and_defaults_sensibly(monkeypatch):
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="threads"):
+            C.set_threads(bad)
+    C.set_threads(1)
+    assert C.threads() == 1
+    C.set_threads(None)
+    monkeypatch.setenv("GCP_THREADS", "1")
+    assert C.threads() == 1
+    monkeypatch.setenv("GCP_THREADS", "3")
+    assert C.threads() == 3
+    monkeypatch.delenv("GCP_THREADS")
+    assert C.threads() in (1, 2)
