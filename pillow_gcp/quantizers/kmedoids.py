@@ -42,7 +42,7 @@ import numbers
 
 import numpy as np
 
-from .nearest import matmul_small, nearest
+from .nearest import _first_min, matmul_small, nearest
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -330,14 +330,19 @@ def _near2(MD):
     """
     m, n = MD.shape
     ar = np.arange(n)
-    near = np.argmin(MD, axis=0)
-    dn = MD[near, ar]
+    # argmin over the short axis 0 of long blocks is slow in numpy; _first_min: same indices
+    near, dn = _first_min(MD, 0) if m <= 127 else (np.argmin(MD, axis=0), None)
+    near = near.astype(np.int64, copy=False)
+    if dn is None:
+        dn = MD[near, ar]
     if m == 1:
         return near, np.full(n, -1, np.int64), dn, np.full(n, np.inf, np.float32)
     saved = dn.copy()
     MD[near, ar] = np.inf
-    near2 = np.argmin(MD, axis=0)
-    ds = MD[near2, ar]
+    near2, ds = _first_min(MD, 0) if m <= 127 else (np.argmin(MD, axis=0), None)
+    near2 = near2.astype(np.int64, copy=False)
+    if ds is None:
+        ds = MD[near2, ar]
     MD[near, ar] = saved
     return near, near2, dn, ds
 
@@ -412,6 +417,7 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
     m = F + med.size
     med = med.copy()
     w32 = pw.astype(np.float32)
+    w32p = np.stack([w32, np.zeros_like(w32)], axis=1)  # matmul_small pads one column to two
     MD = np.vstack([MDfixed, D[med]]).astype(np.float32)
     use_mm = m <= 32  # per-medoid sums: one-hot product for small k, segment sums else
 
@@ -491,7 +497,7 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
         while True:
             _, _, dn, ds, loss = st
             np.minimum(Dc, dn, out=A)
-            shared = matmul_small(A, w32[:, None])[:, 0]  # (b,)
+            shared = matmul_small(A, w32p)[:, 0]  # (b,)
             np.maximum(Dc, dn, out=A)
             np.minimum(A, ds, out=A)
             delta = per_medoid(A, setup)  # (b, m)
