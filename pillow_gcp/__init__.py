@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 from .errors import GCPFormatError
+from .payload.ctx import set_threads as set_decode_threads
 from .plugin import register
 from .quantizers import quantize, quantize_many, register_quantizer
 
-__all__ = ["GCPFormatError", "quantize", "quantize_many", "register", "register_quantizer", "__version__"]
+__all__ = ["GCPFormatError", "quantize", "quantize_many", "register", "register_quantizer", "set_decode_threads",
+           "__version__"]
 __version__ = "0.1.0"
 
 register()
