@@ -90,11 +90,17 @@ _TRANSPOSE_MAX = 48
 
 
 def sqnorm(X):
-    """Row sums of squares of X (n, C) float32, summed in channel order (as einsum "ij,ij->i"
-    does, but without einsum's per-call set-up: 1.5x faster on short rows)."""
+    """``np.einsum("ij,ij->i", X, X)``, bit for bit, 1.5-2x faster for (n, 3) float32.
+
+    For three float32 channels einsum sums in channel order, which the explicit sum
+    repeats without einsum's per-call set-up; other shapes and dtypes (einsum pairs the
+    terms of four channels, and of float64 rows) go to einsum itself.
+    """
+    if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != 3:
+        return np.einsum("ij,ij->i", X, X)
     out = X[:, 0] * X[:, 0]
-    for c in range(1, X.shape[1]):
-        out += X[:, c] * X[:, c]
+    out += X[:, 1] * X[:, 1]
+    out += X[:, 2] * X[:, 2]
     return out
 
 
