@@ -42,7 +42,7 @@ import numbers
 
 import numpy as np
 
-from .nearest import _first_min, matmul_small, nearest
+from .nearest import _first_min, matmul_small, nearest, sqnorm
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -83,8 +83,8 @@ def _pairwise(A, B, metric):
     """Distances between rows: ``A`` (a, C) float32, ``B`` (b, C) float32 -> (a, b) float32."""
     if metric == "euclidean":
         D = matmul_small(A, (-2.0 * B).T)
-        D += np.einsum("ij,ij->i", A, A)[:, None]
-        D += np.einsum("ij,ij->i", B, B)[None, :]
+        D += sqnorm(A)[:, None]
+        D += sqnorm(B)[None, :]
         np.maximum(D, 0, out=D)
         return np.sqrt(D, out=D)
     red = np.add if metric == "manhattan" else np.maximum
@@ -98,7 +98,7 @@ def _rowdist(A, b, metric):
     """Distance of each row of ``A`` (n, C) to one point ``b`` (C,) -> (n,) float32."""
     d = A - b
     if metric == "euclidean":
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
+        return np.sqrt(sqnorm(d))
     np.abs(d, out=d)
     return d.sum(1) if metric == "manhattan" else d.max(1)
 
@@ -210,8 +210,9 @@ def _reduce(X, w, max_points, V0=None):
     X of each cell's representative (the member nearest the cell mean).
     """
     U, C = X.shape
-    lo = X.min(0)
-    span = np.maximum(X.max(0) - lo, 1e-12)
+    # per channel: numpy's reductions over axis 0 of a narrow (U, C) array are ~9x slower
+    lo = np.array([X[:, c].min() for c in range(C)], X.dtype)
+    span = np.maximum(np.array([X[:, c].max() for c in range(C)], X.dtype) - lo, 1e-12)
     Z = (X - lo) * (1.0 / span).astype(np.float32)  # in [0, 1]
     lmax = 128 if C == 3 else 40
 
@@ -284,7 +285,7 @@ def _reduce(X, w, max_points, V0=None):
         V[:, c] = np.bincount(cell, weights=w * r, minlength=n) * inv
     P = P.astype(np.float32)
     d = X - P[cell]
-    d = np.einsum("ij,ij->i", d, d).astype(np.float64)
+    d = sqnorm(d).astype(np.float64)
     key = cell + d / (d.max() + 1.0)
     order = np.argsort(key, kind="stable")
     first = np.searchsorted(cell[order], np.arange(n))
@@ -305,8 +306,8 @@ def _point_dist(R, P, V, metric):
     """
     if metric == "euclidean":
         D = matmul_small(R, (-2.0 * P).T)
-        D += np.einsum("ij,ij->i", R, R)[:, None]
-        D += (np.einsum("ij,ij->i", P, P) + V.sum(1))[None, :]
+        D += sqnorm(R)[:, None]
+        D += (sqnorm(P) + V.sum(1))[None, :]
         np.maximum(D, 0, out=D)
         return np.sqrt(D, out=D)
     red = np.add if metric == "manhattan" else np.maximum
@@ -584,7 +585,8 @@ def _polish(X, w, Fx, midx, metric, allowed=None):
         if not loss < prev * (1 - _POLISH_TOL):
             break
         prev = loss
-        order = np.argsort(labels.astype(np.int32), kind="stable")
+        # stable order by medoid; uint8 labels (m <= 256) get numpy's radix sort
+        order = np.argsort(labels.astype(np.uint8 if m <= 256 else np.int32), kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(m + 1))
         Y = _descent_points(X, w, labels, dist, M, metric)
         changed = False
