@@ -1128,7 +1128,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip findings whose signature contains TEXT (known, reported bugs); repeatable")
     p.add_argument("--memory-table", action="store_true",
                    help="print decode memory (traced B/px) and time for every payload variant, then exit")
+    p.add_argument("--threads-from", type=int, default=None, metavar="PIXELS",
+                   help="decode CTX maps of this many pixels and more with the helper threads (the default "
+                        "0.5 MP is larger than most fuzz inputs: 1 sends every complete CTX payload through them)")
     args, rest = p.parse_known_args(argv)
+    if args.threads_from is not None:
+        from pillow_gcp.payload import ctx as _ctx  # noqa: PLC0415
+
+        _ctx.THREAD_MIN = args.threads_from
+        _ctx.set_threads(2)
     if args.memory_table:
         for row in memory_table():
             print(json.dumps(row))

@@ -2,7 +2,7 @@
 
 For every photo of the corpus and every palette size k, each codec quantizes
 the image to k colours and encodes it; we record bits per pixel (file size x 8
-/ pixels), PSNR (dB, R, G, B; ``pillow_gcp.cli.psnr``) and mean OKLab deltaE
+/ pixels), PSNR (dB, R, G, B; ``pillow_gcp.metrics.psnr``) and mean OKLab deltaE
 x100 of the decoded image against the original, and the wall time of
 quantization + encoding, all in this one process so that the codecs are
 measured side by side.
@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import pillow_gcp  # noqa: E402
-from pillow_gcp.cli import mean_delta_e, psnr  # noqa: E402
+from pillow_gcp.metrics import mean_delta_e, psnr  # noqa: E402
 
 DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "photos")
 KS = (2, 4, 8, 16, 32, 64, 128, 256)
