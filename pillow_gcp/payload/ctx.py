@@ -7,9 +7,11 @@ Encoding: count (context, index) pairs, list for each context the indices seen t
 order, then write the ranks in raster order as zlib streams: a zero-flag plane plus the nonzero
 ranks (flag ZFLAGS), or one byte per pixel.
 
-Decoding: inflate, scatter, then a wavefront over the tiles: step t decodes the anti-diagonal
-x + y = t of every tile at once (L and U of those pixels are on diagonal t - 1), so 127 numpy
-steps whatever the image size.
+Decoding: inflate, scatter the nonzero ranks, then a wavefront over the tiles of each band of
+tile rows: step t decodes the anti-diagonal x + y = t of every tile at once (L and U of those
+pixels are on diagonal t - 1), so 127 numpy steps per band whatever the image width. On maps of
+``THREAD_MIN`` pixels and more, helper threads inflate the rank streams while the calling thread
+scatters and decodes the bands already inflated (:func:`set_threads` caps this; 1 = none).
 """
 
 from __future__ import annotations
