@@ -120,3 +120,18 @@ def test_thread_cap_is_validated_and_defaults_sensibly(monkeypatch):
     assert C.threads() == 3
     monkeypatch.delenv("GCP_THREADS")
     assert C.threads() in (1, 2)
+
+
+def test_decode_falls_back_to_one_thread_when_no_thread_can_start(threaded, monkeypatch):
+    a, k = next(_maps())
+    data = P.encode_as(a, k, "ctx-up-zflags")
+    started = []
+
+    def refuse(self):
+        started.append(self)
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    C.set_threads(2)
+    np.testing.assert_array_equal(P.decode(data, a.shape[1], a.shape[0], k), a)
+    assert started  # the helper was tried

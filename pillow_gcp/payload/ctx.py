@@ -493,8 +493,14 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
     table, shift = step_table(order, k, left)
     out = np.empty((height, width), np.uint8)
     nb = (n + 7) // 8
-    flags = _Inflater(mv[fs:fe], nb) if zflags else None
-    rest = _Inflater(mv[fe:], n)
+    flags = rest = None
+    try:
+        flags = _Inflater(mv[fs:fe], nb) if zflags else None
+        rest = _Inflater(mv[fe:], n)
+    except RuntimeError:  # no new threads now (interpreter shutdown, a thread limit): decode on this one
+        if flags is not None:
+            flags.close()
+        return None
     try:
         if zflags:
             ranks = np.zeros(n, np.uint8)
