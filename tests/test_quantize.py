@@ -676,3 +676,23 @@ def test_kmeans_does_not_import_numpy_random():
             "print('numpy.random' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("m", [1, 2, 16, 48])
+def test_first_min_is_numpys_argmin_with_ties(m):
+    # the fast path of long (m, rows) blocks must give argmin's first index, ties included
+    from pillow_gcp.quantizers.nearest import _first_min
+    rng = np.random.default_rng(m)
+    for rows in (100, 5000):
+        D = rng.integers(-20, 20, (m, rows)).astype(np.float32)  # many ties
+        j, d = _first_min(D, 0)
+        assert np.array_equal(j, np.argmin(D, axis=0)) and np.array_equal(d, D.min(axis=0))
+        j, d = _first_min(np.ascontiguousarray(D.T), 1)
+        assert np.array_equal(j, np.argmin(D, axis=0)) and np.array_equal(d, D.min(axis=0))
+
+
+@pytest.mark.parametrize("shape,dtype", [((777, 3), np.float32), ((777, 4), np.float32), ((777, 3), np.float64)])
+def test_sqnorm_is_einsum_bit_for_bit(shape, dtype):
+    from pillow_gcp.quantizers.nearest import sqnorm
+    X = (np.random.default_rng(5).random(shape) * 300 - 20).astype(dtype)
+    assert np.array_equal(sqnorm(X), np.einsum("ij,ij->i", X, X))
