@@ -289,9 +289,13 @@ def _reduce(X, w, max_points, V0=None):
     d = X - P[cell]
     d = sqnorm(d).astype(np.float64)
     key = cell + d / (d.max() + 1.0)
-    order = np.argsort(key, kind="stable")
-    first = np.searchsorted(cell[order], np.arange(n))
-    rep = order[first]
+    # the member with the smallest key of each cell, the lowest index on ties (what the
+    # first of each cell in a stable argsort of key is), without sorting
+    kmin = np.full(n, np.inf)
+    np.minimum.at(kmin, cell, key)
+    at_min = np.flatnonzero(key == kmin[cell])
+    rep = np.full(n, U, np.int64)
+    np.minimum.at(rep, cell[at_min], at_min)
     zero = pw <= 0
     if np.any(zero):
         P[zero] = X[rep[zero]]
