@@ -121,17 +121,63 @@ def test_level_9_is_the_smallest_coding():
 
 
 def test_choose_follows_the_documented_model():
-    assert P.choose((10, 10), 16, 2) == ("zlib",)
-    assert P.choose((1000, 1000), 1, 6) == ("zlib",)
-    assert P.choose((1000, 1000), 16) == ("ctx-left-zflags",)
-    assert P.choose((1000, 1000), 64) == ("ctx-left-zflags",)
-    assert P.choose((50, 60), 64) == ("ctx-left-zflags", "lzma2")       # small map, k > 16: both
-    assert P.choose((50, 60), 16) == ("ctx-left-zflags",)
-    assert P.choose((300, 300), 64) == ("ctx-left-zflags",)
-    assert P.choose((300, 300), 65) == ("ctx-up-zflags",)
-    assert P.choose((1000, 1000), 256) == ("ctx-up",)                   # big, k > 64: plain ranks
-    assert P.choose((300, 400), 256) == ("ctx-up-zflags",)
-    assert set(P.choose((100, 100), 200, 9)) == set(P.codings_for(200))
+    assert P.choose(blocky(10, 10, 16), 16, 2) == ("zlib",)
+    assert P.choose(np.zeros((1000, 1000), np.uint8), 1, 6) == ("zlib",)
+    assert set(P.choose(blocky(100, 100, 200), 200, 9)) == set(P.codings_for(200))
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (100, 100), dtype=np.uint8)
+    assert P.choose(noisy, 256) == ("zlib",)             # small noisy sprite: LZMA2 and CTX too slow to decode
+    assert P.choose(blocky(50, 60, 64), 64) == ("lzma2",)  # small sprite with flat regions
+    assert P.choose(blocky(50, 60, 16), 16, 4) == ("lzma2",)
+    maze = np.kron((rng.random((30, 25)) < 0.3).astype(np.uint8) * 5, np.ones((20, 18), np.uint8))
+    assert P.choose(maze, 6) == ("lzma2",)                # long exact repeats: LZ-friendly beats CTX
+    assert P.choose(blocky(1000, 1000, 16), 16) == ("ctx-left-zflags",)
+    assert P.choose(blocky(1000, 1000, 64), 64, 8) == ("ctx-left-zflags",)
+    assert P.choose(blocky(500, 500, 100), 100) == ("ctx-up-zflags",)
+    assert P.choose(blocky(1000, 1000, 256, noise=0.3), 256) == ("ctx-up",)  # big, k > 64: plain ranks
+
+
+def test_choose_writes_no_coding_predicted_over_its_decode_cap():
+    rng = np.random.default_rng(5)
+    seen = set()
+    for i in range(40):
+        h, w = (int(v) for v in rng.integers(8, 1000, 2))
+        k = int(rng.choice([2, 6, 16, 64, 65, 200, 256]))
+        a = blocky(h, w, k, seed=i, noise=float(rng.choice([0.0, 0.05, 0.3, 1.0])))
+        (coding,) = P.choose(a, k)
+        est = P.estimate(a, k)
+        if coding == "lzma2":
+            assert est["lzma2"] <= P.LZMA2_CAP
+        elif coding.startswith("ctx"):
+            assert est["ctx"] <= P.CTX_CAP and not (est["lzma2"] <= P.LZMA2_CAP and est["bytes"] < P.LZ_FRIENDLY * a.size)
+        else:
+            assert coding == "zlib" and est["lzma2"] > P.LZMA2_CAP and est["ctx"] > P.CTX_CAP
+        seen.add(coding.split("-")[0])
+    assert seen == {"zlib", "ctx", "lzma2"}
+
+
+def test_estimate_by_hand_and_monotone():
+    # pixels unlike both neighbours (0 outside the map): (0, 1) and (1, 0), both index 1 -> f = 1/2,
+    # entropy of the new indices 0, binary entropy of f 1 bit: B = 4 * (0.766 * 0.5 * 0 + 1.402 * 1) / 8
+    e = P.estimate(np.array([[0, 1], [1, 1]], np.uint8), 2)
+    assert e["bytes"] == pytest.approx(4 * 1.402 / 8)
+    png = 64.5e-6 + 2.36e-9 * 4 + 10.1e-9 * e["bytes"]
+    assert e["lzma2"] == pytest.approx((82.8e-6 + 0.653e-9 * 4 + 62.2e-9 * e["bytes"]) / png)
+    assert e["ctx"] == pytest.approx((787e-6 + 5.96e-9 * 4 + 1.37e-6 * 2 + 18.1e-9 * e["bytes"]) / png)
+    assert P.estimate(np.zeros((50, 50), np.uint8), 1)["bytes"] == 0
+    sizes = [P.estimate(blocky(200, 200, 64, seed=1, noise=x), 64)["bytes"] for x in (0.0, 0.1, 0.5, 1.0)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 2
+
+
+def test_default_level_codes_once(monkeypatch):
+    calls = []
+    real = P.encode_as
+    monkeypatch.setattr(P, "encode_as", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
+    for level in (4, 6, 8):
+        for k in (16, 200):
+            calls.clear()
+            P.encode(blocky(60, 70, k), k, level=level)
+            assert len(calls) == 1
 
 
 def test_random_maps_roundtrip():

@@ -8,8 +8,8 @@ The payload's first byte names the coding:
             ranks (flag ZFLAGS: zero-flag plane + nonzero ranks), all zlib   (:mod:`.ctx`)
 2  LZMA2  : the indices as one LZMA2 stream                                   (:mod:`.plain`)
 
-:func:`encode` picks the coding with :func:`choose` (a fixed rule on the map's size and palette
-size; only small maps are coded twice), :func:`decode` reads any of them. Bytes in,
+:func:`encode` picks the coding with :func:`choose` (a cost model of the map's size, palette size
+and share of pixels unlike their neighbours; one coding below level 9), :func:`decode` reads any of them. Bytes in,
 arrays out; no Pillow here. The payload code starts no threads and keeps no global state.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import GCPFormatError
 from . import ctx, plain, streams
 
-__all__ = ["encode", "decode", "encode_as", "choose", "check_level", "coding_name", "fill_order",
+__all__ = ["encode", "decode", "encode_as", "choose", "estimate", "check_level", "coding_name", "fill_order",
            "CODINGS", "METHOD_ZLIB", "METHOD_CTX", "METHOD_LZMA2", "FLAG_LEFT", "FLAG_ZFLAGS"]
 
 METHOD_ZLIB = plain.METHOD_ZLIB
@@ -34,8 +34,49 @@ _CTX_FLAGS = {"ctx-up": 0, "ctx-up-zflags": FLAG_ZFLAGS, "ctx-left": FLAG_LEFT,
               "ctx-left-zflags": FLAG_LEFT | FLAG_ZFLAGS}
 
 DEFAULT_LEVEL = 6
-SMALL = 1 << 16     # pixels: maps up to this size with k > 16 also try LZMA2 (sprites, tiles)
 BIG = 1 << 18       # pixels: above this, k > 64 maps get plain ranks (faster to decode, < 1 % larger)
+# Levels 4-8 write no coding predicted (by :func:`estimate`) to decode slower than CAP x PNG-8's time; issue 13
+# asks for no image over 4x; the margins cover the model's error (~15 % median on either ratio, up to ~45 %;
+# measured on the 40 palette graphics and 42 photos-more maps: no LZMA2 over 3.5x, one CTX map at 4.0x).
+LZMA2_CAP = 3.0
+CTX_CAP = 3.4
+LZ_FRIENDLY = 1 / 128  # predicted LZMA2 bytes per pixel below which LZMA2 beats CTX (long exact repeats: mazes)
+
+
+def estimate(a: np.ndarray, k: int) -> dict:
+    """The encoder's cost model of an (H, W) map: predicted LZMA2 size and decode time of each coding.
+
+    A pixel is *new* when it differs from its left and its upper neighbour. With ``f`` the share of new
+    pixels and ``H`` the entropy (bits) of the indices of the new pixels, the LZMA2 stream is predicted at
+    ``N (0.766 f H + 1.402 h(f)) / 8`` bytes (h = binary entropy); decode times (seconds, least squares over
+    the 40 palette graphics and the photos-more maps at k = 16/64/256 on the reference machine, Pillow open +
+    load of whole files, process CPU time, CTX decoder of commit a898dd8):
+
+    * PNG-8 (the yardstick): ``64.5e-6 + 2.36e-9 N + 10.1e-9 B``
+    * ZLIB: at most PNG's (measured 0.55-1.0x; not modelled)
+    * LZMA2: ``82.8e-6 + 0.653e-9 N + 62.2e-9 B`` (LZMA decodes ~60 ns per compressed byte)
+    * CTX: ``787e-6 + 5.96e-9 N + 1.37e-6 k + 18.1e-9 B`` (a fixed cost of ~127 numpy steps + the table)
+
+    Returns ``{"bytes": B, "lzma2": ratio, "ctx": ratio}`` (ratios = predicted time / PNG-8's). Costs two
+    comparisons and one bincount over the map.
+    """
+    n = a.size
+    new = np.empty(a.shape, bool)
+    np.not_equal(a[:, 1:], a[:, :-1], out=new[:, 1:])     # differs from the left neighbour
+    np.not_equal(a[:, 0], 0, out=new[:, 0])                # (0 left of column 0, and above row 0)
+    new[1:] &= a[1:] != a[:-1]                            # ... and from the upper one
+    new[0] &= a[0] != 0
+    sel = a[new]
+    m = sel.size
+    f = m / n
+    cnt = np.bincount(sel, minlength=k)
+    p = cnt[cnt > 0] / max(m, 1)
+    h_new = float(-(p * np.log2(p)).sum())
+    h_f = 0.0 if f <= 0 or f >= 1 else -(f * np.log2(f) + (1 - f) * np.log2(1 - f))
+    b = n * (0.766 * f * h_new + 1.402 * h_f) / 8
+    png = 64.5e-6 + 2.36e-9 * n + 10.1e-9 * b
+    return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png,
+            "ctx": (787e-6 + 5.96e-9 * n + 1.37e-6 * k + 18.1e-9 * b) / png}
 
 
 def check_level(level, name: str = "level") -> int:
@@ -72,32 +113,34 @@ def codings_for(k: int) -> tuple:
     return tuple(c for c in CODINGS if not (c.startswith("ctx-left") and k > ctx.LEFT_MAX_K))
 
 
-def choose(shape: tuple, k: int, level: int = DEFAULT_LEVEL) -> tuple:
-    """The codings :func:`encode` writes for a map of ``shape`` (H, W) and palette size ``k``
-    at ``level``; when several are named, all are coded and the smallest kept.
+def choose(indices: np.ndarray, k: int, level: int = DEFAULT_LEVEL) -> tuple:
+    """The codings :func:`encode` writes for the (H, W) map ``indices`` with palette size ``k`` at
+    ``level``; when several are named, all are coded and the smallest kept.
 
     * levels 0-3: ZLIB at that zlib level (0 = stored blocks); k = 1: ZLIB;
     * level 9: every coding valid for k, with several zlib strategies per stream;
-    * levels 4-8, the model:
-      - context (L, U) (LEFT) when k <= 64; else U alone (the k^2-context table costs too much);
-      - zero-flag plane (ZFLAGS), except k > 64 on maps over 2^18 pixels (plain ranks: < 1 %
-        larger there, decodes faster);
-      - maps of at most 2^16 pixels with k > 16 are also coded as LZMA2 over the raw indices and
-        the smaller kept: LZMA2 wins on sprites and tiles (repeated 2-D patterns: 31 of the 40
-        palette graphics) and on some small photos, CTX on the others (LZMA2 alone there: +4 % /
-        +6 % median on the 256x256 photos of photos-more at k = 64 / 256); both are cheap at that size.
-    Elsewhere exactly one coding is written below level 9.
+    * levels 4-8, exactly one coding, from the model of :func:`estimate` (no trial encode):
+      CTX when it is predicted to decode within ``CTX_CAP`` x PNG-8's time (maps of about 0.1 MP and
+      more: its ~127 numpy steps cost ~1 ms), unless LZMA2 is predicted within its cap and below
+      ``LZ_FRIENDLY`` bytes per pixel (long exact repeats: maze maps); else LZMA2 when it is predicted
+      within ``LZMA2_CAP`` (sprites, tiles, icons with repeats: ~7 % smaller than ZLIB there); else ZLIB
+      at ``level`` (small noisy sprites: ZLIB decodes faster than PNG, LZMA2 at 60 ns per byte does not).
+      CTX flags: LEFT (context (L, U)) when k <= 64, else U alone (the k^2-context table costs too
+      much); ZFLAGS except k > 64 on maps over 2^18 pixels (plain ranks: < 1 % larger, faster to decode).
     """
-    h, w = shape
-    n = h * w
+    a = np.asarray(indices)
+    n = a.size
     if level <= 3 or k == 1:
         return ("zlib",)
     if level == 9:
         return codings_for(k)
-    left = k <= ctx.LEFT_MAX_K
-    zflags = not (k > 64 and n > BIG)
-    name = "ctx-" + ("left" if left else "up") + ("-zflags" if zflags else "")
-    return (name, "lzma2") if n <= SMALL and k > 16 else (name,)
+    est = estimate(a, k)
+    lz_ok = est["lzma2"] <= LZMA2_CAP
+    if est["ctx"] <= CTX_CAP and not (lz_ok and est["bytes"] < LZ_FRIENDLY * n):
+        left = k <= ctx.LEFT_MAX_K
+        zflags = not (k > 64 and n > BIG)
+        return ("ctx-" + ("left" if left else "up") + ("-zflags" if zflags else ""),)
+    return ("lzma2",) if lz_ok else ("zlib",)
 
 
 def encode_as(indices: np.ndarray, palette_size: int, coding: str, *, level: int = DEFAULT_LEVEL) -> bytes:
@@ -105,7 +148,7 @@ def encode_as(indices: np.ndarray, palette_size: int, coding: str, *, level: int
     a = _check_indices(indices, palette_size)
     level = check_level(level)
     if coding == "zlib":
-        return plain.encode_zlib(a, level if level <= 3 else 9)
+        return plain.encode_zlib(a, level)
     if coding == "lzma2":
         return plain.encode_lzma2(a)
     if coding in _CTX_FLAGS:
@@ -131,7 +174,7 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
     level = check_level(level)
     a = _check_indices(indices, palette_size)
     best = None
-    for coding in choose(a.shape, palette_size, level):
+    for coding in choose(a, palette_size, level):
         p = encode_as(a, palette_size, coding, level=level)
         if best is None or len(p) < len(best):
             best = p
