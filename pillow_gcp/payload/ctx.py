@@ -332,7 +332,7 @@ def wavefront(ranks: np.ndarray, order: np.ndarray, k: int, left: bool) -> np.nd
     table, shift = step_table(order, k, left)
     out = np.empty((h, w), np.uint8)
     for y0, y1 in _bands(h, w, table.itemsize):
-        _band(ranks[y0:y1], out[y0:y1], table, shift, left)
+        (_band if left else _band_up)(ranks[y0:y1], out[y0:y1], table, shift)
     return out
 
 
@@ -342,8 +342,41 @@ def _bands(h: int, w: int, itemsize: int):
     return [(y0, min(h, y0 + rows)) for y0 in range(0, h, rows)]
 
 
-def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int, left: bool) -> None:
-    """Decode one band of tile rows: ``ranks`` (bh, w) uint8 in, indices into ``out`` (bh, w).
+def _band_up(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> None:
+    """Decode one band of tile rows without LEFT: ``ranks`` (bh, w) uint8 in, indices into ``out``.
+
+    Context U alone needs no wavefront: row 0 of a tile takes its left neighbour as U, a chain
+    along x (TILE - 1 steps over the tiles' columns x), and every later tile row y is one step over
+    the whole band (its context is row y - 1). The band is kept as ``v[y, tile row, x]`` so that
+    each of those steps reads and writes contiguous rows.
+    """
+    S = TILE
+    bh, w = ranks.shape
+    nfull, rem = divmod(bh, S)
+    nby = nfull + (rem > 0)
+    v = np.zeros((S, nby, w), table.dtype)           # rank, then index << shift
+    tiles = v.transpose(1, 0, 2)                      # (nby, S, w) view
+    tiles[:nfull] = ranks[:nfull * S].reshape(nfull, S, w)
+    if rem:
+        tiles[nfull, :rem] = ranks[nfull * S:]
+    take, add = table.take, np.add
+    top = v[0]                                        # row 0 of every tile row, (nby, w)
+    corner = top[:, ::S]
+    corner[...] = take(corner, None, None, "wrap")    # context 0
+    for x in range(1, min(S, w)):
+        cur = top[:, x::S]
+        prev = top[:, x - 1::S][:, :cur.shape[1]]
+        cur[...] = take(add(prev, cur), None, None, "wrap")
+    for y in range(1, min(S, bh)):
+        cur = v[y]
+        take(add(v[y - 1], cur, cur), None, cur, "wrap")
+    np.right_shift(tiles[:nfull], shift, out=out[:nfull * S].reshape(nfull, S, w), casting="unsafe")
+    if rem:
+        np.right_shift(tiles[nfull, :rem], shift, out=out[nfull * S:], casting="unsafe")
+
+
+def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> None:
+    """Decode one band of tile rows with LEFT: ``ranks`` (bh, w) uint8 in, indices into ``out``.
 
     The tiles go in lockstep, one anti-diagonal per step (at most 2*TILE - 1 steps)."""
     S = TILE
@@ -376,13 +409,10 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int, lef
         if t < ny:
             prev[t + 1] = prev[t]      # tile column 0: L = U
         cur = sk[t, 1 + lo:1 + hi]
-        if left:
-            idx = buf[:hi - lo]
-            lshift(prev[1 + lo:1 + hi], shift, idx)   # L << 2*shift (L is kept << shift)
-            add(idx, prev[lo:hi], idx)                # + U << shift
-            add(idx, cur, idx)                        # + rank
-        else:
-            idx = add(prev[lo:hi], cur, cur)          # U << shift + rank
+        idx = buf[:hi - lo]
+        lshift(prev[1 + lo:1 + hi], shift, idx)       # L << 2*shift (L is kept << shift)
+        add(idx, prev[lo:hi], idx)                    # + U << shift
+        add(idx, cur, idx)                            # + rank
         take(idx, None, cur, "wrap")
     if aligned:
         tiles = out.reshape(nby, S, ntx, S)
@@ -536,7 +566,7 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
                 if not rest.wait(upto) or int(ranks[s:upto].max()) >= k:
                     return None
                 s = upto
-            _band(ranks[y0 * width:upto].reshape(y1 - y0, width), out[y0:y1], table, shift, left)
+            (_band if left else _band_up)(ranks[y0 * width:upto].reshape(y1 - y0, width), out[y0:y1], table, shift)
         rest.close()
         if zflags:
             flags.close()
