@@ -3,7 +3,11 @@
 Usage::
 
     python bench/bench_kmedoids.py [folder] [--k 16] [--metric euclidean] [--seed 0]
-                                   [--repeat 3] [--limit N] [--n-cpu 1]
+                                   [--repeat 3] [--limit N] [--n-cpu 1] [--set NAME=VALUE ...]
+
+``--set`` overrides a tuning constant of ``pillow_gcp.quantizers.kmedoids`` for the run (e.g.
+``--set _MAX_CAND=512 --set _RESTARTS=6``, the setting before 30 Nov 21:36 UTC), to compare
+settings on the same photos.
 
 For every image of ``folder`` (default ``/work/shared/corpus/photos``), in one process:
 
@@ -132,7 +136,19 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=0, help="only the first N images")
     ap.add_argument("--n-cpu", type=int, default=1,
                     help="threads of kmedoids.fasterpam (-1: package default)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override an integer tuning constant of pillow_gcp.quantizers.kmedoids "
+                         "(e.g. _MAX_CAND=512)")
     a = ap.parse_args(argv)
+    import importlib
+
+    kmed_mod = importlib.import_module("pillow_gcp.quantizers.kmedoids")
+    for item in a.set:
+        name, _, value = item.partition("=")
+        if not name.startswith("_") or not isinstance(getattr(kmed_mod, name, None), int):
+            ap.error(f"--set {item}: not an integer constant of pillow_gcp.quantizers.kmedoids")
+        setattr(kmed_mod, name, int(value))
+        print(f"set {name} = {int(value)}")
     files = sorted(f for ext in ("png", "bmp", "jpg", "ppm", "tif")
                    for f in glob.glob(os.path.join(a.folder, "*." + ext)))
     if a.limit:
