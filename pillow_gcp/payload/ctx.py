@@ -16,6 +16,7 @@ scatters and decodes the bands already inflated (:func:`set_threads` caps this; 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import zlib
@@ -65,8 +66,9 @@ def default_positions(k: int) -> np.ndarray:
     return np.argsort(np.argsort(key, axis=1, kind="stable"), axis=1, kind="stable")
 
 
+@functools.lru_cache(maxsize=8)
 def default_order(k: int) -> np.ndarray:
-    """(k, k) uint8: row u is the default order around u (u, u-1, u+1, ... within 0..k-1).
+    """(k, k) uint8, read-only: row u is the default order around u (u, u-1, u+1, ... within 0..k-1).
 
     Closed form: with m = min(u, k-1-u), rank r <= 2m alternates u - ceil(r/2) (r odd) and
     u + r/2 (r even); beyond 2m the order runs on along the longer side, which makes it r (u in
@@ -78,7 +80,9 @@ def default_order(k: int) -> np.ndarray:
     d = (r + 1) >> 1
     near = np.where(r & 1, u - d, u + d)
     far = np.where(u < (k - 1) - u, r, (k - 1) - r)
-    return np.where(r > 2 * m, far, near).astype(np.uint8)
+    out = np.where(r > 2 * m, far, near).astype(np.uint8)
+    out.flags.writeable = False  # (memoized: a few small tables, the same for every map of this k)
+    return out
 
 
 def learn(ctx: np.ndarray, a: np.ndarray, nctx: int, k: int, list_min: int = LIST_MIN):
@@ -118,7 +122,7 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
 
     Row c of the result is context c's default order with its list moved to the front: ranks
     0..m-1 are the listed positions in list order, ranks m..k-1 the unlisted positions in
-    increasing order. Built with numpy passes over the listed contexts only, no sort.
+    increasing order. Built with boolean-mask passes over the listed contexts only, no sort.
     """
     b = np.frombuffer(buf, np.uint8)
     if b.size < nctx:
@@ -141,21 +145,16 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
     seen = np.zeros((rr.size, k), bool)
     ok = p < k
     seen[rows[ok], p[ok]] = True
-    bad = seen.sum(axis=1) != c                             # a position >= k or a repeat
+    bad = np.count_nonzero(seen, axis=1) != c               # a position >= k or a repeat
     if bad.any():
         ctx = int(rr[np.argmax(bad)])
         raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
-    # rank of each default position: listed ones by their place in the list, the unlisted ones
-    # after them in increasing position (m + number of unlisted positions before it)
-    # (one flat cumulative sum and one flat scatter: several times faster than per-row calls)
-    cs = np.cumsum(seen.ravel(), dtype=np.int32).reshape(rr.size, k)
-    cs[1:] -= cs[:-1, -1:]                                  # per-row counts of listed positions <= j
-    rank = np.arange(k, dtype=np.int32) - cs + c[:, None].astype(np.int32)
-    rank[rows, p] = np.arange(p.size) - np.repeat(np.cumsum(c) - c, c)
-    rank += (np.arange(rr.size, dtype=np.int32) * k)[:, None]
-    sub = np.empty(rr.size * k, np.uint8)
-    sub[rank.ravel()] = order[rr].ravel()
-    order[rr] = sub.reshape(rr.size, k)
+    sub = order[rr]                                         # the default orders of those contexts
+    new = np.empty_like(sub)
+    listed = np.arange(k) < c[:, None]
+    new[listed] = sub[rows, p]                              # the listed positions, in list order
+    new[~listed] = sub[~seen]                               # then the others, in default order
+    order[rr] = new
     return order
 
 
