@@ -30,7 +30,8 @@ runs in stages, all vectorised with numpy and bounded in memory:
    each medoid towards its cluster's metric centre, and among the cluster members nearest
    that point and nearest the current medoid pick the one with the smallest exact
    weighted distance sum over the whole cluster (chunked).  The current medoid is always
-   a candidate, so the exact loss never increases; rounds stop when one gains < 0.01 %.
+   a candidate, so the exact loss never increases; rounds stop when one gains < 0.01 %,
+   after 4 at most.
 
 Memory: ``O(6144 * 384 + U * C + chunk * k)``; nothing of size ``U x U`` or ``pixels x k``
 is built.  The same inputs and ``seed`` give bit-identical output.
@@ -70,8 +71,10 @@ _COVER = 128
 _BLOCK = 128
 #: Maximum swap passes over all candidates.
 _MAX_PASSES = 8
-#: Maximum alternating polish rounds on the full histogram (halved for k > 32).
-_MAX_ALT = 8
+#: Maximum alternating polish rounds on the full histogram (any k).  Up to 8 rounds for
+#: k <= 32 cost 10-27 % of the time on 512x512 photos with 150-230k colours for a loss change
+#: <= 0.04 % (Kodak 23/24 and USC-SIPI 14/14 vs CLARA+FasterPAM either way).
+_MAX_ALT = 4
 #: Candidates per cluster in the polish step.
 _POLISH_CANDIDATES = 24
 #: The polish stops when a round gains less than this fraction of the loss.
@@ -583,7 +586,7 @@ def _polish(X, w, Fx, midx, metric, allowed=None):
     midx = midx.copy()
     m = F + midx.size
     prev = np.inf
-    rounds = _MAX_ALT if m <= 32 else max(2, _MAX_ALT // 2)
+    rounds = _MAX_ALT
     for it in range(rounds):
         M = np.concatenate([Fx, X[midx]])
         labels, dist = _assign(X, M, metric)
