@@ -12,6 +12,8 @@ to the same state (:meth:`Pcg64.numpy`), so the stream stays the one numpy would
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional, Tuple
+
 import numpy as np
 
 _M32 = 0xFFFFFFFF
@@ -20,7 +22,7 @@ _M128 = (1 << 128) - 1
 _MULT = (2549297995355413924 << 64) + 4865540595714422341  # PCG_DEFAULT_MULTIPLIER_128
 
 
-def _seed_state(seed: int):
+def _seed_state(seed: int) -> Tuple[int, int]:
     """(initstate, initseq) of PCG64 seeded from ``SeedSequence(seed).generate_state(4, uint64)``."""
     entropy = []
     n = int(seed)
@@ -70,7 +72,7 @@ class Pcg64:
         self.state = self.inc  # state 0, one step
         self.state = (self.state + initstate) & _M128
         self.state = (self.state * _MULT + self.inc) & _M128
-        self._g = None  # the numpy Generator, once a draw needed it (it then makes all draws)
+        self._g: Optional[Any] = None  # the numpy Generator, once a draw needed it (it then makes all draws)
 
     def _next64(self) -> int:
         s = self.state = (self.state * _MULT + self.inc) & _M128
@@ -78,13 +80,13 @@ class Pcg64:
         r = s >> 122
         return ((v >> r) | (v << (64 - r))) & _M64
 
-    def random(self, n: int) -> np.ndarray:
+    def random(self, n: int) -> Any:
         """``n`` uniform doubles in [0, 1), as ``Generator.random(n)``."""
         if self._g is not None:
             return self._g.random(n)
         return np.array([(self._next64() >> 11) * (1.0 / 9007199254740992.0) for _ in range(n)])
 
-    def choice_p(self, p: np.ndarray) -> int:
+    def choice_p(self, p: Any) -> int:
         """One index drawn with probabilities ``p`` (float64, sum 1), as ``Generator.choice(len(p), p=p)``."""
         p = np.asarray(p, np.float64)
         if self._g is not None or p.ndim != 1 or p.size == 0 or not np.isfinite(p).all() or (p < 0).any() \
@@ -94,7 +96,7 @@ class Pcg64:
         cdf /= cdf[-1]
         return int(cdf.searchsorted(self.random(1)[0], side="right"))
 
-    def numpy(self, fn):
+    def numpy(self, fn: Callable[[Any], Any]) -> Any:
         """``fn(g)`` with ``g`` a numpy Generator at this state; ``g`` makes every later draw
         (it may hold a buffered 32-bit half that this class does not model)."""
         if self._g is None:
