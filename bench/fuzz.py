@@ -14,7 +14,7 @@ Anything else is a *finding*:
                without tracemalloc before it is reported);
 ``hang``       a target ran past ``--hard-timeout`` (interrupted with SIGALRM);
 ``alloc``      the tracemalloc peak of a target exceeded
-               ``alloc_per_pixel * declared_pixels + alloc_per_byte * len(file) + 2 MiB``;
+               ``alloc_per_pixel * declared_pixels + alloc_per_byte * len(file) + 3 MiB``;
 ``mismatch``   the Pillow plugin and ``format.decode`` disagree (pixels, palette, size,
                or one accepts what the other rejects before the end of DATA);
 ``contract``   a successful load broke a promise (wrong size/mode, truncated load
@@ -708,7 +708,7 @@ class Limits:
     hard_timeout: float | None = 20.0  # SIGALRM guard against hangs
     alloc_per_pixel: float = 8.0  # traced bytes per declared pixel
     alloc_per_byte: float = 4.0  # traced bytes per input byte
-    alloc_base: int = 2 << 20  # CTX tables: up to 4096 x 64 orders and a 2^18-entry uint32 step table
+    alloc_base: int = 3 << 20  # CTX tables (up to 4096 x 64 orders and a 2^18-entry uint32 step table) + Pillow
     max_pixels: int = 1 << 20  # Image.MAX_IMAGE_PIXELS during the run (bomb error above 2x)
 
 
@@ -1130,7 +1130,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="print decode memory (traced B/px) and time for every payload variant, then exit")
     p.add_argument("--threads-from", type=int, default=None, metavar="PIXELS",
                    help="decode CTX maps of this many pixels and more with the helper threads (the default "
-                        "0.5 MP is larger than most fuzz inputs: 1 sends every complete CTX payload through them)")
+                        "0.5 MP is larger than most fuzz inputs: 1 sends every complete CTX payload long enough to fill its "
+                        "pixels at deflate's 1032:1 through them)")
     args, rest = p.parse_known_args(argv)
     if args.threads_from is not None:
         from pillow_gcp.payload import ctx as _ctx  # noqa: PLC0415

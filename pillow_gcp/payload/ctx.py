@@ -117,6 +117,9 @@ def learn(ctx: np.ndarray, a: np.ndarray, nctx: int, k: int, list_min: int = LIS
     return table, rank_of
 
 
+_PARSE_CELLS = 1 << 15  # table cells (contexts x k) per pass of parse_table: scratch under 1 MiB
+
+
 def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
     """Validate the table and return the (nctx, k) uint8 orders (``order[c, r]`` = index of rank r).
 
@@ -136,9 +139,31 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
     if total != lists.size:
         raise GCPFormatError(f"rank table holds {lists.size} list entries, its counts say {total}", offset)
     order = np.tile(default_order(k), (nctx // k, 1))     # nctx is k or k*k
+    if int(lists.max(initial=0)) >= k:
+        ctx = int(np.searchsorted(np.cumsum(cnt, dtype=np.int64), int(np.argmax(lists >= k)), side="right"))
+        raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
     rr = np.flatnonzero(cnt)                                # the contexts that have a list
-    if rr.size == 0:
-        return order
+    starts = np.zeros(nctx + 1, np.int64)
+    np.cumsum(cnt, out=starts[1:])
+    step = max(1, _PARSE_CELLS // k)                       # contexts per pass (bounded scratch)
+    for i in range(0, rr.size, step):
+        ri = rr[i:i + step]
+        c = cnt[ri].astype(np.intp)
+        p = lists[int(starts[ri[0]]):int(starts[ri[-1] + 1])]  # (contexts in between list nothing)
+        rows = np.repeat(np.arange(ri.size), c)            # row (in ri) of each list entry
+        seen = np.zeros((ri.size, k), bool)
+        seen[rows, p] = True
+        bad = np.count_nonzero(seen, axis=1) != c           # a repeat
+        if bad.any():
+            ctx = int(ri[np.argmax(bad)])
+            raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
+        sub = order[ri]                                     # the default orders of those contexts
+        new = np.empty_like(sub)
+        listed = np.arange(k) < c[:, None]
+        new[listed] = sub[rows, p]                          # the listed positions, in list order
+        new[~listed] = sub[~seen]                           # then the others, in default order
+        order[ri] = new
+    return order
     c = cnt[rr].astype(np.intp)
     rows = np.repeat(np.arange(rr.size), c)                 # row (in rr) of each list entry
     p = lists.astype(np.intp)
@@ -331,8 +356,25 @@ def wavefront(ranks: np.ndarray, order: np.ndarray, k: int, left: bool) -> np.nd
     table, shift = step_table(order, k, left)
     out = np.empty((h, w), np.uint8)
     for y0, y1 in _bands(h, w, table.itemsize):
-        (_band if left else _band_up)(ranks[y0:y1], out[y0:y1], table, shift)
+        _decode_band(ranks[y0:y1], out[y0:y1], table, shift, left)
     return out
+
+
+def _decode_band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int, left: bool) -> None:
+    """One band of tile rows, (bh, w) ranks in, indices into ``out``. A LEFT band narrower than a
+    tile and taller than wide is decoded transposed (L and U swap roles, and so do the tile's first
+    row and column rules), where the wavefront's skewed layout wastes nothing."""
+    bh, w = ranks.shape
+    if not left:
+        _band_up(ranks, out, table, shift)
+    elif w < TILE and bh > w:
+        B = 1 << shift
+        swapped = table.reshape(B, B, B).transpose(1, 0, 2).ravel()   # [U, L, r] -> [L, U, r]
+        t_out = np.empty((w, bh), np.uint8)
+        _band(np.ascontiguousarray(ranks.T), t_out, swapped, shift)
+        out[...] = t_out.T
+    else:
+        _band(ranks, out, table, shift)
 
 
 def _bands(h: int, w: int, itemsize: int):
@@ -353,9 +395,10 @@ def _band_up(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) 
     bh, w = ranks.shape
     nfull, rem = divmod(bh, S)
     nby = nfull + (rem > 0)
-    v = np.zeros((S, nby, w), table.dtype)           # rank, then index << shift
+    v = np.zeros((min(S, bh), nby, w), table.dtype)  # rank, then index << shift
     tiles = v.transpose(1, 0, 2)                      # (nby, S, w) view
-    tiles[:nfull] = ranks[:nfull * S].reshape(nfull, S, w)
+    if nfull:
+        tiles[:nfull] = ranks[:nfull * S].reshape(nfull, S, w)
     if rem:
         tiles[nfull, :rem] = ranks[nfull * S:]
     take, add = table.take, np.add
@@ -369,7 +412,8 @@ def _band_up(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) 
     for y in range(1, min(S, bh)):
         cur = v[y]
         take(add(v[y - 1], cur, cur), None, cur, "wrap")
-    np.right_shift(tiles[:nfull], shift, out=out[:nfull * S].reshape(nfull, S, w), casting="unsafe")
+    if nfull:
+        np.right_shift(tiles[:nfull], shift, out=out[:nfull * S].reshape(nfull, S, w), casting="unsafe")
     if rem:
         np.right_shift(tiles[nfull, :rem], shift, out=out[nfull * S:], casting="unsafe")
 
@@ -382,13 +426,14 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> 
     bh, w = ranks.shape
     nby, ntx = -(-bh // S), -(-w // S)
     ny, nx, nt = min(S, bh), min(S, w), nby * ntx
-    aligned = bh == nby * S and w == ntx * S
+    sy, sx = (S if nby > 1 else bh), (S if ntx > 1 else w)   # tile extents as stored (one short tile: its size)
+    aligned = bh == nby * sy and w == ntx * sx
     if aligned:
-        tiles = ranks.reshape(nby, S, ntx, S)
+        tiles = ranks.reshape(nby, sy, ntx, sx)
     else:
-        pad = np.zeros((nby * S, ntx * S), np.uint8)
+        pad = np.zeros((nby * sy, ntx * sx), np.uint8)
         pad[:bh, :w] = ranks
-        tiles = pad.reshape(nby, S, ntx, S)
+        tiles = pad.reshape(nby, sy, ntx, sx)
     nd = ny + nx - 1
     # sk[t, 1 + y, tile]: rank, then index << shift, of tile pixel (y, t - y); sk[t, 0] is
     # scratch (row -1)
@@ -414,7 +459,7 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> 
         add(idx, cur, idx)                            # + rank
         take(idx, None, cur, "wrap")
     if aligned:
-        tiles = out.reshape(nby, S, ntx, S)
+        tiles = out.reshape(nby, sy, ntx, sx)
     for y in range(ny):
         np.right_shift(sk[y:y + nx, 1 + y].reshape(nx, nby, ntx).transpose(1, 2, 0), shift,
                        out=tiles[:, y, :, :nx], casting="unsafe")
@@ -429,10 +474,12 @@ _threads = None       # set_threads(); None: GCP_THREADS or the CPUs this proces
 
 
 def set_threads(n) -> None:
-    """Cap the threads a CTX decode may use: 1 = the calling thread only; 2 or more = the calling
-    thread plus a helper per rank stream, inflating it while the caller decodes the bands already
-    inflated (zlib inflates without the GIL; the helpers are joined before the decode returns). ``None`` restores the default: the
-    environment variable ``GCP_THREADS`` if set, else 2 when this process may use 2 or more CPUs."""
+    """Cap the threads a CTX decode may use, the calling thread included: 1 = the calling thread
+    only; 2 = one helper thread that inflates the rank stream (the flag plane's rest stream, or the
+    plain ranks) while the caller decodes the bands already inflated; 3 or more = also a helper for
+    the flag plane. zlib inflates without the GIL; the helpers end before the decode returns.
+    ``None`` restores the default: the environment variable ``GCP_THREADS`` if it holds an integer
+    (0 counts as 1), else 3 when this process may use 2 or more CPUs and 1 otherwise."""
     global _threads
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
@@ -444,13 +491,13 @@ def threads() -> int:
     if _threads is not None:
         return _threads
     env = os.environ.get("GCP_THREADS", "").strip()
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
+    if env.isdigit():
+        return max(1, int(env))
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
-    return 2 if cpus >= 2 else 1
+    return 3 if cpus >= 2 else 1
 
 
 class _Inflater:
@@ -458,20 +505,30 @@ class _Inflater:
     piece, while the calling thread uses the prefix made so far (:meth:`wait`). zlib releases the
     GIL while it inflates. Only the good case is handled here: ``ok`` is False after an error,
     an overrun, a missing end marker or bytes after it, and the caller then decodes again on its
-    own thread, where each fault gets its SPEC error."""
+    own thread, where each fault gets its SPEC error (a payload that fails only at its last bytes
+    is so decoded twice: at most twice the time)."""
 
     IN = 1 << 16    # input bytes fed per call (bounds the unconsumed-tail copies)
     OUT = 1 << 18   # output bytes per call (how often the caller can move on)
 
-    def __init__(self, data: memoryview, bound: int):
-        self.out = np.empty(bound, np.uint8)
+    def __init__(self, data: memoryview, out: np.ndarray):
+        self.out = out
         self.produced = 0
         self.done = False
         self.ok = False
         self._stop = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, args=(data,), name="pillow-gcp-inflate", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except Exception:       # no thread was made (interpreter shutdown, a thread limit)
+            self.done = True
+            raise
+        except BaseException:   # interrupted while start() waited for the new thread: it runs, stop it
+            self._stop = True
+            with self._cond:
+                self._cond.wait_for(lambda: self.done, timeout=1.0)
+            raise
 
     def _run(self, data: memoryview) -> None:
         ok = False
@@ -506,15 +563,27 @@ class _Inflater:
                 self._cond.wait()
             return self.produced >= upto
 
-    def close(self) -> None:
-        self._stop = True
+    def finish(self) -> bool:
+        """Let the helper reach the stream's end (check value included) and end; True if the stream
+        was whole and exact."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.done)
         self._thread.join()
+        return self.ok
+
+    def close(self) -> None:
+        """Stop the helper at its next piece and wait until it has ended."""
+        self._stop = True
+        with self._cond:
+            self._cond.wait_for(lambda: self.done)
+        if self._thread.ident is not None:
+            self._thread.join()
 
 
 def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
-    """The decode of a complete payload with its rank streams inflated by helper threads (one per
-    stream) while this thread scatters and decodes the bands already inflated. None when anything
-    is unusual: the caller then decodes on one thread, which reports it."""
+    """The decode of a complete payload with its rank streams inflated by helper threads while this
+    thread scatters and decodes the bands already inflated. None when anything is unusual (an
+    error in a stream, no memory, no thread): the caller then decodes on one thread, which reports it."""
     n = width * height
     if zflags:
         if len(mv) < pos + 4:
@@ -525,21 +594,27 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
             return None
     else:
         fe = pos
-    table, shift = step_table(order, k, left)
-    out = np.empty((height, width), np.uint8)
     nb = (n + 7) // 8
     flags = rest = None
     try:
-        flags = _Inflater(mv[fs:fe], nb) if zflags else None
-        rest = _Inflater(mv[fe:], n)
-    except RuntimeError:  # no new threads now (interpreter shutdown, a thread limit): decode on this one
-        if flags is not None:
-            flags.close()
-        return None
-    try:
+        try:
+            table, shift = step_table(order, k, left)
+            out = np.empty((height, width), np.uint8)
+            rest = _Inflater(mv[fe:], np.empty(n, np.uint8))
+            if zflags:
+                ranks = np.zeros(n, np.uint8)
+                fbuf = np.empty(nb, np.uint8)
+                if threads() > 2:
+                    flags = _Inflater(mv[fs:fe], fbuf)
+                else:  # the flag plane on this thread while the helper inflates the rest stream
+                    got = streams.inflate("zlib", mv, fs, fe, nb, "flag stream")
+                    if not got.complete or len(got.data) != nb:
+                        return None
+                    fbuf[:] = np.frombuffer(got.data, np.uint8)
+        except (MemoryError, RuntimeError, GCPFormatError):
+            return None
         if zflags:
-            ranks = np.zeros(n, np.uint8)
-            fbytes = flags.out
+            fbytes = fbuf
             s = at = 0
         else:
             ranks = rest.out
@@ -548,7 +623,7 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
             upto = y1 * width
             if zflags:
                 while s < upto:
-                    if not flags.wait(min(nb, (s + _BLOCK) // 8)):
+                    if flags is not None and not flags.wait(min(nb, (s + _BLOCK) // 8)):
                         return None
                     if s + _BLOCK >= n and n % 8 and fbytes[-1] & ((1 << (8 - n % 8)) - 1):
                         return None  # padding bits set
@@ -565,14 +640,11 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
                 if not rest.wait(upto) or int(ranks[s:upto].max()) >= k:
                     return None
                 s = upto
-            (_band if left else _band_up)(ranks[y0 * width:upto].reshape(y1 - y0, width), out[y0:y1], table, shift)
-        rest.close()
-        if zflags:
-            flags.close()
-            if not (flags.ok and flags.produced == nb):
-                return None
-        return out if rest.ok and rest.produced == (at if zflags else n) else None
+            _decode_band(ranks[y0 * width:upto].reshape(y1 - y0, width), out[y0:y1], table, shift, left)
+        if flags is not None and not (flags.finish() and flags.produced == nb):
+            return None
+        return out if rest.finish() and rest.produced == (at if zflags else n) else None
     finally:
-        rest.close()
-        if flags is not None:
-            flags.close()
+        for helper in (rest, flags):
+            if helper is not None:
+                helper.close()
