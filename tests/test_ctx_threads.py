@@ -140,3 +140,61 @@ def test_decode_falls_back_to_one_thread_when_no_thread_can_start(threaded, monk
     C.set_threads(2)
     np.testing.assert_array_equal(P.decode(data, a.shape[1], a.shape[0], k), a)
     assert started  # the helper was tried
+
+
+def _peak(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_thin_maps_decode_in_linear_memory():
+    # one row, one column, a few rows: the skewed layout must not pad a short tile to 64 x 64
+    for h, w in ((1, 1 << 16), (1 << 16, 1), (2, 1 << 15), (1 << 15, 3)):
+        a = ((np.arange(h * w) % 7 == 0) * 3).astype(np.uint8).reshape(h, w)
+        for coding in ("ctx-left-zflags", "ctx-left", "ctx-up-zflags", "ctx-up"):
+            data = P.encode_as(a, 16, coding)
+            peak = _peak(lambda: P.decode(data, w, h, 16))
+            assert peak < 8.5 * h * w + (1 << 20), (h, w, coding, peak / (h * w))
+
+
+def test_a_maximal_rank_table_parses_in_bounded_memory():
+    k, nctx = 64, 64 * 64
+    rng = np.random.default_rng(1)
+    table = bytes([k - 1] * nctx) + b"".join(bytes(rng.permutation(k)[:k - 1].astype(np.uint8)) for _ in range(nctx))
+    order = C.parse_table(table, nctx, k, 0)
+    assert order.shape == (nctx, k)
+    assert _peak(lambda: C.parse_table(table, nctx, k, 0)) < 2 << 20
+
+
+def test_no_memory_for_the_helpers_falls_back_to_one_thread(threaded, monkeypatch):
+    a, k = next(_maps())
+    data = P.encode_as(a, k, "ctx-up-zflags")
+    before = threading.active_count()
+
+    def no_memory(self, *args):
+        raise MemoryError("no room for the helper's buffer")
+
+    monkeypatch.setattr(C._Inflater, "__init__", no_memory)
+    C.set_threads(3)
+    np.testing.assert_array_equal(P.decode(data, a.shape[1], a.shape[0], k), a)
+    assert threading.active_count() == before
+
+
+def test_a_valid_payload_is_decoded_once(threaded, monkeypatch):
+    # the helper feeds zlib one byte at a time: it reaches the end of the data before the check
+    # value is confirmed, which must not count as a failure (no one-thread re-decode)
+    monkeypatch.setattr(C._Inflater, "IN", 1)
+    calls = []
+    real = C._ranks_flags
+    monkeypatch.setattr(C, "_ranks_flags", lambda *a: calls.append(1) or real(*a))
+    for a, k in _maps():
+        data = P.encode_as(a, k, "ctx-up-zflags")
+        for cap in (2, 3):
+            C.set_threads(cap)
+            np.testing.assert_array_equal(P.decode(data, a.shape[1], a.shape[0], k), a)
+    assert not calls
