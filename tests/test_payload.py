@@ -4,6 +4,7 @@ a per-pixel reference decoder written from the spec, and hostile / truncated pay
 from __future__ import annotations
 
 import lzma
+import math
 import struct
 import threading
 import zlib
@@ -165,7 +166,13 @@ def test_estimate_by_hand_and_monotone():
     assert e["bytes"] == pytest.approx(4 * 1.402 / 8)
     png = 64.5e-6 + 2.36e-9 * 4 + 10.1e-9 * e["bytes"]
     assert e["lzma2"] == pytest.approx((82.8e-6 + 0.653e-9 * 4 + 62.2e-9 * e["bytes"]) / png)
-    assert e["ctx"] == pytest.approx((787e-6 + 5.96e-9 * 4 + 1.37e-6 * 2 + 18.1e-9 * e["bytes"]) / png)
+    c0, c1, c2, c3 = P._CTX_LEFT
+    assert e["ctx"] == pytest.approx(math.exp(c0 + c1 * math.log(4) + c2 * math.log(e["bytes"] / 4 + 1e-4)
+                                              + c3 * math.log(2)))
+    # the CTX ratio falls with the map's size (fixed costs), for both context kinds
+    for k in (16, 200):
+        ratios = [P.estimate(blocky(s, s, k, seed=2, noise=0.3), k)["ctx"] for s in (40, 120, 400)]
+        assert ratios == sorted(ratios, reverse=True), (k, ratios)
     assert P.estimate(np.zeros((50, 50), np.uint8), 1)["bytes"] == 0
     sizes = [P.estimate(blocky(200, 200, 64, seed=1, noise=x), 64)["bytes"] for x in (0.0, 0.1, 0.5, 1.0)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 2

@@ -15,6 +15,8 @@ arrays out; no Pillow here. The payload code starts no threads and keeps no glob
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import GCPFormatError
@@ -36,9 +38,10 @@ _CTX_FLAGS = {"ctx-up": 0, "ctx-up-zflags": FLAG_ZFLAGS, "ctx-left": FLAG_LEFT,
 DEFAULT_LEVEL = 6
 BIG = 1 << 18       # pixels: above this, k > 64 maps get plain ranks (faster to decode, < 1 % larger)
 # Levels 4-8 write no coding predicted (by :func:`estimate`) to decode slower than CAP x PNG-8's time; issue 13
-# asks for no image over 4x. The model's ratio error is ~15 % median (up to ~45 %): LZMA2 keeps a margin (in the
-# fit data no map predicted <= 3.1 decodes over 3.44x); CTX does not (the model over-predicts CTX on small photos,
-# where a lower cap sends 256x256 photos to ZLIB: +12 % median size; at 4.0 one of 82 fit maps decodes at 4.02x).
+# asks for no image over 4x. LZMA2 keeps a margin (the model's ratio error is ~15 % median, up to ~45 %; in the
+# fit data no map predicted <= 3.1 decodes over 3.44x). The CTX ratio model carries its margin inside (its
+# predictions are scaled up by 4/3.8 with LEFT and 4/3 without, see estimate()): in the fit data no map
+# predicted <= 4.0 decodes over 3.63x.
 LZMA2_CAP = 3.1
 CTX_CAP = 4.0
 SAMPLE_ABOVE = 1 << 20  # pixels: estimate() reads a quarter of the rows of bigger maps
@@ -57,7 +60,11 @@ def estimate(a: np.ndarray, k: int) -> dict:
     * PNG-8 (the yardstick): ``64.5e-6 + 2.36e-9 N + 10.1e-9 B``
     * ZLIB: at most PNG's (measured 0.55-1.0x; not modelled)
     * LZMA2: ``82.8e-6 + 0.653e-9 N + 62.2e-9 B`` (LZMA decodes ~60 ns per compressed byte)
-    * CTX: ``787e-6 + 5.96e-9 N + 1.37e-6 k + 18.1e-9 B`` (a fixed cost of ~127 numpy steps + the table)
+    * CTX, as a ratio to PNG-8 directly (the decoder of commit 2afb28f: with LEFT a wavefront of ~127 numpy
+      steps per band, without it a chain and a step per tile row; least squares on the log ratio over the
+      same maps, median error 5 % with LEFT and 9 % without, at most 16 % / 40 %), then scaled by the margin
+      of the cap (4/3.8 with LEFT, 4/3 without):
+      ``exp(c0 + c1 ln N + c2 ln(B/N + 1e-4) + c3 ln k)`` with ``(c0, c1, c2, c3)`` = ``_CTX_LEFT`` or ``_CTX_UP``
 
     Returns ``{"bytes": B, "lzma2": ratio, "ctx": ratio}`` (ratios = predicted time / PNG-8's). Costs two
     comparisons and one bincount over the map; maps over ``SAMPLE_ABOVE`` pixels are sampled (a quarter
@@ -83,8 +90,14 @@ def estimate(a: np.ndarray, k: int) -> dict:
     h_f = 0.0 if f <= 0 or f >= 1 else -(f * np.log2(f) + (1 - f) * np.log2(1 - f))
     b = n * (0.766 * f * h_new + 1.402 * h_f) / 8
     png = 64.5e-6 + 2.36e-9 * n + 10.1e-9 * b
-    return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png,
-            "ctx": (787e-6 + 5.96e-9 * n + 1.37e-6 * k + 18.1e-9 * b) / png}
+    c0, c1, c2, c3 = _CTX_LEFT if k <= ctx.LEFT_MAX_K else _CTX_UP
+    ctx_ratio = math.exp(c0 + c1 * math.log(n) + c2 * math.log(b / n + 1e-4) + c3 * math.log(k))
+    return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png, "ctx": ctx_ratio}
+
+
+# estimate()'s CTX decode-time ratio model, (c0, c1, c2, c3), the cap's margin folded into c0
+_CTX_LEFT = (4.1382 + math.log(4 / 3.8), -0.3334, -0.2262, 0.1506)
+_CTX_UP = (3.4984 + math.log(4 / 3), -0.2989, -0.0889, 0.1436)
 
 
 def check_level(level, name: str = "level") -> int:
