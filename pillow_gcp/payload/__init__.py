@@ -40,7 +40,8 @@ BIG = 1 << 18       # pixels: above this, k > 64 maps get plain ranks (faster to
 # Levels 4-8 write no coding predicted (by :func:`estimate`) to decode slower than CAP x PNG-8's time; issue 13
 # asks for no image over 4x. LZMA2 keeps a margin (the model's ratio error is ~15 % median, up to ~45 %; in the
 # fit data no map predicted <= 3.1 decodes over 3.44x). The CTX ratio model carries its margin inside (its
-# predictions are scaled up by 4/3.8 with LEFT and 4/3 without, see estimate()): in the fit data no map
+# predictions are scaled up by 4/3.8 with LEFT and 4/3 without, see estimate(); repeated measurements of the
+# same 256x256 photos vary by +-15 %, and these small LEFT maps sit at 3.3-4.5x). In the first fit run no map
 # predicted <= 4.0 decodes over 3.63x.
 LZMA2_CAP = 3.1
 CTX_CAP = 4.0

@@ -1,0 +1,89 @@
+"""Refit ``payload.estimate``'s CTX decode-time model (run it after any change to the CTX decoder).
+
+For the 40 palette graphics (``../shared/corpus/palette-graphics``, their own indices) and the 14
+photos of ``photos-more`` quantized to k = 16, 64 and 256, the map is written as a whole .gcp file in
+CTX (LEFT when k <= 64, the flags the default policy uses) and as PNG-8, and ``Image.open(...).load()``
+of each is timed (process CPU time, min of 5). The log of the ratio CTX / PNG-8 is fitted by least
+squares, separately with and without LEFT, on ``[1, ln N, ln(B/N + 1e-4), ln k]`` with ``B`` the
+model's predicted LZMA2 bytes (``payload.estimate(...)["bytes"]``). It prints the constants (to put in
+``payload._CTX_LEFT`` / ``_CTX_UP``, with c0 raised by the cap's margin) and, for the model now in
+``payload``, how many maps the 4.0x cap lets through and the largest true ratio among them.
+
+    python bench/fit_ctx_model.py
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench_payload as B  # noqa: E402
+from pillow_gcp import format as F  # noqa: E402
+from pillow_gcp import payload as P  # noqa: E402
+
+
+def gcp_file(idx: np.ndarray, pal: np.ndarray, body: bytes) -> bytes:
+    h, w = idx.shape
+    return b"".join([F.MAGIC, F._chunk(b"HEAD", F._HEAD.pack(F.VERSION, pal.shape[1], len(pal), w, h)),
+                     F._chunk(b"PLTE", pal.tobytes()), F._chunk(b"DATA", body), F._chunk(b"DONE", b"")])
+
+
+def cpu_min(fn, reps: int = 5) -> float:
+    best = 1e9
+    for _ in range(reps):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def maps():
+    for f in B.files_of(os.path.join(B.CORPUS, "palette-graphics")):
+        idx, pal = B.exact_indexed(Image.open(f))
+        yield os.path.basename(f), idx, pal
+    for f in B.files_of(os.path.join(B.CORPUS, "photos-more")):
+        rgb = Image.open(f).convert("RGB")
+        for k in (16, 64, 256):
+            idx, pal = B.quantized(rgb, k)
+            yield f"{os.path.basename(f)}@{k}", idx, pal
+
+
+def main() -> None:
+    rows = []
+    for name, idx, pal in maps():
+        k = len(pal)
+        coding = ("ctx-left" if k <= 64 else "ctx-up") + ("" if k > 64 and idx.size > 1 << 18 else "-zflags")
+        g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
+        png = B.png8(B.p_image(idx, pal))
+        tg = cpu_min(lambda: Image.open(io.BytesIO(g)).load())
+        tp = cpu_min(lambda: Image.open(io.BytesIO(png)).load())
+        e = P.estimate(idx, k)
+        rows.append((name, idx.size, k, e["bytes"], tg / tp, e["ctx"]))
+        print(f"{name[:26]:<26} N {idx.size:>7} k {k:>3}  CTX/PNG-8 {tg / tp:5.2f}  model {e['ctx']:5.2f}", flush=True)
+    n = np.array([r[1] for r in rows], float)
+    k = np.array([r[2] for r in rows], float)
+    b = np.array([r[3] for r in rows], float)
+    true = np.array([r[4] for r in rows])
+    model = np.array([r[5] for r in rows])
+    for label, m in (("LEFT (k <= 64)", k <= 64), ("U only (k > 64)", k > 64)):
+        X = np.c_[np.ones(m.sum()), np.log(n[m]), np.log(b[m] / n[m] + 1e-4), np.log(k[m])]
+        c, *_ = np.linalg.lstsq(X, np.log(true[m]), rcond=None)
+        err = np.exp(X @ c) / true[m] - 1
+        print(f"{label}: c = ({c[0]:.4f}, {c[1]:.4f}, {c[2]:.4f}, {c[3]:.4f}) before the margin; "
+              f"error median {np.median(abs(err)):.3f} max {abs(err).max():.3f}")
+    ok = model <= P.CTX_CAP
+    print(f"model in payload: {ok.sum()} of {len(rows)} maps within the {P.CTX_CAP}x cap, the largest true ratio "
+          f"among them {true[ok].max():.2f}x; photos {sum(ok[i] for i, r in enumerate(rows) if '@' in r[0])} of "
+          f"{sum('@' in r[0] for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()
