@@ -164,23 +164,6 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
         new[~listed] = sub[~seen]                           # then the others, in default order
         order[ri] = new
     return order
-    c = cnt[rr].astype(np.intp)
-    rows = np.repeat(np.arange(rr.size), c)                 # row (in rr) of each list entry
-    p = lists.astype(np.intp)
-    seen = np.zeros((rr.size, k), bool)
-    ok = p < k
-    seen[rows[ok], p[ok]] = True
-    bad = np.count_nonzero(seen, axis=1) != c               # a position >= k or a repeat
-    if bad.any():
-        ctx = int(rr[np.argmax(bad)])
-        raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
-    sub = order[rr]                                         # the default orders of those contexts
-    new = np.empty_like(sub)
-    listed = np.arange(k) < c[:, None]
-    new[listed] = sub[rows, p]                              # the listed positions, in list order
-    new[~listed] = sub[~seen]                               # then the others, in default order
-    order[rr] = new
-    return order
 
 
 # ----------------------------------------------------------------------------- encode
