@@ -15,7 +15,6 @@ model's predicted LZMA2 bytes (``payload.estimate(...)["bytes"]``). It prints th
 from __future__ import annotations
 
 import io
-import math
 import os
 import sys
 import time

@@ -10,7 +10,6 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 from PIL import Image
 
-import pillow_gcp.quantizers as Q
 from pillow_gcp.quantizers import (  # noqa: E402
     kmeans_palette,
     quantize,

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..errors import GCPFormatError
-from . import ctx, plain, streams
+from . import ctx, plain, streams  # noqa: F401  (streams: the back-end module, part of the package API)
 
 __all__ = ["encode", "decode", "encode_as", "choose", "estimate", "check_level", "coding_name", "fill_order",
            "CODINGS", "METHOD_ZLIB", "METHOD_CTX", "METHOD_LZMA2", "FLAG_LEFT", "FLAG_ZFLAGS"]
