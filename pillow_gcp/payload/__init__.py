@@ -48,6 +48,9 @@ LZMA2_CAP = 3.1
 CTX_CAP = 4.0
 SAMPLE_ABOVE = 1 << 20  # pixels: estimate() reads a quarter of the rows of bigger maps
 LZ_FRIENDLY = 1 / 128  # predicted LZMA2 bytes per pixel below which LZMA2 beats CTX (long exact repeats: mazes)
+# estimate()'s CTX decode-time ratio model, (c0, c1, c2, c3), the cap's margin folded into c0
+_CTX_LEFT = (4.1382 + math.log(4 / 3.8), -0.3334, -0.2262, 0.1506)
+_CTX_UP = (3.4984 + math.log(4 / 3), -0.2989, -0.0889, 0.1436)
 
 
 def estimate(a: np.ndarray, k: int) -> dict:
@@ -95,11 +98,6 @@ def estimate(a: np.ndarray, k: int) -> dict:
     c0, c1, c2, c3 = _CTX_LEFT if k <= ctx.LEFT_MAX_K else _CTX_UP
     ctx_ratio = math.exp(c0 + c1 * math.log(n) + c2 * math.log(b / n + 1e-4) + c3 * math.log(k))
     return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png, "ctx": ctx_ratio}
-
-
-# estimate()'s CTX decode-time ratio model, (c0, c1, c2, c3), the cap's margin folded into c0
-_CTX_LEFT = (4.1382 + math.log(4 / 3.8), -0.3334, -0.2262, 0.1506)
-_CTX_UP = (3.4984 + math.log(4 / 3), -0.2989, -0.0889, 0.1436)
 
 
 def check_level(level, name: str = "level") -> int:

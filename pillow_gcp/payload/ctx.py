@@ -222,6 +222,11 @@ def _nonzero(fbytes: np.ndarray, s: int, n: int) -> np.ndarray:
     return np.flatnonzero(np.unpackbits(fb, count=min(_BLOCK, n - s)).view(bool))
 
 
+def _padding_set(fbytes: np.ndarray, n: int) -> bool:
+    """Whether the flag plane's last byte (of a complete plane) has a padding bit set."""
+    return bool(n % 8 and fbytes[-1] & ((1 << (8 - n % 8)) - 1))
+
+
 def _ranks_flags(mv, pos, n, k, partial):
     """Zero-flag plane + rest stream: (ranks (n,) uint8, number of leading pixels known)."""
     flen = streams.read_u32(mv, pos, "flag stream length", partial)
@@ -236,7 +241,7 @@ def _ranks_flags(mv, pos, n, k, partial):
     nb = (n + 7) // 8
     fbytes = np.frombuffer(streams.exact("zlib", mv, fs, fe, nb, f"flag stream (one bit for each of {n} pixels)",
                                          partial), np.uint8)
-    if len(fbytes) == nb and n % 8 and fbytes[-1] & ((1 << (8 - n % 8)) - 1):
+    if len(fbytes) == nb and _padding_set(fbytes, n):
         raise GCPFormatError("flag stream padding bits are not zero", fs)
     f_known = min(n, 8 * len(fbytes))
     ranks = np.zeros(n, np.uint8)
@@ -291,8 +296,9 @@ def decode(mv: memoryview, width: int, height: int, k: int, partial: bool) -> np
     order = parse_table(got.data, nctx, k, 6)
     # (the overlapped decode allocates the output first: only for payloads that can fill it, as
     # deflate expands at most 1032:1)
-    if not partial and n >= THREAD_MIN and (len(mv) - 6 - tlen) * 1032 >= n and threads() > 1:
-        out = _decode_overlapped(mv, 6 + tlen, width, height, k, order, left, bool(flags & FLAG_ZFLAGS))
+    cap = threads() if not partial and n >= THREAD_MIN and (len(mv) - 6 - tlen) * 1032 >= n else 1
+    if cap > 1:
+        out = _decode_overlapped(mv, 6 + tlen, width, height, k, order, left, bool(flags & FLAG_ZFLAGS), cap)
         if out is not None:
             return out
         # something is wrong with the rank streams: decode again on this thread, which names it
@@ -336,28 +342,39 @@ def step_table(order: np.ndarray, k: int, left: bool):
 def wavefront(ranks: np.ndarray, order: np.ndarray, k: int, left: bool) -> np.ndarray:
     """Indices from ranks, (h, w) uint8: band by band of tile rows (bounded scratch)."""
     h, w = ranks.shape
-    table, shift = step_table(order, k, left)
+    decode_band, bands = _band_decoder(order, k, left, h, w)
     out = np.empty((h, w), np.uint8)
-    for y0, y1 in _bands(h, w, table.itemsize):
-        _decode_band(ranks[y0:y1], out[y0:y1], table, shift, left)
+    for y0, y1 in bands:
+        decode_band(ranks[y0:y1], out[y0:y1])
     return out
 
 
-def _decode_band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int, left: bool) -> None:
-    """One band of tile rows, (bh, w) ranks in, indices into ``out``. A LEFT band narrower than a
-    tile and taller than wide is decoded transposed (L and U swap roles, and so do the tile's first
-    row and column rules), where the wavefront's skewed layout wastes nothing."""
-    bh, w = ranks.shape
+def _band_decoder(order: np.ndarray, k: int, left: bool, h: int, w: int):
+    """(decode_band, bands) for an (h, w) map: ``decode_band(ranks, out)`` decodes one band of
+    tile rows, (bh, w) ranks in, indices into ``out``; ``bands`` lists the bands' (y0, y1).
+
+    The step table is built once per map. A LEFT map narrower than a tile and taller than wide
+    is decoded transposed (L and U swap roles, and so do the tile's first row and column rules),
+    where the wavefront's skewed layout wastes nothing: its table, with L and U swapped, too.
+    """
+    table, shift = step_table(order, k, left)
+    bands = _bands(h, w, table.itemsize)
     if not left:
-        _band_up(ranks, out, table, shift)
-    elif w < TILE and bh > w:
-        B = 1 << shift
-        swapped = table.reshape(B, B, B).transpose(1, 0, 2).ravel()   # [U, L, r] -> [L, U, r]
+        return (lambda r, o: _band_up(r, o, table, shift)), bands
+    if not (w < TILE and h > w):
+        return (lambda r, o: _band(r, o, table, shift)), bands
+    B = 1 << shift
+    swapped = table.reshape(B, B, B).transpose(1, 0, 2).ravel()   # [U, L, r] -> [L, U, r]
+
+    def decode_band(r: np.ndarray, o: np.ndarray) -> None:
+        bh = r.shape[0]
+        if bh <= w:  # (a last band no taller than wide)
+            _band(r, o, table, shift)
+            return
         t_out = np.empty((w, bh), np.uint8)
-        _band(np.ascontiguousarray(ranks.T), t_out, swapped, shift)
-        out[...] = t_out.T
-    else:
-        _band(ranks, out, table, shift)
+        _band(np.ascontiguousarray(r.T), t_out, swapped, shift)
+        o[...] = t_out.T
+    return decode_band, bands
 
 
 def _bands(h: int, w: int, itemsize: int):
@@ -563,10 +580,11 @@ class _Inflater:
             self._thread.join()
 
 
-def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
+def _decode_overlapped(mv, pos, width, height, k, order, left, zflags, cap):
     """The decode of a complete payload with its rank streams inflated by helper threads while this
     thread scatters and decodes the bands already inflated. None when anything is unusual (an
-    error in a stream, no memory, no thread): the caller then decodes on one thread, which reports it."""
+    error in a stream, no memory, no thread): the caller then decodes on one thread, which reports it.
+    ``cap``: the thread cap in force (3 or more: the flag plane gets a helper too)."""
     n = width * height
     if zflags:
         if len(mv) < pos + 4:
@@ -581,35 +599,34 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
     flags = rest = None
     try:
         try:
-            table, shift = step_table(order, k, left)
+            decode_band, bands = _band_decoder(order, k, left, height, width)
             out = np.empty((height, width), np.uint8)
             rest = _Inflater(mv[fe:], np.empty(n, np.uint8))
             if zflags:
                 ranks = np.zeros(n, np.uint8)
-                fbuf = np.empty(nb, np.uint8)
-                if threads() > 2:
-                    flags = _Inflater(mv[fs:fe], fbuf)
+                if cap > 2:
+                    flags = _Inflater(mv[fs:fe], np.empty(nb, np.uint8))
+                    fbytes = flags.out
                 else:  # the flag plane on this thread while the helper inflates the rest stream
                     got = streams.inflate("zlib", mv, fs, fe, nb, "flag stream")
                     if not got.complete or len(got.data) != nb:
                         return None
-                    fbuf[:] = np.frombuffer(got.data, np.uint8)
+                    fbytes = np.frombuffer(got.data, np.uint8)
         except (MemoryError, RuntimeError, GCPFormatError):
             return None
         if zflags:
-            fbytes = fbuf
             s = at = 0
         else:
             ranks = rest.out
             s = 0
-        for y0, y1 in _bands(height, width, table.itemsize):
+        for y0, y1 in bands:
             upto = y1 * width
             if zflags:
                 while s < upto:
                     if flags is not None and not flags.wait(min(nb, (s + _BLOCK) // 8)):
                         return None
-                    if s + _BLOCK >= n and n % 8 and fbytes[-1] & ((1 << (8 - n % 8)) - 1):
-                        return None  # padding bits set
+                    if s + _BLOCK >= n and _padding_set(fbytes, n):
+                        return None
                     where = _nonzero(fbytes, s, n)
                     if not rest.wait(at + where.size):
                         return None
@@ -623,7 +640,7 @@ def _decode_overlapped(mv, pos, width, height, k, order, left, zflags):
                 if not rest.wait(upto) or int(ranks[s:upto].max()) >= k:
                     return None
                 s = upto
-            _decode_band(ranks[y0 * width:upto].reshape(y1 - y0, width), out[y0:y1], table, shift, left)
+            decode_band(ranks[y0 * width:upto].reshape(y1 - y0, width), out[y0:y1])
         if flags is not None and not (flags.finish() and flags.produced == nb):
             return None
         return out if rest.finish() and rest.produced == (at if zflags else n) else None
