@@ -270,6 +270,13 @@ def _dist_to(X, Q):
     return np.sqrt(sqnorm(D.reshape(-1, X.shape[1])).reshape(D.shape[:2]))
 
 
+def _member(labels, ids, k):
+    """``np.isin(labels, ids)`` for cluster labels < k, by a table instead of a sort."""
+    table = np.zeros(k, bool)
+    table[ids] = True
+    return table[labels]
+
+
 def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol, wX=None):
     """Remove-and-split moves on a converged Lloyd ``state`` (centres, assign, lower, sse, dist).
 
@@ -295,9 +302,7 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol, wX=None):
         cand = np.argsort(-np.where(keep, csse, -1.0), kind="stable")[:m]
         err = w * d1
         # worst point of each chosen cluster, in one pass
-        sel = np.zeros(k, bool)
-        sel[cand] = True
-        sel = sel[a]  # points of the chosen clusters (np.isin, without its sort)
+        sel = _member(a, cand, k)  # points of the chosen clusters
         idx = np.flatnonzero(sel)
         o = np.lexsort((-err[idx], a[idx]))
         first = np.r_[True, a[idx][o][1:] != a[idx][o][:-1]]
@@ -317,9 +322,7 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol, wX=None):
         a2 = a.copy()
         u2 = up.astype(np.float32).copy()
         l2 = low.astype(np.float32).copy()
-        lost = np.zeros(k, bool)
-        lost[moved] = True
-        lost = lost[a2]
+        lost = _member(a2, moved, k)
         Dn = _dist_to(X, new[moved])
         rows = np.arange(X.shape[0])
         jmin = np.argmin(Dn, axis=1)

@@ -341,18 +341,14 @@ def _near2(MD):
     m, n = MD.shape
     ar = np.arange(n)
     # argmin over the short axis 0 of long blocks is slow in numpy; _first_min: same indices
-    near, dn = _first_min(MD, 0) if m <= 127 else (np.argmin(MD, axis=0), None)
+    near, dn = _first_min(MD, 0)
     near = near.astype(np.int64, copy=False)
-    if dn is None:
-        dn = MD[near, ar]
     if m == 1:
         return near, np.full(n, -1, np.int64), dn, np.full(n, np.inf, np.float32)
     saved = dn.copy()
     MD[near, ar] = np.inf
-    near2, ds = _first_min(MD, 0) if m <= 127 else (np.argmin(MD, axis=0), None)
+    near2, ds = _first_min(MD, 0)
     near2 = near2.astype(np.int64, copy=False)
-    if ds is None:
-        ds = MD[near2, ar]
     MD[near, ar] = saved
     return near, near2, dn, ds
 

@@ -108,12 +108,12 @@ def sqnorm(X):
 def _first_min(D, ax):
     """``(np.argmin(D, axis=ax), np.min(D, axis=ax))`` of a float32 block, ties to the lowest index.
 
-    For the (m, rows) layout (``ax == 0``, m <= :data:`_TRANSPOSE_MAX`) numpy's argmin over the
-    short axis 0 is ~20x slower than ``min`` on blocks of thousands of rows; the index is found
-    instead as the lowest row equal to the minimum (one comparison and one int8 reduction, 2x
-    faster than argmin from ~2048 rows; below that argmin is kept).
+    For the (m, rows) layout (``ax == 0``) numpy's argmin over the short axis 0 is ~20x slower
+    than ``min`` on blocks of thousands of rows; the index is found instead as the lowest row
+    equal to the minimum (one comparison and one int8 reduction, 2x faster than argmin from
+    ~2048 rows; below that, and for more than 127 rows, which int8 cannot count, argmin is kept).
     """
-    if ax == 1 or D.shape[1] < 2048:  # short blocks: numpy's argmin is faster (cache-resident)
+    if ax == 1 or D.shape[1] < 2048 or D.shape[0] > 127:  # argmin: faster on short blocks
         j = np.argmin(D, axis=ax)
         return j, (D[np.arange(D.shape[0]), j] if ax == 1 else D[j, np.arange(D.shape[1])])
     d = D.min(axis=0)
