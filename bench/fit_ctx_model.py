@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import time
 
 import numpy as np
 from PIL import Image
@@ -33,15 +32,6 @@ def gcp_file(idx: np.ndarray, pal: np.ndarray, body: bytes) -> bytes:
     h, w = idx.shape
     return b"".join([F.MAGIC, F._chunk(b"HEAD", F._HEAD.pack(F.VERSION, pal.shape[1], len(pal), w, h)),
                      F._chunk(b"PLTE", pal.tobytes()), F._chunk(b"DATA", body), F._chunk(b"DONE", b"")])
-
-
-def cpu_min(fn, reps: int = 5) -> float:
-    best = 1e9
-    for _ in range(reps):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return best
 
 
 def maps():
@@ -62,8 +52,8 @@ def main() -> None:
         coding = ("ctx-left" if k <= 64 else "ctx-up") + ("" if k > 64 and idx.size > 1 << 18 else "-zflags")
         g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
         png = B.png8(B.p_image(idx, pal))
-        tg = cpu_min(lambda: Image.open(io.BytesIO(g)).load())
-        tp = cpu_min(lambda: Image.open(io.BytesIO(png)).load())
+        tg = B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), 5)
+        tp = B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 5)
         e = P.estimate(idx, k)
         rows.append((name, idx.size, k, e["bytes"], tg / tp, e["ctx"]))
         print(f"{name[:26]:<26} N {idx.size:>7} k {k:>3}  CTX/PNG-8 {tg / tp:5.2f}  model {e['ctx']:5.2f}", flush=True)
