@@ -22,6 +22,7 @@ import threading
 import zlib
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..errors import GCPFormatError
 from . import streams
@@ -117,6 +118,15 @@ def learn(ctx: np.ndarray, a: np.ndarray, nctx: int, k: int, list_min: int = LIS
     return table, rank_of
 
 
+@functools.lru_cache(maxsize=8)
+def _prefix_masks(k: int) -> tuple:
+    """Two (k, k) bool tables, read-only: row m is ``arange(k) < m``, and its complement."""
+    listed = np.arange(k)[None, :] < np.arange(k)[:, None]
+    unlisted = ~listed
+    listed.flags.writeable = unlisted.flags.writeable = False
+    return listed, unlisted
+
+
 _PARSE_CELLS = 1 << 15  # table cells (contexts x k) per pass of parse_table: scratch under 1 MiB
 
 
@@ -153,15 +163,15 @@ def parse_table(buf: bytes, nctx: int, k: int, offset: int) -> np.ndarray:
         rows = np.repeat(np.arange(ri.size), c)            # row (in ri) of each list entry
         seen = np.zeros((ri.size, k), bool)
         seen[rows, p] = True
-        bad = np.count_nonzero(seen, axis=1) != c           # a repeat
-        if bad.any():
-            ctx = int(ri[np.argmax(bad)])
+        if np.count_nonzero(seen) != rows.size:             # a repeat
+            ctx = int(ri[np.argmax(np.count_nonzero(seen, axis=1) != c)])
             raise GCPFormatError(f"rank table list of context {ctx} has a position >= {k} or a repeat", offset)
         sub = order[ri]                                     # the default orders of those contexts
         new = np.empty_like(sub)
-        listed = np.arange(k) < c[:, None]
-        new[listed] = sub[rows, p]                          # the listed positions, in list order
-        new[~listed] = sub[~seen]                           # then the others, in default order
+        listed, unlisted = _prefix_masks(k)
+        new[listed[c]] = sub[rows, p]                       # the listed positions, in list order
+        np.logical_not(seen, out=seen)
+        new[unlisted[c]] = sub[seen]                        # then the others, in default order
         order[ri] = new
     return order
 
@@ -209,7 +219,12 @@ def _ranks_plain(mv, pos, n, k, partial):
 
 _BLOCK = 1 << 16  # pixels per step when scattering the nonzero ranks (bounded scratch)
 _BIT = np.arange(8)
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount(fbytes: np.ndarray) -> int:
+    """Set bits of the flag plane (unpacked in pieces of ``_BLOCK`` bits: bounded scratch)."""
+    return sum(int(np.count_nonzero(np.unpackbits(fbytes[i:i + _BLOCK // 8])))
+               for i in range(0, fbytes.size, _BLOCK // 8))
 
 
 def _nonzero(fbytes: np.ndarray, s: int, n: int) -> np.ndarray:
@@ -251,7 +266,7 @@ def _ranks_flags(mv, pos, n, k, partial):
             if where.size:
                 return ranks, s + int(where[0])
         return ranks, f_known
-    r_n = int(_POPCOUNT[fbytes].sum(dtype=np.int64))
+    r_n = _popcount(fbytes)
     rest = np.frombuffer(streams.exact("zlib", mv, fe, len(mv), r_n, "rest stream", partial), np.uint8)
     if rest.size and int(rest.max()) > k - 2:
         raise GCPFormatError(f"rest stream holds a rank >= {k}", fe)
@@ -330,12 +345,11 @@ def step_table(order: np.ndarray, k: int, left: bool):
     shift = max(1, (k - 1).bit_length())
     B = 1 << shift
     dt = np.uint16 if B ** (3 if left else 2) <= 1 << 16 else np.uint32
-    table = np.zeros((B, B, B) if left else (B, B), dt)
+    table = (np.empty if k == B else np.zeros)((B, B, B) if left else (B, B), dt)
     if left:
-        table[:k, :k, :k] = order.reshape(k, k, k)
+        np.left_shift(order.reshape(k, k, k), shift, out=table[:k, :k, :k], dtype=dt)
     else:
-        table[:k, :k] = order
-    table <<= shift
+        np.left_shift(order, shift, out=table[:k, :k], dtype=dt)
     return table.ravel(), shift
 
 
@@ -436,14 +450,18 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> 
         tiles = pad.reshape(nby, sy, ntx, sx)
     nd = ny + nx - 1
     # sk[t, 1 + y, tile]: rank, then index << shift, of tile pixel (y, t - y); sk[t, 0] is
-    # scratch (row -1)
+    # scratch (row -1). ``skew[y, x, tile]`` views the pixels by position (tile extents as
+    # stored are ny, nx): one copy fills it (from the tiles made contiguous first: 2-3x faster
+    # than from the map) and one copy empties it.
     sk = np.empty((nd, ny + 1, nt), table.dtype)
-    for y in range(ny):
-        sk[y:y + nx, 1 + y].reshape(nx, nby, ntx)[...] = tiles[:, y, :, :nx].transpose(2, 0, 1)
+    st, sr, se = sk.strides
+    skew = as_strided(sk[:, 1:], (ny, nx, nt), (st + sr, st, se))
+    skew[...] = np.ascontiguousarray(tiles.transpose(0, 2, 1, 3)).reshape(nt, ny, nx).transpose(1, 2, 0)
     np.take(table, sk[0, 1], out=sk[0, 1], mode="wrap")  # tile corners: context 0
     # (mode "wrap" never wraps here: every position is < table.size; it is the fast mode)
     buf = np.empty((ny, nt), table.dtype)
     take, lshift, add = table.take, np.left_shift, np.add  # (bound once: the loop is call-bound on small maps)
+    sh = np.array(shift, table.dtype)  # (a 0-d array of the same dtype: the shift's fastest form)
     for t in range(1, nd):
         lo = t - nx + 1 if t >= nx else 0
         hi = t + 1 if t < ny else ny
@@ -454,15 +472,14 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> 
             prev[t + 1] = prev[t]      # tile column 0: L = U
         cur = sk[t, 1 + lo:1 + hi]
         idx = buf[:hi - lo]
-        lshift(prev[1 + lo:1 + hi], shift, idx)       # L << 2*shift (L is kept << shift)
+        lshift(prev[1 + lo:1 + hi], sh, idx)          # L << 2*shift (L is kept << shift)
         add(idx, prev[lo:hi], idx)                    # + U << shift
         add(idx, cur, idx)                            # + rank
         take(idx, None, cur, "wrap")
     if aligned:
         tiles = out.reshape(nby, sy, ntx, sx)
-    for y in range(ny):
-        np.right_shift(sk[y:y + nx, 1 + y].reshape(nx, nby, ntx).transpose(1, 2, 0), shift,
-                       out=tiles[:, y, :, :nx], casting="unsafe")
+    np.right_shift(sk, shift, out=sk)
+    tiles.transpose(1, 3, 0, 2)[...] = skew.reshape(ny, nx, nby, ntx)
     if not aligned:
         out[...] = pad[:bh, :w]
 
