@@ -215,6 +215,46 @@ def _dist_assigned(X, Xc, centres, assign, rows=None, squared=False):
     return d if squared else np.sqrt(d, out=d)
 
 
+#: at most this many centres that moved far more than the others get exact distances in
+#: :func:`_drop_lower` instead of lowering every bound by their shift
+_BIG_SHIFTS = 4
+_BIG_RATIO = 2.0
+
+
+def _drop_lower(X, Xc, centres, assign, lower, shift):
+    """Update Hamerly's lower bounds (distance to the second-nearest centre) in place after the
+    centres moved by ``shift`` (k,).
+
+    Plain Hamerly lowers every bound by the largest shift.  When a few centres moved much more
+    than the rest (a relocated centre's first update after a swap move, a centre that lost
+    most of its points), that would send nearly every point to the full search; instead the
+    bound drops by the largest shift among the others, and the distance to each far-moved
+    centre (other than the point's own) is measured exactly and taken as a bound too.
+    """
+    k = shift.size
+    nb = min(_BIG_SHIFTS, k - 1)
+    top = np.argsort(-shift, kind="stable")[:nb + 1] if nb > 0 else None
+    if top is None or not shift[top[0]] > _BIG_RATIO * shift[top[nb]]:
+        lower -= shift.max()
+        return
+    big = top[:nb][shift[top[:nb]] > _BIG_RATIO * shift[top[nb]]]
+    lower -= shift[top[big.size]]
+    Q = centres[big]
+    for j, c in enumerate(big):
+        if Xc is not None:
+            d = Xc[0] - Q[j, 0]
+            d *= d
+            for ch in (1, 2):
+                t = Xc[ch] - Q[j, ch]
+                t *= t
+                d += t
+        else:
+            d = sqnorm(X - Q[j])
+        np.sqrt(d, out=d)
+        d[assign == c] = np.inf
+        np.minimum(lower, d, out=lower)
+
+
 def _weighted_cols(X, w):
     """[w * X[:, c] for each channel] as contiguous float64 arrays (Lloyd's centre sums)."""
     return [X[:, c].astype(np.float64) * w for c in range(X.shape[1])]
@@ -266,7 +306,7 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None,
         if not shift.any():
             break
         upper += shift[assign]
-        lower -= shift.max()
+        _drop_lower(X, Xc, centres, assign, lower, shift)
         todo = np.flatnonzero(upper >= lower)
         if todo.size:
             upper[todo] = _dist_assigned(X, Xc, centres, assign, todo)
