@@ -43,7 +43,7 @@ import numbers
 
 import numpy as np
 
-from .nearest import _first_min, matmul_small, nearest, sqnorm
+from .nearest import _first_min, matmul_small, nearest, nearest_two, sqnorm
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -99,11 +99,15 @@ def _pairwise(A, B, metric):
     return D
 
 
-def _rowdist(A, b, metric):
-    """Distance of each row of ``A`` (n, C) to one point ``b`` (C,) -> (n,) float32."""
+def _rowdist(A, b, metric, squared=False):
+    """Distance of each row of ``A`` (n, C) to ``b``: one point (C,) or one per row (n, C).
+
+    -> (n,) of the common dtype; ``squared``: the squared distance for "euclidean".
+    """
     d = A - b
     if metric == "euclidean":
-        return np.sqrt(sqnorm(d))
+        d2 = sqnorm(d)
+        return d2 if squared else np.sqrt(d2, out=d2)
     np.abs(d, out=d)
     return d.sum(1) if metric == "manhattan" else d.max(1)
 
@@ -534,58 +538,188 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
 
 
 # --------------------------------------------------------------------------- stage 3
-def _descent_points(X, w, labels, dist, M, metric):
-    """One Weiszfeld-type step from every medoid towards its cluster's metric centre.
+def _near2_all(X, M, metric):
+    """Nearest medoid of every colour, its distance and the second-nearest distance, chunked.
 
-    X : (U, C) float32, w : (U,) float64, labels / dist : (U,) nearest medoid and
-    distance to it, M : (m, C) float32 medoids -> (m, C) float32 target points.
+    X : (U, C) float32, M : (m, C) float32 -> labels (U,) int64, dn (U,) float32,
+    ds (U,) float64 (``inf`` when ``m == 1``).  Ties go to the lowest medoid index;
+    ``labels`` and ``dn`` are those of :func:`_assign`.
+    """
+    if metric == "euclidean":
+        labels, d1, d2 = nearest_two(X, M)
+        return labels, np.sqrt(d1), np.sqrt(d2).astype(np.float64)
+    U = X.shape[0]
+    m = M.shape[0]
+    labels = np.empty(U, np.int64)
+    dn = np.empty(U, np.float32)
+    ds = np.full(U, np.inf)
+    step = max(256, _CHUNK_ELEMS // max(m * 2, 1))
+    for s in range(0, U, step):
+        D = _pairwise(X[s:s + step], M, metric)
+        r = np.arange(D.shape[0])
+        j = np.argmin(D, axis=1)
+        labels[s:s + step] = j
+        dn[s:s + step] = D[r, j]
+        if m > 1:
+            D[r, j] = np.inf
+            ds[s:s + step] = D.min(1)
+    return labels, dn, ds
+
+
+def _coldist(XT, b, metric, squared=False):
+    """Distances of the columns of ``XT`` (C, n) to ``b``: one point (C,) or one per column (C, n).
+
+    -> (n,) float32; ``squared``: the squared distance for "euclidean".  Channel by
+    channel over contiguous rows (numpy is slow on the short rows of an (n, C) array);
+    the channels are summed in order, as :func:`~pillow_gcp.quantizers.nearest.sqnorm`.
+    """
+    out = None
+    for c in range(XT.shape[0]):
+        d = XT[c] - b[c]
+        if metric == "euclidean":
+            d *= d
+        else:
+            np.abs(d, out=d)
+        if out is None:
+            out = d
+        elif metric == "chebyshev":
+            np.maximum(out, d, out=out)
+        else:
+            out += d
+    if metric == "euclidean" and not squared:
+        np.sqrt(out, out=out)
+    return out
+
+
+def _reassign(X, XT, M, Mprev, labels, dn, lb, metric, slack):
+    """Nearest medoids after some medoids moved, rescanning only where they may differ.
+
+    X : (U, C) float32 colours, XT : (C, U) the same transposed; ``labels`` / ``dn``
+    (U,) are the nearest medoid and distance of every colour for the medoids ``Mprev``
+    (m, C), ``lb`` (U,) float64 a lower bound of its distance to every other medoid.  A
+    medoid that moved by ``delta`` is at least ``lb - delta`` from the colour (triangle
+    inequality; Hamerly's bound), so a colour whose distance to its own (possibly moved)
+    medoid is below ``lb`` minus the largest shift of the other medoids, minus ``slack``
+    (rounding), keeps it; the others are assigned again against all medoids.  The result
+    is the nearest-medoid assignment of ``M`` (ties to the lowest index, as
+    :func:`_near2_all`).  The arrays are updated in place and returned.
+    """
+    m = M.shape[0]
+    moved = _rowdist(M.astype(np.float64), Mprev.astype(np.float64), metric)
+    if not np.any(moved > 0):
+        return labels, dn, lb
+    top = np.argsort(-moved, kind="stable")
+    second = moved[top[1]] if m > 1 else 0.0
+    lb -= np.where(labels == top[0], second, moved[top[0]])
+    own = np.flatnonzero(moved[labels] > 0)
+    if own.size:
+        lo = labels[own]
+        dn[own] = _coldist(np.take(XT, own, axis=1), M.T[:, lo], metric)
+    redo = np.flatnonzero(~(dn + slack < lb))
+    if redo.size:
+        labels[redo], dn[redo], lb[redo] = _near2_all(np.take(X, redo, axis=0), M, metric)
+    return labels, dn, lb
+
+
+def _descent_point(XmT, wm, dm, Mi, metric):
+    """One Weiszfeld-type step from a medoid towards its cluster's metric centre.
+
+    XmT : (C, n) float32 members (transposed), wm : (n,) float64 weights, dm : (n,)
+    float32 their distances to the medoid ``Mi`` (C,) -> (C,) float32 target point.
     Euclidean: the Weiszfeld step of the weighted geometric median (members weighted by
     ``w / d``); manhattan: the same step per channel (``w / |x_c - m_c|``, the 1-D
     median); chebyshev: the Euclidean-style step with Chebyshev ``d``.  Members at
     distance 0 are left out, as in the modified Weiszfeld algorithm.
     """
-    m, C = M.shape
-    Y = M.astype(np.float64).copy()
+    Y = Mi.astype(np.float64)
     if metric == "manhattan":
-        for c in range(C):
-            d = np.abs(X[:, c] - M[labels, c]).astype(np.float64)
-            iw = np.divide(w, d, out=np.zeros_like(d), where=d > 0)
-            den = np.bincount(labels, weights=iw, minlength=m)
-            num = np.bincount(labels, weights=iw * X[:, c], minlength=m)
-            ok = den > 0
-            Y[ok, c] = num[ok] / den[ok]
+        for c in range(XmT.shape[0]):
+            d = np.abs(XmT[c] - Mi[c]).astype(np.float64)
+            iw = np.divide(wm, d, out=np.zeros_like(d), where=d > 0)
+            den = iw.sum()
+            if den > 0:
+                Y[c] = np.einsum("i,i->", iw, XmT[c].astype(np.float64)) / den
         return Y.astype(np.float32)
-    d = dist.astype(np.float64)
-    iw = np.divide(w, d, out=np.zeros_like(d), where=d > 0)
-    den = np.bincount(labels, weights=iw, minlength=m)
-    ok = den > 0
-    for c in range(C):
-        num = np.bincount(labels, weights=iw * X[:, c], minlength=m)
-        Y[ok, c] = num[ok] / den[ok]
+    d = dm.astype(np.float64)
+    iw = np.divide(wm, d, out=np.zeros_like(d), where=d > 0)
+    den = iw.sum()
+    if den > 0:
+        Y = np.einsum("ji,i->j", XmT.astype(np.float64), iw) / den
     return Y.astype(np.float32)
 
 
-def _polish(X, w, Fx, midx, metric, allowed=None):
+def _cluster_costs(Mc, XmT, wm, metric):
+    """Weighted distance sums of candidates over a cluster, float32 products, chunked.
+
+    Mc : (r, C) float32 candidates, XmT : (C, n) float32 members (transposed), wm : (n,)
+    float64 weights -> (r,) float64 ``sum_j wm_j d(Mc_i, x_j)`` (float32 partial sums:
+    they rank the candidates; the chosen one is checked in float64 by :func:`_cost64`).
+    """
+    r, C = Mc.shape
+    n = XmT.shape[1]
+    cost = np.zeros(r, np.float64)
+    step = max(256, _CHUNK_ELEMS // max(r, 1))
+    wp = np.zeros((min(step, n), 2), np.float32)  # matmul_small pads one column to two
+    if metric == "euclidean":
+        # |c|^2 - 2 c.x + |x|^2 as one product: [c, |c|^2, 1] @ [-2 x; 1; |x|^2]
+        A = np.empty((r, C + 2), np.float32)
+        A[:, :C] = Mc
+        A[:, C] = sqnorm(Mc)
+        A[:, C + 1] = 1.0
+        Bt = np.empty((C + 2, min(step, n)), np.float32)
+    for s in range(0, n, step):
+        Xc = XmT[:, s:s + step]
+        b = Xc.shape[1]
+        if metric == "euclidean":
+            B = Bt[:, :b]
+            np.multiply(Xc, -2.0, out=B[:C])
+            B[C] = 1.0
+            B[C + 1] = _coldist(Xc, np.zeros(C, np.float32), metric, squared=True)
+            D = matmul_small(A, B)
+            np.maximum(D, 0, out=D)
+            np.sqrt(D, out=D)
+        else:
+            D = _pairwise(Mc, np.ascontiguousarray(Xc.T), metric)
+        wp[:b, 0] = wm[s:s + step]
+        cost += matmul_small(D, wp[:b])[:, 0]
+    return cost
+
+
+def _cost64(XmT, wm, c, metric):
+    """Weighted distance sum of one candidate ``c`` (C,) over ``XmT`` (C, n), in float64."""
+    d = _rowdist(XmT.T.astype(np.float64), c.astype(np.float64), metric)
+    return float(np.einsum("i,i->", d, wm))
+
+
+def _polish(X, w, Fx, midx, metric, allowed=None, slack=1e-3):
     """Alternating exact polish on the full histogram.
 
     X : (U, C) float32, w : (U,) float64, Fx : (F, C) float32 fixed medoids,
     midx : (m,) int64 rows of X that are the free medoids, allowed : None or (U,) bool
-    rows that may become medoids (not equal to a fixed row).  Returns the improved
-    ``midx``; the weighted loss never increases.
+    rows that may become medoids (not equal to a fixed row), slack : rounding margin of
+    the distances (see :func:`_reassign`).  Returns the improved ``midx``; the weighted
+    loss never increases.
 
-    Each round assigns every colour to its nearest medoid, takes one Weiszfeld-type
-    step from each medoid towards its cluster centre, and evaluates exactly (over all
-    members of the cluster, chunked) the cost of the members nearest that point and
-    nearest the current medoid; the cheapest becomes the medoid.
+    Each round assigns every colour to its nearest medoid (the first round all colours,
+    later rounds only those whose nearest medoid may have changed, :func:`_reassign`),
+    takes one Weiszfeld-type step from each medoid towards its cluster centre, and
+    evaluates (over all members of the cluster, chunked) the cost of the members
+    nearest that point and nearest the current medoid; the cheapest becomes the medoid
+    if its float64 cost is below the current medoid's.
     """
     F = Fx.shape[0]
     midx = midx.copy()
     m = F + midx.size
+    XT = np.ascontiguousarray(X.T)
     prev = np.inf
-    rounds = _MAX_ALT
-    for it in range(rounds):
+    Mprev = None
+    for it in range(_MAX_ALT):
         M = np.concatenate([Fx, X[midx]])
-        labels, dist = _assign(X, M, metric)
+        if Mprev is None:
+            labels, dist, lb = _near2_all(X, M, metric)
+        else:
+            labels, dist, lb = _reassign(X, XT, M, Mprev, labels, dist, lb, metric, slack)
+        Mprev = M
         loss = float(np.einsum("i,i->", dist.astype(np.float64), w))
         if not loss < prev * (1 - _POLISH_TOL):
             break
@@ -593,37 +727,33 @@ def _polish(X, w, Fx, midx, metric, allowed=None):
         # stable order by medoid; uint8 labels (m <= 256) get numpy's radix sort
         order = np.argsort(labels.astype(np.uint8 if m <= 256 else np.int32), kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(m + 1))
-        Y = _descent_points(X, w, labels, dist, M, metric)
         changed = False
         for i in range(F, m):
             mem = order[bounds[i]:bounds[i + 1]]
             if mem.size <= 1:
                 continue
-            Xm = X[mem]
-            wm = w[mem]
+            XmT = np.take(XT, mem, axis=1)
+            wm = np.take(w, mem)
+            Y = _descent_point(XmT, wm, np.take(dist, mem), M[i], metric)
             t = min(_POLISH_CANDIDATES, mem.size)
             cand = [np.flatnonzero(mem == midx[i - F])]
-            for cvec, tt in ((Y[i], t), (M[i], max(1, t // 3))):
+            for cvec, tt in ((Y, t), (M[i], max(1, t // 3))):
                 if tt < mem.size:
-                    dc = _rowdist(Xm, cvec, metric)
+                    dc = _coldist(XmT, cvec, metric, squared=True)
                     cand.append(np.argpartition(dc, tt - 1)[:tt])
                 else:
                     cand.append(np.arange(mem.size))
             cand = np.unique(np.concatenate(cand))
             if allowed is not None:
                 cand = cand[allowed[mem[cand]] | (mem[cand] == midx[i - F])]
-            # exact weighted cost of each candidate over the whole cluster, chunked
-            cost = np.zeros(cand.size, np.float64)
-            step = max(1, _CHUNK_ELEMS // max(cand.size, 1))
-            Mc = Xm[cand]
-            for s in range(0, mem.size, step):
-                cost += np.einsum("ij,j->i", _pairwise(Mc, Xm[s:s + step], metric), wm[s:s + step])
+            cost = _cluster_costs(np.ascontiguousarray(XmT[:, cand].T), XmT, wm, metric)
             best = int(np.argmin(cost))
             new = int(mem[cand[best]])
             if new == midx[i - F]:
                 continue
             cur = np.flatnonzero(mem[cand] == midx[i - F])
-            if cur.size and not cost[best] < cost[cur[0]] * (1 - 1e-7):
+            if cur.size and not (_cost64(XmT, wm, XmT[:, cand[best]], metric)
+                                 < _cost64(XmT, wm, XmT[:, cand[cur[0]]], metric) * (1 - 1e-7)):
                 continue
             midx[i - F] = new
             changed = True
@@ -767,6 +897,10 @@ def _kmedoids(colors, weights, k, metric, seed, fixed):
         L = surrogate(D, pw, MDf, med)
         if best is None or L < best[0]:
             best = (L, med)
-    midx = _polish(X, w, Fx, cand[best[1]], metric, allowed_col if F else None)
+    if colors.dtype == np.uint8:
+        slack = 1e-3  # integer squared distances are exact in float32: only the root rounds
+    else:  # |x|^2 - 2 x.p + |p|^2 in float32 loses ~1e-7 of the squared norms
+        slack = float(np.sqrt(1e-6 * (1.0 + np.max(sqnorm(X)) + (np.max(sqnorm(Fx)) if F else 0.0))))
+    midx = _polish(X, w, Fx, cand[best[1]], metric, allowed_col if F else None, slack)
     return np.concatenate([fixedX, colors[midx]])
 
