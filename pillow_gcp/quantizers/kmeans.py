@@ -67,32 +67,33 @@ def _split_init(X, w, k):
         present[L] = True
         ub = np.flatnonzero(present)
         nb = ub.size
-        Ld = (np.cumsum(present) - 1)[L]
-        wp = w[pts]
+        Ld = np.take(np.cumsum(present) - 1, L)
+        wp = np.take(w, pts)
         W = np.bincount(Ld, weights=wp, minlength=nb)
         WX = np.empty((nb, C))
         WXX = np.empty((nb, C))
-        Xp = X[pts]
-        wXp = wX[pts]
+        # row gathers by np.take: 3-4x faster than fancy indexing of (n, C) rows
+        Xp = np.take(X, pts, axis=0)
+        wXp = np.take(wX, pts, axis=0)
         for c in range(C):
             WX[:, c] = np.bincount(Ld, weights=wXp[:, c], minlength=nb)
             WXX[:, c] = np.bincount(Ld, weights=wXp[:, c] * Xp[:, c], minlength=nb)
         var = WXX - WX * WX / W[:, None]
         axis = np.argmax(var, axis=1)
-        coord = Xp[np.arange(pts.size), axis[Ld]]
+        coord = np.take_along_axis(Xp, np.take(axis, Ld)[:, None], axis=1)[:, 0]
         # sort by (box, coordinate) with one float key: box id + coordinate in [0, 0.5]
         o = np.argsort(Ld + (coord - lo) * inv_span)
-        Ls = Ld[o]
-        ws = wp[o]
+        Ls = np.take(Ld, o)
+        ws = np.take(wp, o)
         cw = np.cumsum(ws)
-        cwx = np.cumsum(wXp[o], axis=0)
+        cwx = np.cumsum(np.take(wXp, o, axis=0), axis=0)
         starts = np.flatnonzero(np.r_[True, Ls[1:] != Ls[:-1]])
-        base_w = np.r_[0.0, cw][starts]
-        base_x = np.vstack([np.zeros((1, C)), cwx])[starts]
-        lw = cw - base_w[Ls]
-        lx = cwx - base_x[Ls]
-        rw = W[Ls] - lw
-        rx = WX[Ls] - lx
+        base_w = np.take(np.r_[0.0, cw], starts)
+        base_x = np.take(np.vstack([np.zeros((1, C)), cwx]), starts, axis=0)
+        lw = cw - np.take(base_w, Ls)
+        lx = cwx - np.take(base_x, Ls, axis=0)
+        rw = np.take(W, Ls) - lw
+        rx = np.take(WX, Ls, axis=0) - lx
         tot = np.einsum("ij,ij->i", WX, WX) / W
         with np.errstate(divide="ignore", invalid="ignore"):
             g = (np.einsum("ij,ij->i", lx, lx) / lw + np.einsum("ij,ij->i", rx, rx) / rw
