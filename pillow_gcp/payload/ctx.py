@@ -22,7 +22,6 @@ import threading
 import zlib
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..errors import GCPFormatError
 from . import streams
@@ -332,6 +331,7 @@ def decode(mv: memoryview, width: int, height: int, k: int, partial: bool) -> np
 
 
 _BAND_BYTES = 1 << 22  # scratch of one band of tile rows (the skewed ranks): about 2 * itemsize per pixel
+_SMALL_BAND = 1 << 18  # pixels: bands up to this size are skewed through a contiguous copy of their tiles
 
 
 def step_table(order: np.ndarray, k: int, left: bool):
@@ -451,12 +451,14 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> 
     nd = ny + nx - 1
     # sk[t, 1 + y, tile]: rank, then index << shift, of tile pixel (y, t - y); sk[t, 0] is
     # scratch (row -1). ``skew[y, x, tile]`` views the pixels by position (tile extents as
-    # stored are ny, nx): one copy fills it (from the tiles made contiguous first: 2-3x faster
-    # than from the map) and one copy empties it.
+    # stored are ny, nx): one copy fills it and one copy empties it.
     sk = np.empty((nd, ny + 1, nt), table.dtype)
     st, sr, se = sk.strides
-    skew = as_strided(sk[:, 1:], (ny, nx, nt), (st + sr, st, se))
-    skew[...] = np.ascontiguousarray(tiles.transpose(0, 2, 1, 3)).reshape(nt, ny, nx).transpose(1, 2, 0)
+    skew = np.ndarray((ny, nx, nt), sk.dtype, sk, sr, (st + sr, st, se))   # (as_strided costs 10x more)
+    if tiles.size <= _SMALL_BAND:  # from the tiles made contiguous first: 2x faster, 1 more byte per pixel
+        skew[...] = np.ascontiguousarray(tiles.transpose(0, 2, 1, 3)).reshape(nt, ny, nx).transpose(1, 2, 0)
+    else:
+        skew.reshape(ny, nx, nby, ntx)[...] = tiles.transpose(1, 3, 0, 2)
     np.take(table, sk[0, 1], out=sk[0, 1], mode="wrap")  # tile corners: context 0
     # (mode "wrap" never wraps here: every position is < table.size; it is the fast mode)
     buf = np.empty((ny, nt), table.dtype)
