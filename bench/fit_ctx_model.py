@@ -2,18 +2,19 @@
 
 For the 40 palette graphics (``../shared/corpus/palette-graphics``, their own indices) and the 14
 photos of ``photos-more`` quantized to k = 16, 64 and 256, the map is written as a whole .gcp file in
-CTX (LEFT when k <= 64, the flags the default policy uses) and as PNG-8, and ``Image.open(...).load()``
-of each is timed (process CPU time, min of 5). The log of the ratio CTX / PNG-8 is fitted by least
+CTX (LEFT and the flags as the default policy picks them: ``payload.uses_left``) and as PNG-8, and ``Image.open(...).load()``
+of each is timed (process CPU time, min of ``--reps``, default 11). The log of the ratio CTX / PNG-8 is fitted by least
 squares, separately with and without LEFT, on ``[1, ln N, ln(B/N + 1e-4), ln k]`` with ``B`` the
 model's predicted LZMA2 bytes (``payload.estimate(...)["bytes"]``). It prints the constants (to put in
 ``payload._CTX_LEFT`` / ``_CTX_UP``, with c0 raised by the cap's margin) and, for the model now in
 ``payload``, how many maps the 4.0x cap lets through and the largest true ratio among them.
 
-    python bench/fit_ctx_model.py
+    python bench/fit_ctx_model.py [--reps N]
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
@@ -46,14 +47,17 @@ def maps():
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=11, help="timed decodes per file (the minimum is kept)")
+    reps = ap.parse_args().reps
     rows = []
     for name, idx, pal in maps():
         k = len(pal)
-        coding = ("ctx-left" if k <= 64 else "ctx-up") + ("" if k > 64 and idx.size > 1 << 18 else "-zflags")
+        coding = ("ctx-left" if P.uses_left(idx.size, k) else "ctx-up") + ("" if k > 64 and idx.size > P.BIG else "-zflags")
         g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
         png = B.png8(B.p_image(idx, pal))
-        tg = B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), 5)
-        tp = B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 5)
+        tg = B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), reps)
+        tp = B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), reps)
         e = P.estimate(idx, k)
         rows.append((name, idx.size, k, e["bytes"], tg / tp, e["ctx"]))
         print(f"{name[:26]:<26} N {idx.size:>7} k {k:>3}  CTX/PNG-8 {tg / tp:5.2f}  model {e['ctx']:5.2f}", flush=True)
@@ -62,7 +66,8 @@ def main() -> None:
     b = np.array([r[3] for r in rows], float)
     true = np.array([r[4] for r in rows])
     model = np.array([r[5] for r in rows])
-    for label, m in (("LEFT (k <= 64)", k <= 64), ("U only (k > 64)", k > 64)):
+    left = np.array([P.uses_left(int(a), int(b)) for a, b in zip(n, k)])
+    for label, m in (("LEFT", left), ("U only", ~left)):
         X = np.c_[np.ones(m.sum()), np.log(n[m]), np.log(b[m] / n[m] + 1e-4), np.log(k[m])]
         c, *_ = np.linalg.lstsq(X, np.log(true[m]), rcond=None)
         err = np.exp(X @ c) / true[m] - 1

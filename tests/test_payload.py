@@ -166,7 +166,8 @@ def test_estimate_by_hand_and_monotone():
     assert e["bytes"] == pytest.approx(4 * 1.402 / 8)
     png = 64.5e-6 + 2.36e-9 * 4 + 10.1e-9 * e["bytes"]
     assert e["lzma2"] == pytest.approx((82.8e-6 + 0.653e-9 * 4 + 62.2e-9 * e["bytes"]) / png)
-    c0, c1, c2, c3 = P._CTX_LEFT
+    assert not P.uses_left(4, 2)  # 4 pixels for 4 (L, U) contexts: the model of U alone
+    c0, c1, c2, c3 = P._CTX_UP
     assert e["ctx"] == pytest.approx(math.exp(c0 + c1 * math.log(4) + c2 * math.log(e["bytes"] / 4 + 1e-4)
                                               + c3 * math.log(2)))
     # the CTX ratio falls with the map's size (fixed costs), for both context kinds
@@ -176,6 +177,23 @@ def test_estimate_by_hand_and_monotone():
     assert P.estimate(np.zeros((50, 50), np.uint8), 1)["bytes"] == 0
     sizes = [P.estimate(blocky(200, 200, 64, seed=1, noise=x), 64)["bytes"] for x in (0.0, 0.1, 0.5, 1.0)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 2
+
+
+def test_left_needs_pixels_per_context():
+    # LEFT has k*k contexts: the model uses it from LEFT_MIN pixels per context on, and never for k > 64
+    assert P.uses_left(P.LEFT_MIN * 16 * 16, 16) and not P.uses_left(P.LEFT_MIN * 16 * 16 - 1, 16)
+    assert not P.uses_left(10 ** 8, 65)
+    big, small = blocky(400, 400, 24, seed=3, noise=0.2), blocky(60, 60, 24, seed=3, noise=0.2)
+    assert P.uses_left(big.size, 24) and not P.uses_left(small.size, 24)
+    for a in (big, small):
+        est = P.estimate(a, 24)
+        c = P._CTX_LEFT if P.uses_left(a.size, 24) else P._CTX_UP
+        b = est["bytes"]
+        assert est["ctx"] == pytest.approx(math.exp(c[0] + c[1] * math.log(a.size) + c[2] * math.log(b / a.size + 1e-4)
+                                                    + c[3] * math.log(24)))
+        (coding,) = P.choose(a, 24)
+        if coding.startswith("ctx"):
+            assert coding.startswith("ctx-left") == P.uses_left(a.size, 24)
 
 
 def test_default_level_codes_once(monkeypatch):

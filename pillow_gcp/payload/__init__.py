@@ -41,16 +41,22 @@ BIG = 1 << 18       # pixels: above this, k > 64 maps get plain ranks (faster to
 # Levels 4-8 write no coding predicted (by :func:`estimate`) to decode slower than CAP x PNG-8's time; issue 13
 # asks for no image over 4x. LZMA2 keeps a margin (the model's ratio error is ~15 % median, up to ~45 %; in the
 # fit data no map predicted <= 3.1 decodes over 3.44x). The CTX ratio model carries its margin inside (its
-# predictions are scaled up by 4/3.8 with LEFT and 4/3 without, see estimate(); repeated measurements of the
-# same 256x256 photos vary by +-15 %, and these small LEFT maps sit at 3.3-4.5x). In the first fit run no map
-# predicted <= 4.0 decodes over 3.63x.
+# predictions are scaled up by 1.11 with LEFT and 1.22 without, see estimate(); its error is 9-11 % median,
+# repeated measurements of the same small map vary by up to 20 %).
 LZMA2_CAP = 3.1
 CTX_CAP = 4.0
 SAMPLE_ABOVE = 1 << 20  # pixels: estimate() reads a quarter of the rows of bigger maps
 LZ_FRIENDLY = 1 / 128  # predicted LZMA2 bytes per pixel below which LZMA2 beats CTX (long exact repeats: mazes)
+# CTX with LEFT has k*k contexts: it pays only with enough pixels per context. Measured (photos-more and every
+# third Kodak photo at full and half size, k = 24..64: 176 maps), LEFT / U-only payload size, median by
+# N / k^2: < 8 px: 1.09, 16-24: 1.02, 24-32: 1.00, 32-48: 0.96, 64-96: 0.96, 128+: 0.89; U alone also decodes
+# 1.5-2x faster on those small maps (no wavefront).
+LEFT_MIN = 32  # pixels per LEFT context (N >= LEFT_MIN * k^2) for the model to choose LEFT
 # estimate()'s CTX decode-time ratio model, (c0, c1, c2, c3), the cap's margin folded into c0
-_CTX_LEFT = (4.1382 + math.log(4 / 3.8), -0.3334, -0.2262, 0.1506)
-_CTX_UP = (3.4984 + math.log(4 / 3), -0.2989, -0.0889, 0.1436)
+# (refit at the decoder of commit eb4884c with LEFT chosen by uses_left(); margins e^0.1 = 1.11x with LEFT, e^0.2
+# = 1.22x without: in the two fit runs no map so predicted within the cap decoded over 2.97x PNG-8's time)
+_CTX_LEFT = (3.5956 + 0.1, -0.3094, -0.2909, 0.1702)
+_CTX_UP = (4.5219 + 0.2, -0.4522, -0.1597, 0.2688)
 
 
 def estimate(a: np.ndarray, k: int) -> dict:
@@ -65,10 +71,10 @@ def estimate(a: np.ndarray, k: int) -> dict:
     * PNG-8 (the yardstick): ``64.5e-6 + 2.36e-9 N + 10.1e-9 B``
     * ZLIB: at most PNG's (measured 0.55-1.0x; not modelled)
     * LZMA2: ``82.8e-6 + 0.653e-9 N + 62.2e-9 B`` (LZMA decodes ~60 ns per compressed byte)
-    * CTX, as a ratio to PNG-8 directly (the decoder of commit 2afb28f: with LEFT a wavefront of ~127 numpy
+    * CTX, as a ratio to PNG-8 directly (the decoder of commit eb4884c: with LEFT a wavefront of ~127 numpy
       steps per band, without it a chain and a step per tile row; least squares on the log ratio over the
-      same maps, median error 5 % with LEFT and 9 % without, at most 16 % / 40 %), then scaled by the margin
-      of the cap (4/3.8 with LEFT, 4/3 without):
+      same maps, LEFT as :func:`uses_left` picks it, median error 9 % with LEFT and 11 % without, at most
+      55 % / 93 % too low), then scaled by the margin of the cap (1.11 with LEFT, 1.22 without):
       ``exp(c0 + c1 ln N + c2 ln(B/N + 1e-4) + c3 ln k)`` with ``(c0, c1, c2, c3)`` = ``_CTX_LEFT`` or ``_CTX_UP``
 
     Returns ``{"bytes": B, "lzma2": ratio, "ctx": ratio}`` (ratios = predicted time / PNG-8's). Costs two
@@ -95,7 +101,7 @@ def estimate(a: np.ndarray, k: int) -> dict:
     h_f = 0.0 if f <= 0 or f >= 1 else -(f * np.log2(f) + (1 - f) * np.log2(1 - f))
     b = n * (0.766 * f * h_new + 1.402 * h_f) / 8
     png = 64.5e-6 + 2.36e-9 * n + 10.1e-9 * b
-    c0, c1, c2, c3 = _CTX_LEFT if k <= ctx.LEFT_MAX_K else _CTX_UP
+    c0, c1, c2, c3 = _CTX_LEFT if uses_left(n, k) else _CTX_UP
     ctx_ratio = math.exp(c0 + c1 * math.log(n) + c2 * math.log(b / n + 1e-4) + c3 * math.log(k))
     return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png, "ctx": ctx_ratio}
 
@@ -129,6 +135,12 @@ def _check_indices(indices, palette_size) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def uses_left(n: int, k: int) -> bool:
+    """Whether the model's CTX coding of an n-pixel map with palette size k has LEFT: k <= 64 and at
+    least ``LEFT_MIN`` pixels per (L, U) context."""
+    return k <= ctx.LEFT_MAX_K and n >= LEFT_MIN * k * k
+
+
 def codings_for(k: int) -> tuple:
     """The codings valid for palette size ``k`` (LEFT needs k <= 64)."""
     return tuple(c for c in CODINGS if not (c.startswith("ctx-left") and k > ctx.LEFT_MAX_K))
@@ -146,8 +158,8 @@ def choose(indices: np.ndarray, k: int, level: int = DEFAULT_LEVEL) -> tuple:
       ``LZ_FRIENDLY`` bytes per pixel (long exact repeats: maze maps); else LZMA2 when it is predicted
       within ``LZMA2_CAP`` (sprites, tiles, icons with repeats: ~7 % smaller than ZLIB there); else ZLIB
       at ``level`` (small noisy sprites: ZLIB decodes faster than PNG, LZMA2 at 60 ns per byte does not).
-      CTX flags: LEFT (context (L, U)) when k <= 64, else U alone (the k^2-context table costs too
-      much); ZFLAGS except k > 64 on maps over 2^18 pixels (plain ranks: < 1 % larger, faster to decode).
+      CTX flags: LEFT (context (L, U)) when k <= 64 and the map has ``LEFT_MIN`` pixels per (L, U)
+      context, else U alone (the k^2-context table costs more than it saves); ZFLAGS except k > 64 on maps over 2^18 pixels (plain ranks: < 1 % larger, faster to decode).
     """
     a = np.asarray(indices)
     n = a.size
@@ -158,7 +170,7 @@ def choose(indices: np.ndarray, k: int, level: int = DEFAULT_LEVEL) -> tuple:
     est = estimate(a, k)
     lz_ok = est["lzma2"] <= LZMA2_CAP
     if est["ctx"] <= CTX_CAP and not (lz_ok and est["bytes"] < LZ_FRIENDLY * n):
-        left = k <= ctx.LEFT_MAX_K
+        left = uses_left(n, k)
         zflags = not (k > 64 and n > BIG)
         return ("ctx-" + ("left" if left else "up") + ("-zflags" if zflags else ""),)
     return ("lzma2",) if lz_ok else ("zlib",)
