@@ -219,18 +219,26 @@ def _reduce(X, w, max_points, V0=None):
     X of each cell's representative (the member nearest the cell mean).
     """
     U, C = X.shape
-    # per channel: numpy's reductions over axis 0 of a narrow (U, C) array are ~9x slower
-    lo = np.array([X[:, c].min() for c in range(C)], X.dtype)
-    span = np.maximum(np.array([X[:, c].max() for c in range(C)], X.dtype) - lo, 1e-12)
-    Z = (X - lo) * (1.0 / span).astype(np.float32)  # in [0, 1]
+    # channel rows: numpy is several times slower on the short rows of an (U, C) array
+    XT = np.ascontiguousarray(X.T)
+    lo = np.array([XT[c].min() for c in range(C)], X.dtype)
+    span = np.maximum(np.array([XT[c].max() for c in range(C)], X.dtype) - lo, 1e-12)
+    scale = (1.0 / span).astype(np.float32)
+    ZT = np.empty_like(XT)  # in [0, 1]
+    for c in range(C):
+        np.subtract(XT[c], lo[c], out=ZT[c])
+        ZT[c] *= scale[c]
     lmax = 128 if C == 3 else 40
 
     def occupancy(levels):
-        q = np.minimum((Z * np.float32(levels)).astype(np.int32), levels - 1)
-        cell = q[:, 0].astype(np.int64)
-        for c in range(1, C):
-            cell *= levels
-            cell += q[:, c]
+        cell = None
+        for c in range(C):
+            q = np.minimum((ZT[c] * np.float32(levels)).astype(np.int32), levels - 1)
+            if cell is None:
+                cell = q.astype(np.int64)
+            else:
+                cell *= levels
+                cell += q
         occ = np.zeros(levels ** C, bool)
         occ[cell] = True
         return cell, occ, int(np.count_nonzero(occ))
@@ -282,19 +290,26 @@ def _reduce(X, w, max_points, V0=None):
     remap = np.cumsum(occ) - 1
     cell = remap[cell]
     pw = np.bincount(cell, weights=w, minlength=n)
-    P = np.empty((n, C), np.float64)
-    V = np.empty((n, C), np.float64)
+    PT = np.empty((C, n), np.float64)
+    VT = np.empty((C, n), np.float64)
     inv = 1.0 / np.maximum(pw, 1e-300)
     for c in range(C):
-        P[:, c] = np.bincount(cell, weights=w * X[:, c], minlength=n) * inv
-        r = X[:, c] - P[cell, c]
+        PT[c] = np.bincount(cell, weights=w * XT[c], minlength=n) * inv
+        r = XT[c] - np.take(PT[c], cell)
         r *= r
         if V0 is not None:
             r += V0[:, c]
-        V[:, c] = np.bincount(cell, weights=w * r, minlength=n) * inv
-    P = P.astype(np.float32)
-    d = X - P[cell]
-    d = sqnorm(d).astype(np.float64)
+        VT[c] = np.bincount(cell, weights=w * r, minlength=n) * inv
+    PT = PT.astype(np.float32)
+    P = np.ascontiguousarray(PT.T)
+    dT = [XT[c] - np.take(PT[c], cell) for c in range(C)]
+    if C == 3:  # sqnorm's sum in channel order
+        d = dT[0] * dT[0]
+        d += dT[1] * dT[1]
+        d += dT[2] * dT[2]
+    else:
+        d = sqnorm(np.stack(dT, axis=1))
+    d = d.astype(np.float64)
     key = cell + d / (d.max() + 1.0)
     # the member with the smallest key of each cell, the lowest index on ties (what the
     # first of each cell in a stable argsort of key is), without sorting
@@ -306,7 +321,7 @@ def _reduce(X, w, max_points, V0=None):
     zero = pw <= 0
     if np.any(zero):
         P[zero] = X[rep[zero]]
-    return P, V.astype(np.float32), pw, rep
+    return P, np.ascontiguousarray(VT.T.astype(np.float32)), pw, rep
 
 
 def _point_dist(R, P, V, metric):
@@ -576,18 +591,18 @@ def _swap_search(D, pw, MDfixed, med, allowed, rng):
 def _near2_all(X, M, metric):
     """Nearest medoid of every colour, its distance and the second-nearest distance, chunked.
 
-    X : (U, C) float32, M : (m, C) float32 -> labels (U,) int64, dn (U,) float32,
-    ds (U,) float64 (``inf`` when ``m == 1``).  Ties go to the lowest medoid index;
+    X : (U, C) float32, M : (m, C) float32 -> labels (U,) int64, dn, ds (U,) float32
+    (``ds = inf`` when ``m == 1``).  Ties go to the lowest medoid index;
     ``labels`` and ``dn`` are those of :func:`_assign`.
     """
     if metric == "euclidean":
         labels, d1, d2 = nearest_two(X, M)
-        return labels, np.sqrt(d1), np.sqrt(d2).astype(np.float64)
+        return labels, np.sqrt(d1, out=d1), np.sqrt(d2, out=d2)
     U = X.shape[0]
     m = M.shape[0]
     labels = np.empty(U, np.int64)
     dn = np.empty(U, np.float32)
-    ds = np.full(U, np.inf)
+    ds = np.full(U, np.inf, np.float32)
     step = max(256, _CHUNK_ELEMS // max(m * 2, 1))
     for s in range(0, U, step):
         D = _pairwise(X[s:s + step], M, metric)
@@ -602,7 +617,8 @@ def _near2_all(X, M, metric):
 
 
 def _coldist(XT, b, metric, squared=False):
-    """Distances of the columns of ``XT`` (C, n) to ``b``: one point (C,) or one per column (C, n).
+    """Distances of the columns of ``XT`` (C, n) to ``b``: one point (C,) or one per column
+    ((C, n), or a list of C rows of n).
 
     -> (n,) float32; ``squared``: the squared distance for "euclidean".  Channel by
     channel over contiguous rows (numpy is slow on the short rows of an (n, C) array);
@@ -631,7 +647,7 @@ def _reassign(X, XT, M, Mprev, labels, dn, lb, metric, slack):
 
     X : (U, C) float32 colours, XT : (C, U) the same transposed; ``labels`` / ``dn``
     (U,) are the nearest medoid and distance of every colour for the medoids ``Mprev``
-    (m, C), ``lb`` (U,) float64 a lower bound of its distance to every other medoid.  A
+    (m, C), ``lb`` (U,) float32 a lower bound of its distance to every other medoid.  A
     medoid that moved by ``delta`` is at least ``lb - delta`` from the colour (triangle
     inequality; Hamerly's bound), so a colour whose distance to its own (possibly moved)
     medoid is below ``lb`` minus the largest shift of the other medoids, minus ``slack``
@@ -643,13 +659,22 @@ def _reassign(X, XT, M, Mprev, labels, dn, lb, metric, slack):
     moved = _rowdist(M.astype(np.float64), Mprev.astype(np.float64), metric)
     if not np.any(moved > 0):
         return labels, dn, lb
+    # the largest shift of a medoid other than the colour's own (rounded up)
     top = np.argsort(-moved, kind="stable")
-    second = moved[top[1]] if m > 1 else 0.0
-    lb -= np.where(labels == top[0], second, moved[top[0]])
-    own = np.flatnonzero(moved[labels] > 0)
-    if own.size:
+    shift = np.full(m, moved[top[0]], np.float32)
+    shift[top[0]] = moved[top[1]] if m > 1 else 0.0
+    lb -= np.nextafter(shift, np.float32(np.inf))[labels]
+    own_mask = (moved > 0)[labels]
+    MT = np.ascontiguousarray(M.T)
+    if 2 * np.count_nonzero(own_mask) > labels.size:
+        # most colours: their own-medoid distance for all, no gather of colours
+        d = _coldist(XT, [np.take(MT[c], labels) for c in range(MT.shape[0])], metric)
+        np.copyto(dn, d, where=own_mask)
+    else:
+        own = np.flatnonzero(own_mask)
         lo = labels[own]
-        dn[own] = _coldist(np.take(XT, own, axis=1), M.T[:, lo], metric)
+        dn[own] = _coldist(np.take(XT, own, axis=1), [np.take(MT[c], lo) for c in range(MT.shape[0])],
+                           metric)
     redo = np.flatnonzero(~(dn + slack < lb))
     if redo.size:
         labels[redo], dn[redo], lb[redo] = _near2_all(np.take(X, redo, axis=0), M, metric)
