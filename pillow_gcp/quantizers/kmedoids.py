@@ -43,7 +43,7 @@ import numbers
 
 import numpy as np
 
-from .nearest import _first_min, matmul_small, nearest, nearest_two, sqnorm
+from .nearest import BLAS_MACS, _first_min, matmul_small, nearest, nearest_two, sqnorm
 
 __all__ = ["kmedoids_palette", "palette_loss", "METRICS"]
 
@@ -727,6 +727,7 @@ def _cluster_costs(Mc, XmT, wm, metric):
         A[:, C] = sqnorm(Mc)
         A[:, C + 1] = 1.0
         Bt = np.empty((C + 2, min(step, n)), np.float32)
+        cols = max(16, BLAS_MACS // (r * (C + 2)))
     for s in range(0, n, step):
         Xc = XmT[:, s:s + step]
         b = Xc.shape[1]
@@ -735,7 +736,11 @@ def _cluster_costs(Mc, XmT, wm, metric):
             np.multiply(Xc, -2.0, out=B[:C])
             B[C] = 1.0
             B[C + 1] = _coldist(Xc, np.zeros(C, np.float32), metric, squared=True)
-            D = matmul_small(A, B)
+            # column tiles of <= BLAS_MACS multiply-adds: one single-threaded GEMM each
+            # (matmul_small would tile the rows of this short-inner product instead)
+            D = np.empty((r, b), np.float32)
+            for t in range(0, b, cols):
+                np.matmul(A, B[:, t:t + cols], out=D[:, t:t + cols])
             np.maximum(D, 0, out=D)
             np.sqrt(D, out=D)
         else:
@@ -745,10 +750,10 @@ def _cluster_costs(Mc, XmT, wm, metric):
     return cost
 
 
-def _cost64(XmT, wm, c, metric):
-    """Weighted distance sum of one candidate ``c`` (C,) over ``XmT`` (C, n), in float64."""
-    d = _rowdist(XmT.T.astype(np.float64), c.astype(np.float64), metric)
-    return float(np.einsum("i,i->", d, wm))
+def _cost64(XmT, wm, cs, metric):
+    """Weighted distance sums of candidates ``cs`` (k, C) over ``XmT`` (C, n), in float64 -> (k,)."""
+    X64 = XmT.T.astype(np.float64)
+    return [float(np.einsum("i,i->", _rowdist(X64, c.astype(np.float64), metric), wm)) for c in cs]
 
 
 def _polish(X, w, Fx, midx, metric, allowed=None, slack=1e-3):
@@ -812,9 +817,10 @@ def _polish(X, w, Fx, midx, metric, allowed=None, slack=1e-3):
             if new == midx[i - F]:
                 continue
             cur = np.flatnonzero(mem[cand] == midx[i - F])
-            if cur.size and not (_cost64(XmT, wm, XmT[:, cand[best]], metric)
-                                 < _cost64(XmT, wm, XmT[:, cand[cur[0]]], metric) * (1 - 1e-7)):
-                continue
+            if cur.size:
+                c_new, c_cur = _cost64(XmT, wm, XmT[:, [cand[best], cand[cur[0]]]].T, metric)
+                if not c_new < c_cur * (1 - 1e-7):
+                    continue
             midx[i - F] = new
             changed = True
         if not changed:
