@@ -326,3 +326,55 @@ def test_reduction_is_never_needlessly_coarse(max_points):
     P, V, pw, rep = _reduce(cols.astype(np.float32), w.astype(np.float64), max_points)
     assert 0.5 * max_points < P.shape[0] <= max_points
     assert np.isclose(pw.sum(), w.sum())
+
+
+# ----------------------------------------------------------------------------- polish
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", ["uint8", "float"])
+def test_incremental_reassignment_equals_full_assignment(metric, dtype):
+    """After medoids move, the bounded re-assignment gives the nearest medoid of every
+    colour (ties to the lowest index) and keeps a valid lower bound on the others."""
+    from pillow_gcp.quantizers import kmedoids as km
+
+    cols, _ = unique_colors(6000, seed=3)
+    X = cols.astype(np.float32) if dtype == "uint8" else cols.astype(np.float32) * np.float32(0.391)
+    slack = 1e-3 if dtype == "uint8" else float(np.sqrt(1e-6 * (1 + km.sqnorm(X).max())))
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(X), 16, replace=False)
+    labels, dn, lb = km._near2_all(X, X[idx], metric)
+    XT = np.ascontiguousarray(X.T)
+    Mprev = X[idx]
+    for step in range(4):  # move a few medoids, by small and by large jumps
+        idx = idx.copy()
+        for j in rng.choice(16, 2 + step, replace=False):
+            near = np.argsort(km._rowdist(X, X[idx[j]], metric))[rng.integers(1, 40 if step % 2 else 3000)]
+            if near not in idx:
+                idx[j] = near
+        M = X[idx]
+        labels, dn, lb = km._reassign(X, XT, M, Mprev, labels, dn, lb, metric, slack)
+        Mprev = M
+        D = dist_matrix(X, M, metric)
+        ar = np.arange(len(X))
+        if dtype == "uint8":  # integer squared distances: exact, ties to the lowest index
+            np.testing.assert_array_equal(labels, D.argmin(1))
+        else:  # float32 rounding may break near-ties either way
+            assert np.all(D[ar, labels] <= D.min(1) + 1e-3)
+        np.testing.assert_allclose(dn, D[ar, labels], rtol=1e-5, atol=0.05)
+        D[ar, labels] = np.inf
+        assert np.all(D.min(1) >= lb - 0.05)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_polish_never_increases_the_loss(metric):
+    from pillow_gcp.quantizers import kmedoids as km
+
+    cols, w = unique_colors(20000, seed=4)
+    X = cols.astype(np.float32)
+    w = w.astype(np.float64)
+    rng = np.random.default_rng(2)
+    start = rng.choice(len(X), 12, replace=False)
+    out = km._polish(X, w, np.zeros((0, 3), np.float32), start, metric)
+    assert len(set(out.tolist())) == 12
+    before = palette_loss(cols, w, cols[start], metric)
+    after = palette_loss(cols, w, cols[out], metric)
+    assert after < before  # random medoids: the polish must find something
