@@ -1,13 +1,15 @@
 """Refit ``payload.estimate``'s CTX decode-time model (run it after any change to the CTX decoder).
 
-For the 40 palette graphics (``../shared/corpus/palette-graphics``, their own indices) and the 14
-photos of ``photos-more`` quantized to k = 16, 64 and 256, the map is written as a whole .gcp file in
-CTX (LEFT and the flags as the default policy picks them: ``payload.uses_left``) and as PNG-8, and ``Image.open(...).load()``
-of each is timed (process CPU time, min of ``--reps``, default 11). The log of the ratio CTX / PNG-8 is fitted by least
-squares, separately with and without LEFT, on ``[1, ln N, ln(B/N + 1e-4), ln k]`` with ``B`` the
-model's predicted LZMA2 bytes (``payload.estimate(...)["bytes"]``). It prints the constants (to put in
-``payload._CTX_LEFT`` / ``_CTX_UP``, with c0 raised by the cap's margin) and, for the model now in
-``payload``, how many maps the 4.0x cap lets through and the largest true ratio among them.
+For the 40 palette graphics (``../shared/corpus/palette-graphics``, their own indices) and the 14 photos
+of ``photos-more`` quantized to k = 4, 8, 16, 64 and 256, the map is written as a whole .gcp file in CTX
+(LEFT and the flags as the default policy picks them: ``payload.uses_left``) and as PNG-8, and
+``Image.open(...).load()`` of each is timed (process CPU time, min of ``--reps``, default 11). The log of
+the ratio CTX / PNG-8 is fitted by least squares, separately for k <= ``payload.LOW_K`` and, above it,
+with and without LEFT, on ``[1, ln N, ln(B/N + 1e-4), ln k]`` with ``B`` the model's predicted LZMA2 bytes
+(``payload.estimate(...)["bytes"]``). It prints the constants (to put in ``payload._CTX_LOWK`` /
+``_CTX_LEFT`` / ``_CTX_UP``, with c0 raised by the cap's margin) and, for the model now in ``payload``, how
+many maps the 4.0x cap lets through and the largest true ratio among them. (Upscaled images, whose rows
+repeat, are outside the model's reach: the policy's trial sends them to LZMA2; ``bench/bench_upscaled.py``.)
 
     python bench/fit_ctx_model.py [--reps N]
 """
@@ -41,7 +43,7 @@ def maps():
         yield os.path.basename(f), idx, pal
     for f in B.files_of(os.path.join(B.CORPUS, "photos-more")):
         rgb = Image.open(f).convert("RGB")
-        for k in (16, 64, 256):
+        for k in (4, 8, 16, 64, 256):
             idx, pal = B.quantized(rgb, k)
             yield f"{os.path.basename(f)}@{k}", idx, pal
 
@@ -67,7 +69,8 @@ def main() -> None:
     true = np.array([r[4] for r in rows])
     model = np.array([r[5] for r in rows])
     left = np.array([P.uses_left(int(a), int(b)) for a, b in zip(n, k)])
-    for label, m in (("LEFT", left), ("U only", ~left)):
+    low = k <= P.LOW_K
+    for label, m in ((f"k <= {P.LOW_K}", low), ("LEFT", left & ~low), ("U only", ~left & ~low)):
         X = np.c_[np.ones(m.sum()), np.log(n[m]), np.log(b[m] / n[m] + 1e-4), np.log(k[m])]
         c, *_ = np.linalg.lstsq(X, np.log(true[m]), rcond=None)
         err = np.exp(X @ c) / true[m] - 1

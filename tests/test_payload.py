@@ -166,8 +166,8 @@ def test_estimate_by_hand_and_monotone():
     assert e["bytes"] == pytest.approx(4 * 1.402 / 8)
     png = 64.5e-6 + 2.36e-9 * 4 + 10.1e-9 * e["bytes"]
     assert e["lzma2"] == pytest.approx((82.8e-6 + 0.653e-9 * 4 + 62.2e-9 * e["bytes"]) / png)
-    assert not P.uses_left(4, 2)  # 4 pixels for 4 (L, U) contexts: the model of U alone
-    c0, c1, c2, c3 = P._CTX_UP
+    assert 2 <= P.LOW_K  # small k: PNG-8 packs bits, the CTX model has its own constants
+    c0, c1, c2, c3 = P._CTX_LOWK
     assert e["ctx"] == pytest.approx(math.exp(c0 + c1 * math.log(4) + c2 * math.log(e["bytes"] / 4 + 1e-4)
                                               + c3 * math.log(2)))
     # the CTX ratio falls with the map's size (fixed costs), for both context kinds
@@ -185,6 +185,7 @@ def test_left_needs_pixels_per_context():
     assert not P.uses_left(10 ** 8, 65)
     big, small = blocky(400, 400, 24, seed=3, noise=0.2), blocky(60, 60, 24, seed=3, noise=0.2)
     assert P.uses_left(big.size, 24) and not P.uses_left(small.size, 24)
+    assert 24 > P.LOW_K
     for a in (big, small):
         est = P.estimate(a, 24)
         c = P._CTX_LEFT if P.uses_left(a.size, 24) else P._CTX_UP
@@ -505,3 +506,48 @@ def test_zlib_level_0_is_stored_blocks():
     p = P.encode(a, 3, level=0)
     assert p[0] == P.METHOD_ZLIB and len(p) == 1 + 2 + 5 + a.size + 4
     assert zlib.decompress(p[1:]) == a.tobytes()
+
+
+def test_trial_sample_is_whole_tile_rows():
+    a = np.arange(700 * 50, dtype=np.uint32).reshape(700, 50).astype(np.uint8)
+    part = a[:400]
+    assert P.trial_sample(part) is part                     # 7 tile rows: 4 would be most of it, so all
+    big = np.repeat(a, 4, axis=0)                           # 2800 rows = 44 tile rows
+    s = P.trial_sample(big)
+    assert s.shape[0] % 64 == 0 and s.shape[1] == 50
+    bands = s.shape[0] // 64
+    assert bands == max(P.TRIAL_BANDS, -(-44 // P.TRIAL_SHARE))
+    starts = {y for y in range(0, 2800, 64) if any(np.array_equal(s[i * 64:(i + 1) * 64], big[y:y + 64])
+                                                   for i in range(bands))}
+    assert 0 in starts and len(starts) >= bands
+
+
+def test_upscaled_maps_get_lzma2_natural_ones_keep_ctx():
+    # an upscale that repeats every row and column 3 times: most row segments equal the one above, LZMA2
+    # codes the repeats that CTX cannot; the trial finds it and its payload is the smaller one
+    src = blocky(120, 160, 16, seed=5, noise=0.3)
+    up = np.repeat(np.repeat(src, 3, axis=0), 3, axis=1)
+    est = P.estimate(up, 16)
+    assert est["dup"] >= P.TRIAL_DUP and est["ctx"] <= P.CTX_CAP
+    assert P.choose(up, 16) == ("lzma2",)
+    payload = P.encode(up, 16)
+    assert payload[0] == P.METHOD_LZMA2
+    assert len(payload) < len(P.encode_as(up, 16, "ctx-left-zflags"))
+    roundtrip(up, 16, payload)
+    # the original map repeats no rows: no trial, the model's CTX coding
+    assert P.estimate(src, 16)["dup"] < P.TRIAL_DUP
+    assert P.choose(src, 16)[0].startswith("ctx") or P.choose(src, 16) == ("lzma2",)
+
+
+def test_trial_on_a_small_map_codes_it_once_per_coding(monkeypatch):
+    # a map of at most a few tile rows is its own sample: the trial's winner is the payload written
+    up = np.repeat(blocky(40, 1500, 8, seed=2, noise=0.2), 3, axis=0)   # 120 rows: 2 tile rows
+    calls = []
+    real_ctx, real_lz = P.ctx.encode, P.plain.encode_lzma2
+    monkeypatch.setattr(P.ctx, "encode", lambda *a, **kw: calls.append("ctx") or real_ctx(*a, **kw))
+    monkeypatch.setattr(P.plain, "encode_lzma2", lambda *a, **kw: calls.append("lzma2") or real_lz(*a, **kw))
+    if P.estimate(up, 8)["ctx"] > P.CTX_CAP:
+        pytest.skip("the model does not allow CTX on this map")
+    payload = P.encode(up, 8)
+    assert sorted(calls) == ["ctx", "lzma2"]
+    roundtrip(up, 8, payload)

@@ -52,11 +52,25 @@ LZ_FRIENDLY = 1 / 128  # predicted LZMA2 bytes per pixel below which LZMA2 beats
 # N / k^2: < 8 px: 1.09, 16-24: 1.02, 24-32: 1.00, 32-48: 0.96, 64-96: 0.96, 128+: 0.89; U alone also decodes
 # 1.5-2x faster on those small maps (no wavefront).
 LEFT_MIN = 32  # pixels per LEFT context (N >= LEFT_MIN * k^2) for the model to choose LEFT
+# Maps whose rows often repeat the row above exactly (upscaled images) hold repeats that LZMA2 uses and CTX
+# cannot (CTX measured 1.1-2.3x LZMA2's size there, up to 1.4x PNG-8's, and 5-10x PNG-8's decode time). When
+# at least TRIAL_DUP of a map's 64-pixel row segments equal the segment above (estimate()'s "dup": an upscale
+# by 2 or more that repeats rows has >= 0.5; natural photos measured 0.00-0.17 at k >= 16, up to 0.6 at k = 4)
+# and CTX is allowed, a sample of the map is coded both ways and the smaller coding kept.
+TRIAL_DUP = 0.45
+TRIAL_BANDS = 4        # the sample: at least this many tile rows (64 whole rows each), evenly spaced, and
+TRIAL_SHARE = 8        # at least 1/TRIAL_SHARE of the map (the whole map when that is most of it)
 # estimate()'s CTX decode-time ratio model, (c0, c1, c2, c3), the cap's margin folded into c0
 # (refit at the decoder of commit eb4884c with LEFT chosen by uses_left(); margins e^0.1 = 1.11x with LEFT, e^0.2
 # = 1.22x without: in the two fit runs no map so predicted within the cap decoded over 2.97x PNG-8's time)
 _CTX_LEFT = (3.5956 + 0.1, -0.3094, -0.2909, 0.1702)
 _CTX_UP = (4.5219 + 0.2, -0.4522, -0.1597, 0.2688)
+# k <= LOW_K: PNG-8 packs 1, 2 or 4 bits per pixel and decodes several times faster per pixel than at k > 16,
+# so CTX's ratio is higher there (65 K pixel photos at k = 4: 4.8-7.3x); fitted on the photos-more maps at
+# k = 4 and 8 and the graphics with k <= 8 (median error 7 %, at most 15 % too low), margin e^0.2 = 1.22x:
+# no map of the fit, and none of 6 Kodak photos at k = 4, so predicted within the cap decodes over 3.32x
+LOW_K = 8
+_CTX_LOWK = (4.7722 + 0.2, -0.2964, -0.2805, -0.4450)
 
 
 def estimate(a: np.ndarray, k: int) -> dict:
@@ -75,9 +89,11 @@ def estimate(a: np.ndarray, k: int) -> dict:
       steps per band, without it a chain and a step per tile row; least squares on the log ratio over the
       same maps, LEFT as :func:`uses_left` picks it, median error 9 % with LEFT and 11 % without, at most
       55 % / 93 % too low), then scaled by the margin of the cap (1.11 with LEFT, 1.22 without):
-      ``exp(c0 + c1 ln N + c2 ln(B/N + 1e-4) + c3 ln k)`` with ``(c0, c1, c2, c3)`` = ``_CTX_LEFT`` or ``_CTX_UP``
+      ``exp(c0 + c1 ln N + c2 ln(B/N + 1e-4) + c3 ln k)`` with ``(c0, c1, c2, c3)`` = ``_CTX_LOWK`` when
+      k <= ``LOW_K`` (PNG-8 packs bits there), else ``_CTX_LEFT`` or ``_CTX_UP``
 
-    Returns ``{"bytes": B, "lzma2": ratio, "ctx": ratio}`` (ratios = predicted time / PNG-8's). Costs two
+    Returns ``{"bytes": B, "lzma2": ratio, "ctx": ratio, "dup": share}`` (ratios = predicted time / PNG-8's;
+    ``dup`` the share of the 64-pixel row segments, aligned, equal to the segment above). Costs two
     comparisons and one bincount over the map; maps over ``SAMPLE_ABOVE`` pixels are sampled (a quarter
     of their rows, in bands of 8).
     """
@@ -91,7 +107,11 @@ def estimate(a: np.ndarray, k: int) -> dict:
     new = np.empty(s.shape, bool)
     np.not_equal(s[:, 1:], s[:, :-1], out=new[:, 1:])     # differs from the left neighbour
     np.not_equal(s[:, 0], 0, out=new[:, 0])                # (0 left of column 0)
-    new &= s != above                                      # ... and from the upper one
+    unlike_up = s != above
+    new &= unlike_up                                       # ... and from the upper one
+    w64 = s.shape[1] // 64 * 64                            # row segments of 64 equal to the one above:
+    seg = unlike_up[:, :w64].reshape(-1, 64).any(axis=1)
+    dup = 1.0 - float(seg.mean()) if seg.size else 0.0
     sel = s[new]
     m = sel.size
     f = m / s.size
@@ -101,9 +121,9 @@ def estimate(a: np.ndarray, k: int) -> dict:
     h_f = 0.0 if f <= 0 or f >= 1 else -(f * np.log2(f) + (1 - f) * np.log2(1 - f))
     b = n * (0.766 * f * h_new + 1.402 * h_f) / 8
     png = 64.5e-6 + 2.36e-9 * n + 10.1e-9 * b
-    c0, c1, c2, c3 = _CTX_LEFT if uses_left(n, k) else _CTX_UP
+    c0, c1, c2, c3 = _CTX_LOWK if k <= LOW_K else _CTX_LEFT if uses_left(n, k) else _CTX_UP
     ctx_ratio = math.exp(c0 + c1 * math.log(n) + c2 * math.log(b / n + 1e-4) + c3 * math.log(k))
-    return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png, "ctx": ctx_ratio}
+    return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png, "ctx": ctx_ratio, "dup": dup}
 
 
 def check_level(level, name: str = "level") -> int:
@@ -152,28 +172,68 @@ def choose(indices: np.ndarray, k: int, level: int = DEFAULT_LEVEL) -> tuple:
 
     * levels 0-3: ZLIB at that zlib level (0 = stored blocks); k = 1: ZLIB;
     * level 9: every coding valid for k, with several zlib strategies per stream;
-    * levels 4-8, exactly one coding, from the model of :func:`estimate` (no trial encode):
+    * levels 4-8, exactly one coding, from the model of :func:`estimate` (no trial encode of the map, but
+      for very compressible maps one of a sample of it):
       CTX when it is predicted to decode within ``CTX_CAP`` x PNG-8's time (maps of about 0.1 MP and
       more: its ~127 numpy steps cost ~1 ms), unless LZMA2 is predicted within its cap and below
-      ``LZ_FRIENDLY`` bytes per pixel (long exact repeats: maze maps); else LZMA2 when it is predicted
+      ``LZ_FRIENDLY`` bytes per pixel (long exact repeats: maze maps), or ``TRIAL_DUP`` of its row
+      segments repeat the row above and LZMA2 codes :func:`trial_sample` smaller than CTX (upscaled
+      images); else LZMA2 when it is predicted
       within ``LZMA2_CAP`` (sprites, tiles, icons with repeats: ~7 % smaller than ZLIB there); else ZLIB
       at ``level`` (small noisy sprites: ZLIB decodes faster than PNG, LZMA2 at 60 ns per byte does not).
       CTX flags: LEFT (context (L, U)) when k <= 64 and the map has ``LEFT_MIN`` pixels per (L, U)
       context, else U alone (the k^2-context table costs more than it saves); ZFLAGS except k > 64 on maps over 2^18 pixels (plain ranks: < 1 % larger, faster to decode).
     """
-    a = np.asarray(indices)
+    return _plan(np.asarray(indices), k, level)[0]
+
+
+def _plan(a: np.ndarray, k: int, level: int) -> tuple:
+    """(codings, payload): :func:`choose`'s codings, and the payload of the one chosen when the trial
+    coded the whole map already (else None)."""
     n = a.size
     if level <= 3 or k == 1:
-        return ("zlib",)
+        return ("zlib",), None
     if level == 9:
-        return codings_for(k)
+        return codings_for(k), None
     est = estimate(a, k)
     lz_ok = est["lzma2"] <= LZMA2_CAP
     if est["ctx"] <= CTX_CAP and not (lz_ok and est["bytes"] < LZ_FRIENDLY * n):
         left = uses_left(n, k)
         zflags = not (k > 64 and n > BIG)
-        return ("ctx-" + ("left" if left else "up") + ("-zflags" if zflags else ""),)
-    return ("lzma2",) if lz_ok else ("zlib",)
+        coding = "ctx-" + ("left" if left else "up") + ("-zflags" if zflags else "")
+        if est["dup"] >= TRIAL_DUP:
+            return _trial(a, k, coding)
+        return (coding,), None
+    return (("lzma2",) if lz_ok else ("zlib",)), None
+
+
+def trial_sample(a: np.ndarray) -> np.ndarray:
+    """The rows of the (H, W) map ``a`` that :func:`choose`'s trial codes: whole tile rows (64 rows, starting
+    at a multiple of 64, where CTX's contexts restart anyway), ``TRIAL_BANDS`` or 1/``TRIAL_SHARE`` of them,
+    whichever is more, evenly spaced; all of ``a`` when that would be half of it or more."""
+    rows = -(-a.shape[0] // ctx.TILE)
+    bands = max(TRIAL_BANDS, -(-rows // TRIAL_SHARE))
+    if 2 * bands >= rows:
+        return a
+    tiles = np.arange(bands) * (rows - 2) // (bands - 1)    # from the first to the last full tile row
+    return np.concatenate([a[t * ctx.TILE:(t + 1) * ctx.TILE] for t in tiles])
+
+
+def _trial(a: np.ndarray, k: int, coding: str) -> tuple:
+    """:func:`_plan` for a map with repeats: ``coding`` or LZMA2, whichever codes :func:`trial_sample` of
+    ``a`` smaller (CTX's table left out when the sample is part of the map: on the whole map it is shared
+    by many more pixels), LZMA2 only if its decode time, predicted from its real size, is within
+    ``LZMA2_CAP``; when the sample is the whole map, with its payload."""
+    s = np.ascontiguousarray(trial_sample(a))
+    f = _CTX_FLAGS[coding]
+    c = ctx.encode(s, k, left=bool(f & FLAG_LEFT), zflags=bool(f & FLAG_ZFLAGS))
+    z = plain.encode_lzma2(s)
+    whole = s.size == a.size
+    table = 0 if whole else streams.U32.unpack_from(c, 2)[0]
+    n, b = a.size, len(z) * a.size / s.size                # LZMA2's bytes on the whole map, from the sample
+    fast = (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / (64.5e-6 + 2.36e-9 * n + 10.1e-9 * b) <= LZMA2_CAP
+    best, payload = ("lzma2", z) if fast and len(z) < len(c) - table else (coding, c)
+    return (best,), (payload if whole else None)
 
 
 def encode_as(indices: np.ndarray, palette_size: int, coding: str, *, level: int = DEFAULT_LEVEL) -> bytes:
@@ -206,8 +266,11 @@ def encode(indices: np.ndarray, palette_size: int, *, level: int | None = None) 
     """
     level = check_level(level)
     a = _check_indices(indices, palette_size)
+    codings, ready = _plan(a, palette_size, level)
+    if ready is not None:  # the trial coded the whole map already
+        return ready
     best = None
-    for coding in choose(a, palette_size, level):
+    for coding in codings:
         p = encode_as(a, palette_size, coding, level=level)
         if best is None or len(p) < len(best):
             best = p
