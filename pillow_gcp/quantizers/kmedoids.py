@@ -21,17 +21,22 @@ runs in stages, all vectorised with numpy and bounded in memory:
    FasterPAM-style swaps (Schubert & Rousseeuw 2021): the loss change of every
    (candidate, medoid) swap is computed for a block of 128 candidates at once from the
    nearest / second-nearest distances (the ``O(k)`` decomposition, written as two matrix
-   products per block); the best improving swap of the block is applied at once; blocks
-   are visited cyclically until all were evaluated without improvement since the last
-   swap.  Five seedings run on the 1024-cell reduction; the two best are refined on the
-   6144-cell one and the best surrogate loss wins.
+   products per block); the best improving swap of the block is applied at once, and the
+   block's gains are corrected from the points whose nearest medoid or nearest /
+   second-nearest distance changed (no new evaluation of the block); blocks are visited
+   cyclically until all were evaluated without improvement since the last swap.  Five
+   seedings run on the 1024-cell reduction; the two best are refined on the 6144-cell one
+   and the best surrogate loss wins.
 3. **Exact polish on all colours.**  Alternating rounds on the full histogram: assign
-   every unique colour to its nearest medoid (chunked), take one Weiszfeld-type step from
-   each medoid towards its cluster's metric centre, and among the cluster members nearest
-   that point and nearest the current medoid pick the one with the smallest exact
-   weighted distance sum over the whole cluster (chunked).  The current medoid is always
-   a candidate, so the exact loss never increases; rounds stop when one gains < 0.01 %,
-   after 4 at most.
+   every unique colour to its nearest medoid (the first round all colours, chunked; later
+   rounds only those whose nearest medoid may have changed, by Hamerly's bound: a colour
+   keeps its medoid when its distance to it is below a lower bound of its distance to the
+   others minus their largest shift - the same assignment as a full pass), take one
+   Weiszfeld-type step from each medoid towards its cluster's metric centre, and among the
+   cluster members nearest that point and nearest the current medoid pick the one with
+   the smallest weighted distance sum over the whole cluster (chunked float32 products;
+   the choice is confirmed in float64).  The current medoid is always a candidate, so the
+   exact loss never increases; rounds stop when one gains < 0.01 %, after 4 at most.
 
 Memory: ``O(6144 * 384 + U * C + chunk * k)``; nothing of size ``U x U`` or ``pixels x k``
 is built.  The same inputs and ``seed`` give bit-identical output.
