@@ -709,3 +709,75 @@ def test_sqnorm_is_the_channel_order_sum(shape, dtype):
         np.testing.assert_allclose(sqnorm(X), einsum, rtol=1e-6)
     else:
         assert np.array_equal(sqnorm(X), einsum)
+
+
+# --------------------------------------------------------------------------- K-means internals
+
+
+def _kmeans_mod():
+    import importlib
+
+    return importlib.import_module("pillow_gcp.quantizers.kmeans")
+
+
+@pytest.mark.parametrize("C", [3, 4])
+def test_kmeans_dist_assigned_equals_gathered_rows(C):
+    """The channel-column distance to the assigned centre is the sqnorm of the gathered rows, bit for bit."""
+    from pillow_gcp.quantizers.nearest import sqnorm
+
+    km = _kmeans_mod()
+    rng = np.random.default_rng(5)
+    X = (rng.random((3000, C)) * 255).astype(np.float32)
+    cen = (rng.random((17, C)) * 255).astype(np.float32)
+    a = rng.integers(0, 17, 3000)
+    rows = np.sort(rng.choice(3000, 700, replace=False))
+    Xc = km._columns(X)
+    assert (Xc is None) == (C != 3)
+    full = np.sqrt(sqnorm(X - cen[a]))
+    np.testing.assert_array_equal(km._dist_assigned(X, Xc, cen, a), full)
+    np.testing.assert_array_equal(km._dist_assigned(X, Xc, cen, a, rows), full[rows])
+    np.testing.assert_array_equal(km._dist_assigned(X, Xc, cen, a, squared=True), sqnorm(X - cen[a]))
+
+
+@pytest.mark.parametrize("big", [0, 1, 3, 6])
+def test_kmeans_drop_lower_keeps_valid_bounds(big):
+    """After centres move (``big`` of them far), every lower bound stays below the true distance to
+    the nearest centre other than the point's own."""
+    km = _kmeans_mod()
+    rng = np.random.default_rng(big)
+    X = (rng.random((4000, 3)) * 255).astype(np.float32)
+    cen = (rng.random((32, 3)) * 255).astype(np.float32)
+    D = np.sqrt(((X[:, None, :] - cen[None]) ** 2).sum(axis=2))
+    a = np.argmin(D, axis=1)
+    rows = np.arange(X.shape[0])
+    D2 = D.copy()
+    D2[rows, a] = np.inf
+    lower = D2.min(axis=1).astype(np.float32)
+    new = cen + rng.normal(0, 1.0, cen.shape).astype(np.float32)
+    moved = rng.choice(32, big, replace=False)
+    new[moved] = (rng.random((big, 3)) * 255).astype(np.float32)
+    shift = np.sqrt(((new - cen) ** 2).sum(axis=1)).astype(np.float32)
+    km._drop_lower(X, km._columns(X), new, a, lower, shift)
+    Dn = np.sqrt(((X[:, None, :].astype(np.float64) - new[None]) ** 2).sum(axis=2))
+    Dn[rows, a] = np.inf
+    assert (lower <= Dn.min(axis=1) + 1e-3).all()
+    if big:  # the far-moved centres are measured, not subtracted: bounds stay useful
+        plain = D2.min(axis=1) - shift.max()
+        assert np.median(lower) > np.median(plain)
+
+
+def test_kmeans_lloyd_matches_brute_force():
+    """Lloyd with the bounds (incl. the far-moved centres' exact distances) assigns every point to its
+    nearest centre, as a brute-force Lloyd from the same start does."""
+    km = _kmeans_mod()
+    rng = np.random.default_rng(11)
+    X = np.concatenate([rng.normal(m, 12, (800, 3)) for m in (40, 120, 200)]).clip(0, 255).astype(np.float32)
+    w = rng.integers(1, 50, X.shape[0]).astype(np.float64)
+    init = X[rng.choice(X.shape[0], 24, replace=False)]
+    cen, assign, lower, sse, dist = km._lloyd(X, w, init, 0, 100, 0.0)
+    D = ((X[:, None, :].astype(np.float64) - cen[None].astype(np.float64)) ** 2).sum(axis=2)
+    best = D.min(axis=1)
+    np.testing.assert_allclose(D[np.arange(X.shape[0]), assign], best, rtol=1e-5, atol=1e-3)
+    D[np.arange(X.shape[0]), assign] = np.inf
+    # float32 distances from the ||x||^2 - 2 x.p + ||p||^2 expansion: ~1e-3 slop at 255-scale colours
+    assert (lower <= np.sqrt(D.min(axis=1)) + 1e-2).all()
