@@ -22,6 +22,12 @@ Byte code: before each ``gcp`` timing the package's modules are byte-compiled in
 package.  Without it, an editable checkout in an environment with ``PYTHONDONTWRITEBYTECODE=1``
 (this machine's) recompiles every pillow_gcp module from source on every run, ~40-50 ms of
 start-up no installed copy pays; ``--no-compile`` measures that case.
+
+``--installed`` also times the command as a regular (wheel) install runs it: a throwaway virtual
+environment holding a byte-compiled copy of the package and pip's console-script template, numpy
+and Pillow taken from the current environment through a path line.  The editable install of the
+development environment loads its import finder (pathlib, importlib.util, ...) at every interpreter
+start, ~11 ms a regular install does not pay; the ``inst s`` / ``inst r`` columns show that case.
 """
 
 from __future__ import annotations
@@ -104,6 +110,33 @@ def compile_package() -> None:
     compileall.compile_dir(os.path.dirname(pillow_gcp.__file__), quiet=1)
 
 
+def installed_copy(tmp: str) -> str:
+    """Path of a ``gcp`` script in a fresh venv laid out as ``pip install pillow-gcp`` leaves it."""
+    import compileall
+
+    import PIL
+
+    import pillow_gcp
+
+    venv = os.path.join(tmp, "venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    py = os.path.join(venv, "bin", "python")
+    site = subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   text=True).strip()
+    deps = sorted({os.path.dirname(os.path.dirname(m.__file__)) for m in (np, PIL)})
+    with open(os.path.join(site, "zz_bench_deps.pth"), "w") as fh:  # paths only: their .pth files are not run
+        fh.write("\n".join(deps) + "\n")
+    dst = os.path.join(site, "pillow_gcp")
+    shutil.copytree(os.path.dirname(pillow_gcp.__file__), dst, ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(dst, quiet=1)
+    script = os.path.join(venv, "bin", "gcp")
+    with open(script, "w") as fh:  # pip's console-script template
+        fh.write(f"#!{py}\nimport sys\nfrom pillow_gcp.cli import main\nif __name__ == '__main__':\n"
+                 "    sys.exit(main())\n")
+    os.chmod(script, 0o755)
+    return script
+
+
 def psnr(ref: np.ndarray, path: str) -> float:
     if path.endswith(".gcp"):
         import pillow_gcp  # noqa: F401  (registers the plugin)
@@ -120,13 +153,17 @@ def main(argv=None):
     ap.add_argument("--gcp", default=shutil.which("gcp") or "gcp")
     ap.add_argument("--no-compile", action="store_true",
                     help="do not byte-compile pillow_gcp before timing gcp (see the module doc)")
+    ap.add_argument("--installed", action="store_true",
+                    help="also time gcp as a regular (non-editable) install runs it (see the module doc)")
     a = ap.parse_args(argv)
     inputs = make_inputs(a.photo, "/tmp/gcp-e2e")
     tmp = tempfile.mkdtemp(prefix="gcp-e2e-")
+    inst = installed_copy(tmp) if a.installed else None
     print(f"runs={a.runs} (median), gcp={a.gcp}, pngquant={shutil.which('pngquant')}, "
           f"{'no byte-compile' if a.no_compile else 'pillow_gcp byte-compiled before each gcp timing'}")
     print(f"{'input':<22}{'k':>4} | {'gcp s':>7} {'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'pngquant s':>10} "
-          f"{'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'time r':>6} {'size r':>6} {'dPSNR':>6}")
+          f"{'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'time r':>6} {'size r':>6} {'dPSNR':>6}"
+          + (f" | {'inst s':>6} {'inst r':>6}" if inst else ""))
     try:
         for inp in inputs:
             ref = np.asarray(Image.open(inp).convert("RGB"), np.float64)
@@ -141,6 +178,7 @@ def main(argv=None):
                 cgc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
                 tp = statistics.median(time_cmd(cp, a.runs))
                 cpc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
+                ti = statistics.median(time_cmd([inst] + cg[1:], a.runs)) if inst else None
                 subprocess.run(cg, check=True)
                 subprocess.run(cp, check=True)
                 sg, sp = os.path.getsize(og), os.path.getsize(op)
@@ -149,7 +187,7 @@ def main(argv=None):
                 label = f"{os.path.basename(inp)[:-4]} {w * h / 1e6:.1f}MP"
                 print(f"{label:<22}{k:>4} | {tg:>7.3f} {cgc:>6.2f} {sg:>9} "
                       f"{pg:>6.2f} | {tp:>10.3f} {cpc:>6.2f} {sp:>9} {pp:>6.2f} | {tg / tp:>6.2f} {sg / sp:>6.3f} "
-                      f"{pg - pp:>+6.2f}", flush=True)
+                      f"{pg - pp:>+6.2f}" + (f" | {ti:>6.3f} {ti / tp:>6.2f}" if inst else ""), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("targets (issue 14 item 4): time r <= 1, size r < 1, dPSNR > 0")
