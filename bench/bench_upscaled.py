@@ -34,15 +34,6 @@ CASES = [("kodim05", "photos/kodim05.png", 3.2, Image.NEAREST),
 FILTER = {Image.NEAREST: "NEAREST", Image.BILINEAR: "BILINEAR", Image.BICUBIC: "BICUBIC"}
 
 
-def wall_min(fn, reps: int = 5) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     print(f"{'map':<26} {'size':>11} {'k':>3}  {'coding':<16} {'dup':>5}  {'/PNG-8':>6}  {'L6/L9':>5}  "
           f"{'enc/PNG-opt':>11}  {'dec/PNG':>7}")
@@ -61,7 +52,8 @@ def main() -> None:
             t_enc = time.process_time() - t0
             l9 = f"{len(body) / len(P.encode(idx, k, level=9)):.3f}" if idx.size <= 1 << 20 else "-"
             g = M.gcp_file(idx, pal, body)
-            dec = wall_min(lambda: Image.open(io.BytesIO(g)).load()) / wall_min(lambda: Image.open(io.BytesIO(png)).load())
+            dec = (B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), 5, clock=time.perf_counter)
+                   / B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 5, clock=time.perf_counter))
             label = f"{name} x{factor:g} {FILTER[resample]}"
             print(f"{label:<26} {idx.shape[1]:>5}x{idx.shape[0]:<5} {k:>3}  {P.coding_name(body[:2]):<16} "
                   f"{P.estimate(idx, k)['dup']:5.2f}  {len(g) / len(png):6.3f}  {l9:>5}  {t_enc / t_png:11.2f}  "
