@@ -55,7 +55,7 @@ def main() -> None:
     rows = []
     for name, idx, pal in maps():
         k = len(pal)
-        coding = ("ctx-left" if P.uses_left(idx.size, k) else "ctx-up") + ("" if k > 64 and idx.size > P.BIG else "-zflags")
+        coding = P.ctx_coding(idx.size, k)
         g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
         png = B.png8(B.p_image(idx, pal))
         tg = B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), reps)

@@ -120,10 +120,14 @@ def estimate(a: np.ndarray, k: int) -> dict:
     h_new = float(-(p * np.log2(p)).sum())
     h_f = 0.0 if f <= 0 or f >= 1 else -(f * np.log2(f) + (1 - f) * np.log2(1 - f))
     b = n * (0.766 * f * h_new + 1.402 * h_f) / 8
-    png = 64.5e-6 + 2.36e-9 * n + 10.1e-9 * b
     c0, c1, c2, c3 = _CTX_LOWK if k <= LOW_K else _CTX_LEFT if uses_left(n, k) else _CTX_UP
     ctx_ratio = math.exp(c0 + c1 * math.log(n) + c2 * math.log(b / n + 1e-4) + c3 * math.log(k))
-    return {"bytes": b, "lzma2": (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / png, "ctx": ctx_ratio, "dup": dup}
+    return {"bytes": b, "lzma2": _lzma2_ratio(n, b), "ctx": ctx_ratio, "dup": dup}
+
+
+def _lzma2_ratio(n: float, b: float) -> float:
+    """The model's LZMA2 decode time over PNG-8's for n pixels and b LZMA2 bytes (see :func:`estimate`)."""
+    return (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / (64.5e-6 + 2.36e-9 * n + 10.1e-9 * b)
 
 
 def check_level(level, name: str = "level") -> int:
@@ -159,6 +163,12 @@ def uses_left(n: int, k: int) -> bool:
     """Whether the model's CTX coding of an n-pixel map with palette size k has LEFT: k <= 64 and at
     least ``LEFT_MIN`` pixels per (L, U) context."""
     return k <= ctx.LEFT_MAX_K and n >= LEFT_MIN * k * k
+
+
+def ctx_coding(n: int, k: int) -> str:
+    """The CTX coding the model writes for an n-pixel map with palette size k: LEFT as :func:`uses_left`
+    says, ZFLAGS unless k > 64 on maps over ``BIG`` pixels."""
+    return "ctx-" + ("left" if uses_left(n, k) else "up") + ("" if k > 64 and n > BIG else "-zflags")
 
 
 def codings_for(k: int) -> tuple:
@@ -198,9 +208,7 @@ def _plan(a: np.ndarray, k: int, level: int) -> tuple:
     est = estimate(a, k)
     lz_ok = est["lzma2"] <= LZMA2_CAP
     if est["ctx"] <= CTX_CAP and not (lz_ok and est["bytes"] < LZ_FRIENDLY * n):
-        left = uses_left(n, k)
-        zflags = not (k > 64 and n > BIG)
-        coding = "ctx-" + ("left" if left else "up") + ("-zflags" if zflags else "")
+        coding = ctx_coding(n, k)
         if est["dup"] >= TRIAL_DUP:
             return _trial(a, k, coding)
         return (coding,), None
@@ -230,8 +238,7 @@ def _trial(a: np.ndarray, k: int, coding: str) -> tuple:
     z = plain.encode_lzma2(s)
     whole = s.size == a.size
     table = 0 if whole else streams.U32.unpack_from(c, 2)[0]
-    n, b = a.size, len(z) * a.size / s.size                # LZMA2's bytes on the whole map, from the sample
-    fast = (82.8e-6 + 0.653e-9 * n + 62.2e-9 * b) / (64.5e-6 + 2.36e-9 * n + 10.1e-9 * b) <= LZMA2_CAP
+    fast = _lzma2_ratio(a.size, len(z) * a.size / s.size) <= LZMA2_CAP  # (LZMA2's bytes scaled from the sample)
     best, payload = ("lzma2", z) if fast and len(z) < len(c) - table else (coding, c)
     return (best,), (payload if whole else None)
 
