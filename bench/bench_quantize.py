@@ -3,6 +3,7 @@
 Usage::
 
     python bench/bench_quantize.py [folder] [--k 16 64 256] [--repeat 3] [--no-big] [--no-oklab]
+    python bench/bench_quantize.py [folder] --mp 4 [--limit 6]   # every photo resampled to ~4 MP
 
 ``folder`` defaults to the Kodak set; the held-out set is made by ``bench/make_photos.py``
 (``python bench/make_photos.py`` then ``python bench/bench_quantize.py /tmp/gcp-photos-other``).
@@ -15,6 +16,11 @@ the best-of-``repeat`` wall time, per-image and median differences/ratios vs
 libimagequant, then (unless disabled) OKLab vs RGB fitting (mean DeltaE_OK x 100 and
 PSNR), quantize_many on 8 images vs libimagequant on them stacked into one, the K-medoids
 step, and (``--big``) the 24-megapixel line of ``bench/bench_24mp.py``.
+
+``--mp X`` resamples every photo (LANCZOS, aspect kept) to about X megapixels before the
+runs; an upscaled photo gets the sensor-like noise of ``bench/make_photos.py``'s ``big``
+variant (seeded by the file name), as a camera file of that size would have.  The speed
+claims are checked at 0.4, 1 and 4 MP this way; the source sets hold 0.07-0.4 MP photos.
 """
 
 from __future__ import annotations
@@ -70,7 +76,24 @@ def timed(fn, im, repeat):
     return out, best
 
 
-def run_main(files, ks, repeat):
+def load(f, mp=None):
+    """The photo at ``f`` as RGB, resampled to about ``mp`` megapixels when given."""
+    im = Image.open(f).convert("RGB")
+    if mp:
+        s = (mp * 1e6 / (im.width * im.height)) ** 0.5
+        size = (max(1, round(im.width * s)), max(1, round(im.height * s)))
+        if size != im.size:
+            im = im.resize(size, Image.Resampling.LANCZOS)
+            if s > 1:
+                import make_photos
+                name = os.path.splitext(os.path.basename(f))[0]
+                rng = make_photos._rng(name, f"mp{mp}")
+                im = Image.fromarray(make_photos.sensor_noise(np.asarray(im), rng, 0.6, 2.0))
+    im.load()
+    return im
+
+
+def run_main(files, ks, repeat, mp=None):
     summary = {}
     for k in ks:
         ms = methods(k)
@@ -79,8 +102,7 @@ def run_main(files, ks, repeat):
         print(f"{'image':<14}" + "".join(f"{n:>22}" for n in names) + f"{'dPSNR':>8}{'t/liq':>7}{'cpu/liq':>8}")
         rows = []
         for f in files:
-            im = Image.open(f).convert("RGB")
-            im.load()
+            im = load(f, mp)
             ref = np.asarray(im, np.float64)
             res = {}
             # interleave methods per repetition so load changes hit all of them alike
@@ -95,7 +117,7 @@ def run_main(files, ks, repeat):
             for n in names:
                 res[n] = (psnr(ref, outs[n]), times[n], cpus[n])
             rows.append(res)
-            line = f"{os.path.basename(f):<14}" + "".join(
+            line = f"{os.path.basename(f):<14}" + ("" if not mp else f" {im.width}x{im.height}") + "".join(
                 f"{res[n][0]:>12.2f} {res[n][1] * 1000:>8.0f}ms" for n in names)
             if "liq" in res:
                 line += (f"{res['ours'][0] - res['liq'][0]:>+8.2f}{res['ours'][1] / res['liq'][1]:>7.2f}"
@@ -198,12 +220,18 @@ def main(argv=None):
     ap.add_argument("--no-many", action="store_true")
     ap.add_argument("--no-oklab", action="store_true")
     ap.add_argument("--no-kmedoids", action="store_true")
+    ap.add_argument("--mp", type=float, default=None, help="resample every photo to about this many megapixels")
+    ap.add_argument("--limit", type=int, default=None, help="only N photos, evenly spaced in name order")
     args = ap.parse_args(argv)
     files = sorted(glob.glob(os.path.join(args.folder, "*.png")) + glob.glob(os.path.join(args.folder, "*.bmp")))
     if not files:
         sys.exit(f"no .png/.bmp images in {args.folder}")
-    print(f"{len(files)} images from {args.folder}; imagequant {'yes' if imagequant else 'MISSING'}")
-    run_main(files, args.k, args.repeat)
+    if args.limit and args.limit < len(files):
+        files = [files[i * len(files) // args.limit] for i in range(args.limit)]
+    print(f"{len(files)} images from {args.folder}"
+          + (f", resampled to ~{args.mp:g} MP" if args.mp else "")
+          + f"; imagequant {'yes' if imagequant else 'MISSING'}")
+    run_main(files, args.k, args.repeat, args.mp)
     if not args.no_oklab:
         run_oklab(files, args.k)
     if not args.no_many:

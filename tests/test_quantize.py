@@ -682,12 +682,12 @@ def test_kmeans_does_not_import_numpy_random():
     assert out.strip() == "False"
 
 
-@pytest.mark.parametrize("m", [1, 2, 16, 48])
+@pytest.mark.parametrize("m", [1, 2, 16, 48, 127, 128])
 def test_first_min_is_numpys_argmin_with_ties(m):
     # the fast path of long (m, rows) blocks must give argmin's first index, ties included
     from pillow_gcp.quantizers.nearest import _first_min
     rng = np.random.default_rng(m)
-    for rows in (100, 5000):
+    for rows in (100, 256, 300, 5000):
         D = rng.integers(-20, 20, (m, rows)).astype(np.float32)  # many ties
         j, d = _first_min(D, 0)
         assert np.array_equal(j, np.argmin(D, axis=0)) and np.array_equal(d, D.min(axis=0))
