@@ -261,7 +261,8 @@ def _weighted_cols(X, w):
     return [X[:, c].astype(np.float64) * w for c in range(X.shape[1])]
 
 
-def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None, Xc=None):
+def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None, Xc=None,
+           centres_only=False):
     """Weighted Lloyd with Hamerly bounds on X (B, C) float32, w (B,) float64.
 
     ``centres`` (k, C); the first ``nfix`` never move.  Optional starting ``assign``
@@ -270,6 +271,9 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None,
     caller reuses them.
     Returns (centres float32, assign (B,), lower (B,), sse, dist (B,)) with ``dist`` the
     exact distance to the assigned centre and ``lower`` valid for the returned centres.
+    With ``centres_only`` (the last level, whose caller keeps only the centres) the
+    re-assignment after the last centre update, which only fed the returned assignment and
+    error, is skipped: (centres, None, None, None, None), the same centres.
     """
     B, C = X.shape
     k = centres.shape[0]
@@ -306,6 +310,8 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None,
         centres = new
         if not shift.any():
             break
+        if centres_only and it == max_iter - 1:
+            return centres, None, None, None, None
         upper += shift[assign]
         _drop_lower(X, Xc, centres, assign, lower, shift)
         todo = np.flatnonzero(upper >= lower)
@@ -323,6 +329,8 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None,
         if prev - sse <= tol * sse:
             break
         prev = sse
+    if centres_only:
+        return centres, None, None, None, None
     d1 = _dist_assigned(X, Xc, centres, assign, squared=True)
     sse = float(np.einsum("i,i->", d1, w))
     return centres, assign, lower, sse, np.sqrt(d1)
@@ -530,14 +538,14 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
     targets = [(lv[0], lv[1], lv[2], level_iter) for lv in levels[1:]]
     if levels and polish_iter > 0:
         targets.append((Xt, w_all, np.arange(U), polish_iter))
-    for Xn, wn, invn, n_it in targets:
+    for t, (Xn, wn, invn, n_it) in enumerate(targets):
         # parent of each fine point: colour -> coarse cell (prev_inv) vs colour -> fine (invn)
         parent = np.empty(Xn.shape[0], np.int64)
         parent[invn] = prev_inv
         dm = Xn - prev_X[parent]
         low = lower[parent] - np.sqrt(np.einsum("ij,ij->i", dm, dm))
-        cen, assign, lower, _, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol,
-                                       assign=assign[parent], lower=low)
+        cen, assign, lower, _, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol, assign=assign[parent],
+                                       lower=low, centres_only=t == len(targets) - 1)
         prev_X, prev_inv = Xn, invn
     if colors.dtype == np.uint8:
         out = np.clip(np.rint(cen), 0, 255).astype(np.uint8)
