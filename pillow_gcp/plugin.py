@@ -11,20 +11,22 @@ from typing import IO, Any, Dict, Tuple
 
 from PIL import Image, ImageFile, ImagePalette
 
-from . import adapter
-from . import format as gcp_format
-from . import payload
+# adapter, format and payload (numpy) are imported where used: ``import pillow_gcp`` registers the
+# plugin without loading numpy, and identifying another format's file never needs them.
 
 FORMAT = "GCP"
 MIME = "image/x-gcp"
 EXTENSION = ".gcp"
+
+#: the .gcp signature (pillow_gcp.format.MAGIC, SPEC.md section 1), checked without importing format
+_MAGIC = b"\x89GCP\r\n\x1a\n"
 
 # one fully transparent entry, all others opaque (fullmatch: "$" would accept a trailing 0x0A)
 _simple_alpha = re.compile(b"\xff*\x00\xff*")
 
 
 def _accept(prefix: bytes) -> bool:
-    return gcp_format.accept(prefix)
+    return prefix[:8] == _MAGIC
 
 
 class GcpImageFile(ImageFile.ImageFile):
@@ -32,6 +34,8 @@ class GcpImageFile(ImageFile.ImageFile):
     format_description = "GCP palette image (clustered colours)"
 
     def _open(self) -> None:
+        from . import format as gcp_format
+
         assert self.fp is not None
         if not _accept(self.fp.read(8)):
             msg = "not a GCP file"
@@ -64,6 +68,8 @@ class GcpImageFile(ImageFile.ImageFile):
 
     def verify(self) -> None:
         """Check every CRC and decode the payload, without keeping the pixels."""
+        from . import format as gcp_format
+
         if self.fp is None:
             msg = "verify must be called directly after open"
             raise RuntimeError(msg)
@@ -89,6 +95,8 @@ class GcpDecoder(ImageFile.PyDecoder):
         self._complete = False  # the whole DATA chunk (payload + CRC) has arrived
 
     def decode(self, buffer: Any) -> tuple[int, int]:  # bytes from Pillow's read loop
+        from . import format as gcp_format
+
         need = self._length + 4 - len(self._buffer)
         self._buffer += buffer[:need]
         if len(self._buffer) < self._length + 4:
@@ -100,6 +108,8 @@ class GcpDecoder(ImageFile.PyDecoder):
         return -1, 0
 
     def _finish(self, data: bytes | bytearray | memoryview, *, partial: bool) -> None:
+        from . import format as gcp_format
+
         indices = gcp_format.decode_indices(
             data, self.state.xsize, self.state.ysize, self._palette_size, self._payload_offset, partial=partial,
             version=self._version,
@@ -121,12 +131,17 @@ class GcpDecoder(ImageFile.PyDecoder):
 def payload_level(info: Dict[str, Any]) -> int:
     """The payload effort of a save: ``compress_level`` 0..9 (default 6; Pillow's PNG name), or 9
     with ``optimize=True`` (every coding tried, slow on big images)."""
+    from . import payload
+
     if info.get("compress_level") is not None:
         return payload.check_level(info["compress_level"], "compress_level")
     return 9 if info.get("optimize") else 6
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    from . import adapter
+    from . import format as gcp_format
+
     info = im.encoderinfo
     if info.get("append_images"):  # Pillow before 12 sends append_images without save_all here
         _save_all(im, fp, filename)

@@ -1167,3 +1167,138 @@ def test_format_pillow_cannot_write_is_a_usage_error(tmp_path, monkeypatch, caps
     assert main(["compress", src, "-o", str(tmp_path / "a.webp")]) == 2
     assert "cannot write WEBP" in capsys.readouterr().err
     assert not (tmp_path / "a.webp").exists()
+
+
+# -------------------------------------------------------------------------- start-up
+
+
+def test_import_loads_pillow_only_and_registers(tmp_path):
+    """``import pillow_gcp`` registers GCP without numpy; the public names load on first use."""
+    src = save_png(tmp_path / "a.png")
+    code = ("import sys; import pillow_gcp; from PIL import Image; "
+            "assert 'numpy' not in sys.modules and 'pillow_gcp.quantizers' not in sys.modules; "
+            "assert Image.SAVE['GCP'] and Image.registered_extensions()['.gcp'] == 'GCP'; "
+            f"Image.open({src!r}).save({str(tmp_path / 'a.gcp')!r}, k=5); "
+            f"im = Image.open({str(tmp_path / 'a.gcp')!r}); im.load(); assert im.format == 'GCP'; "
+            "from pillow_gcp import quantize, set_decode_threads; "
+            "assert quantize is pillow_gcp.quantize is pillow_gcp.quantizers.quantize; "
+            "assert set_decode_threads is pillow_gcp.payload.ctx.set_threads; "
+            "assert pillow_gcp.register_quantizer and pillow_gcp.quantize_many and pillow_gcp.adapter.pixels; "
+            "assert set(pillow_gcp.__all__) <= set(dir(pillow_gcp)); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=120, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pillow_gcp.nope  # noqa: B018
+
+
+def test_plugin_signature_is_the_formats():
+    from pillow_gcp import format as gcp_format
+    from pillow_gcp import plugin
+
+    assert plugin._MAGIC == gcp_format.MAGIC
+    for prefix in (gcp_format.MAGIC + b"\0" * 8, gcp_format.MAGIC[:7], b"\x89PNG\r\n\x1a\n", b""):
+        assert plugin._accept(prefix) == gcp_format.accept(prefix)
+
+
+@pytest.mark.parametrize("argv", [
+    ["compress", "a.png", "-k", "8", "--algo", "kmedoids", "--metric", "manhattan", "--space", "oklab", "-o", "x/"],
+    ["compress", "a.png", "b.png", "--fixed-color", "ff00ff,00000000", "--ext=-fs8.png", "-j", "2", "--dither"],
+    ["decompress", "a.gcp", "--format", "webp", "-f"],
+    ["info", "--json", "a.gcp", "b.gcp"],
+    ["compare", "a.png", "--target-psnr", "30", "--amplify", "4"],
+])
+def test_parser_of_one_command_parses_as_the_full_parser(argv):
+    """main builds only the given command's options: the same namespace as the full parser's."""
+    full = vars(cli.build_parser().parse_args(argv))
+    one = vars(cli.build_parser(argv[0]).parse_args(argv))
+    assert full.pop("func") is one.pop("func")
+    assert full == one
+
+
+def test_help_and_choice_errors_list_the_registered_choices(capsys):
+    """--algo/--metric/--space look their choices up lazily; help and errors still show them."""
+    from pillow_gcp import quantizers
+
+    assert main(["compress", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--algo {" + ",".join(quantizers.registered_quantizers()) + "}" in out
+    assert "--metric {" + ",".join(quantizers.METRICS) + "}" in out
+    assert "--space {rgb,oklab}" in out
+    assert main(["compress", "a.png", "--space", "lab"]) == 2
+    assert "invalid choice: 'lab' (choose from 'rgb', 'oklab')" in capsys.readouterr().err
+
+
+def test_single_input_read_on_a_helper_thread_joined(tmp_path, monkeypatch, capsys):
+    """One regular-file input is read by a helper thread while options are checked; the thread
+    is gone when main returns (also after a usage error), and read errors are reported as before."""
+    import threading
+
+    src = save_png(tmp_path / "a.png")
+    started = []
+    real = cli._Prefetch.__init__
+
+    def spy(self, path):
+        started.append(path)
+        real(self, path)
+
+    monkeypatch.setattr(cli._Prefetch, "__init__", spy)
+    before = threading.active_count()
+    assert main(["compress", src, "-k", "5", "-o", str(tmp_path / "a.gcp")]) == 0
+    assert started == [src] and threading.active_count() == before
+    im = Image.open(src)
+    im.save(tmp_path / "ref.gcp", k=5)
+    assert (tmp_path / "a.gcp").read_bytes() == (tmp_path / "ref.gcp").read_bytes()
+    assert main(["compress", src, "-k", "999"]) == 2  # usage error: the thread was still joined
+    assert threading.active_count() == before
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    assert main(["compress", str(tmp_path / "empty.png")]) == 1
+    assert main(["compress", str(tmp_path / "junk.png")]) == 1
+    err = capsys.readouterr().err
+    assert "empty.png: empty file" in err and "junk.png: cannot read: not an image file Pillow can read" in err
+    assert threading.active_count() == before
+    # several inputs, stdin, a FIFO: read in turn as before (a FIFO read early would be consumed)
+    assert cli._prefetch([src, src], False) is None and cli._prefetch(["-"], False) is None
+    assert cli._prefetch([src], True) is None and cli._prefetch([str(tmp_path / "nope.png")], False) is None
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        assert cli._prefetch([str(tmp_path / "fifo")], False) is None
+
+
+def test_freeze_only_when_run_as_the_program(tmp_path, monkeypatch):
+    """main(argv) leaves the garbage collector alone; without argv only python -m pillow_gcp and
+    the console scripts (module named gcp / pillow-gcp that imported main) count as the program."""
+    import gc
+    import types
+
+    src = save_png(tmp_path / "a.png")
+    frozen = gc.get_freeze_count()
+    assert main(["compress", src, "-k", "3"]) == 0
+    assert gc.get_freeze_count() == frozen
+    assert not cli._is_program(["info"])
+    script = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/gcp"])
+    assert not cli._is_program(None)  # a script named gcp that did not import main
+    script.main = main
+    assert cli._is_program(None)
+    monkeypatch.setattr(sys, "argv", ["/home/u/tool.py"])
+    assert not cli._is_program(None)
+    script.__spec__ = types.SimpleNamespace(name="pillow_gcp.__main__")
+    assert cli._is_program(None)
+    script.__spec__ = types.SimpleNamespace(name="mytool")
+    assert not cli._is_program(None)
+
+
+def test_program_exit_status_and_output_with_freeze(tmp_path):
+    """python -m pillow_gcp (frozen at the end): exit statuses, stdout and files as ever."""
+    src = save_png(tmp_path / "a.png")
+    r = run(["compress", src, "-k", "4", "-o", "-"])
+    assert r.returncode == 0
+    assert r.stdout == pillow_gcp.convert.compress_bytes(open(src, "rb").read(), k=4)
+    assert run(["compress", src, "-k", "4", "-o", str(tmp_path / "b.gcp")]).returncode == 0
+    assert (tmp_path / "b.gcp").read_bytes() == r.stdout
+    assert run(["compress", src, "-k", "4", "-o", str(tmp_path / "b.gcp")]).returncode == 1  # exists
+    assert run(["compress", src, "-k", "0"]).returncode == 2
+    r = run(["info", "--json", str(tmp_path / "b.gcp")])
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["format"] == "GCP"
