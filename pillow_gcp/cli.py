@@ -1157,26 +1157,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
-    """The argparse parser of the ``gcp`` command.
-
-    With ``command`` (a sub-command name) only that sub-command gets its options; the others are
-    listed (name, help) but take none: :func:`main` parses with the parser of the command it was given,
-    which saves building the rest at every start.
-    """
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
-        prog="gcp", formatter_class=raw,
-        description="Compress images to the .gcp palette format (or to PNG-8, GIF, WebP with the same\n"
-                    "palette), decode them, inspect and compare them.",
-        epilog=EXIT_STATUS + "\n\nRun 'gcp COMMAND --help' for the options of a command; docs/cli.md has them all.",
-    )
-    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def wanted(p: argparse.ArgumentParser) -> bool:
-        return command is None or p.prog.rsplit(" ", 1)[-1] == command
-
+def _add_compress(sub: Any, raw: Any) -> None:
     c = sub.add_parser(
         "compress", help="quantize images and write .gcp (or PNG-8, GIF, WebP) files", formatter_class=raw,
         description="Quantize each input to a palette of K colours and write it as .gcp, or as PNG-8, GIF or\n"
@@ -1193,30 +1174,31 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
                "An existing output is refused without --force; an input is never overwritten; a FIFO or\n"
                "device (-o /dev/stdout) is written to directly.\n\n" + EXIT_STATUS,
     )
+    c.add_argument("inputs", nargs="+", metavar="IN", help="input images (any format Pillow reads); - for stdin")
+    c.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input; - for stdout) or folder (an existing one, a name ending with /, "
+                        "or with several inputs a new name without extension: created)")
+    c.add_argument("--format", type=str.lower, choices=("gcp", "png", "gif", "webp"),
+                   help="output format (default: from the -o name or --ext, else gcp)")
+    c.add_argument("--ext", metavar="SUFFIX",
+                   help="suffix of the output names instead of .gcp, e.g. .png or -fs8.png (it names the format "
+                        "unless --format is given)")
+    c.add_argument("-f", "--force", action="store_true", help="overwrite existing output files (inputs never)")
+    c.add_argument("--skip-if-larger", action="store_true",
+                   help="write nothing for an image whose output would be larger than the input file (exit 98)")
+    c.add_argument("-j", "--jobs", type=_jobs_type, default=1, metavar="JOBS",
+                   help="processes for several inputs (0 = one per usable CPU; default 1); same output as -j 1")
+    c.add_argument("--shared-palette", action="store_true",
+                   help="with several inputs: quantize them together to ONE palette (quantize_many)")
+    c.add_argument("--strip", action="store_true",
+                   help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="per file on stderr: sizes, bits per pixel, colours used (k) and PSNR of the file written")
+    _add_quant_options(c)
     c.set_defaults(func=cmd_compress)
-    if wanted(c):
-        c.add_argument("inputs", nargs="+", metavar="IN", help="input images (any format Pillow reads); - for stdin")
-        c.add_argument("-o", "--output", metavar="OUT",
-                       help="output file (one input; - for stdout) or folder (an existing one, a name ending with /, "
-                            "or with several inputs a new name without extension: created)")
-        c.add_argument("--format", type=str.lower, choices=("gcp", "png", "gif", "webp"),
-                       help="output format (default: from the -o name or --ext, else gcp)")
-        c.add_argument("--ext", metavar="SUFFIX",
-                       help="suffix of the output names instead of .gcp, e.g. .png or -fs8.png (it names the format "
-                            "unless --format is given)")
-        c.add_argument("-f", "--force", action="store_true", help="overwrite existing output files (inputs never)")
-        c.add_argument("--skip-if-larger", action="store_true",
-                       help="write nothing for an image whose output would be larger than the input file (exit 98)")
-        c.add_argument("-j", "--jobs", type=_jobs_type, default=1, metavar="JOBS",
-                       help="processes for several inputs (0 = one per usable CPU; default 1); same output as -j 1")
-        c.add_argument("--shared-palette", action="store_true",
-                       help="with several inputs: quantize them together to ONE palette (quantize_many)")
-        c.add_argument("--strip", action="store_true",
-                       help="drop metadata (ICC profile, EXIF, XMP, comment) instead of copying it")
-        c.add_argument("-v", "--verbose", action="store_true",
-                       help="per file on stderr: sizes, bits per pixel, colours used (k) and PSNR of the file written")
-        _add_quant_options(c)
 
+
+def _add_decompress(sub: Any, raw: Any) -> None:
     d = sub.add_parser(
         "decompress", help="decode .gcp files to PNG (or another format)", formatter_class=raw,
         description="Decode .gcp files and save them in a standard format, beside the input unless -o is given.\n"
@@ -1230,20 +1212,21 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
                "  gcp decompress photo.gcp -o photo.jpg    # format from the extension\n"
                "  gcp decompress - < photo.gcp > photo.png\n\n" + EXIT_STATUS,
     )
+    d.add_argument("inputs", nargs="+", metavar="IN", help=".gcp files; - for stdin")
+    d.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input; - for stdout) or folder (see compress)")
+    d.add_argument("--format", metavar="FMT",
+                   help="output format, any format Pillow writes (png, webp, bmp, tiff, gif, jpeg, ...); "
+                        "default: from the -o extension, else png")
+    d.add_argument("--any-input", action="store_true", help="also convert inputs that are not .gcp files")
+    d.add_argument("-f", "--force", action="store_true", help="overwrite existing output files (inputs never)")
+    d.add_argument("-j", "--jobs", type=_jobs_type, default=1, metavar="JOBS",
+                   help="processes for several inputs (0 = one per usable CPU; default 1)")
+    d.add_argument("-v", "--verbose", action="store_true", help="print sizes per file on stderr")
     d.set_defaults(func=cmd_decompress)
-    if wanted(d):
-        d.add_argument("inputs", nargs="+", metavar="IN", help=".gcp files; - for stdin")
-        d.add_argument("-o", "--output", metavar="OUT",
-                       help="output file (one input; - for stdout) or folder (see compress)")
-        d.add_argument("--format", metavar="FMT",
-                       help="output format, any format Pillow writes (png, webp, bmp, tiff, gif, jpeg, ...); "
-                            "default: from the -o extension, else png")
-        d.add_argument("--any-input", action="store_true", help="also convert inputs that are not .gcp files")
-        d.add_argument("-f", "--force", action="store_true", help="overwrite existing output files (inputs never)")
-        d.add_argument("-j", "--jobs", type=_jobs_type, default=1, metavar="JOBS",
-                       help="processes for several inputs (0 = one per usable CPU; default 1)")
-        d.add_argument("-v", "--verbose", action="store_true", help="print sizes per file on stderr")
 
+
+def _add_info(sub: Any, raw: Any) -> None:
     i = sub.add_parser(
         "info", help="show dimensions, palette, alpha, coding, size and bits per pixel", formatter_class=raw,
         description="Describe image files (.gcp or any format Pillow reads): dimensions, mode, palette size,\n"
@@ -1251,11 +1234,12 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
         epilog="examples:\n  gcp info photo.gcp\n  gcp info --json *.gcp      # always a JSON list, one object per file\n\n"
                + EXIT_STATUS,
     )
+    i.add_argument("inputs", nargs="+", metavar="FILE", help="files to describe; - for stdin")
+    i.add_argument("--json", action="store_true", help="print a JSON list with one object per file read")
     i.set_defaults(func=cmd_info)
-    if wanted(i):
-        i.add_argument("inputs", nargs="+", metavar="FILE", help="files to describe; - for stdin")
-        i.add_argument("--json", action="store_true", help="print a JSON list with one object per file read")
 
+
+def _add_compare(sub: Any, raw: Any) -> None:
     m = sub.add_parser(
         "compare", formatter_class=raw,
         help="compress an image and show original | .gcp | error side by side, with PSNR and deltaE",
@@ -1267,16 +1251,38 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
                "  gcp compare photo.png --target-psnr 32 --algo kmedoids\n"
                "  gcp compare photo.png --against photo.gcp\n\n" + EXIT_STATUS,
     )
+    m.add_argument("input", metavar="IN", help="original image; - for stdin")
+    m.add_argument("-o", "--output", metavar="PNG",
+                   help="the side-by-side picture (default: IN's name + .compare.png; - for stdout)")
+    m.add_argument("--against", metavar="FILE.gcp", help="compare with this existing .gcp instead of compressing")
+    m.add_argument("--amplify", type=_positive_float, default=8.0, metavar="X",
+                   help="error map brightness factor (default 8)")
+    m.add_argument("-f", "--force", action="store_true", help="overwrite an existing picture")
+    _add_quant_options(m)
     m.set_defaults(func=cmd_compare)
-    if wanted(m):
-        m.add_argument("input", metavar="IN", help="original image; - for stdin")
-        m.add_argument("-o", "--output", metavar="PNG",
-                       help="the side-by-side picture (default: IN's name + .compare.png; - for stdout)")
-        m.add_argument("--against", metavar="FILE.gcp", help="compare with this existing .gcp instead of compressing")
-        m.add_argument("--amplify", type=_positive_float, default=8.0, metavar="X",
-                       help="error map brightness factor (default 8)")
-        m.add_argument("-f", "--force", action="store_true", help="overwrite an existing picture")
-        _add_quant_options(m)
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argparse parser of the ``gcp`` command.
+
+    With ``command`` (a sub-command name) only that sub-command is added: :func:`main` parses a
+    command line that starts with a command with that command's parser, and builds the whole parser
+    (for ``gcp --help``, errors) otherwise.
+    """
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="gcp", formatter_class=raw,
+        description="Compress images to the .gcp palette format (or to PNG-8, GIF, WebP with the same\n"
+                    "palette), decode them, inspect and compare them.",
+        epilog=EXIT_STATUS + "\n\nRun 'gcp COMMAND --help' for the options of a command; docs/cli.md has them all.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    for name, add in (("compress", _add_compress), ("decompress", _add_decompress), ("info", _add_info),
+                      ("compare", _add_compare)):
+        if command is None or command == name:
+            add(sub, raw)
     return parser
 
 
@@ -1334,9 +1340,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             if argv[i] == "--ext" and argv[i + 1].startswith("-") and argv[i + 1] != "-":
                 argv[i:i + 2] = [f"--ext={argv[i + 1]}", ""]
         argv = [a for a in argv if a != ""]
-        # the command is the first word (gcp's own options, --help and --version, take no value)
-        command = next((a for a in argv if not a.startswith("-")), None)
-        parser = build_parser(command if command in _COMMANDS else None)
+        parser = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help / --version
