@@ -1042,6 +1042,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- argument parsing
 
 
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns`` (COLUMNS, else the terminal's, else 80), without
+    importing shutil (and zlib, bz2, lzma with it) at every start just to build the parser."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return columns
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's RawDescriptionHelpFormatter, the width found by :func:`_columns`."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        if len(args) < 3 and kwargs.get("width") is None:
+            kwargs["width"] = _columns() - 2  # as argparse does
+        super().__init__(prog, *args, **kwargs)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
         self.print_usage(sys.stderr)
@@ -1269,7 +1294,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     command line that starts with a command with that command's parser, and builds the whole parser
     (for ``gcp --help``, errors) otherwise.
     """
-    raw = argparse.RawDescriptionHelpFormatter
+    raw = _Formatter
     parser = _Parser(
         prog="gcp", formatter_class=raw,
         description="Compress images to the .gcp palette format (or to PNG-8, GIF, WebP with the same\n"

@@ -1302,3 +1302,22 @@ def test_program_exit_status_and_output_with_freeze(tmp_path):
     assert run(["compress", src, "-k", "0"]).returncode == 2
     r = run(["info", "--json", str(tmp_path / "b.gcp")])
     assert r.returncode == 0 and json.loads(r.stdout)[0]["format"] == "GCP"
+
+
+@pytest.mark.parametrize("columns", [None, "", "0", "-3", "abc", "57", "200"])
+def test_help_width_is_shutils(columns, monkeypatch):
+    """The parser's width (found without importing shutil) is argparse's usual one."""
+    import shutil
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli._columns() == shutil.get_terminal_size().columns
+    assert cli._Formatter("gcp")._width == argparse_formatter_width()
+
+
+def argparse_formatter_width() -> int:
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter("gcp")._width
