@@ -782,3 +782,32 @@ def test_kmeans_lloyd_matches_brute_force():
     D[np.arange(X.shape[0]), assign] = np.inf
     # float32 distances from the ||x||^2 - 2 x.p + ||p||^2 expansion: ~1e-3 slop at 255-scale colours
     assert (lower <= np.sqrt(D.min(axis=1)) + 1e-2).all()
+
+
+@pytest.mark.parametrize("C,bits,dtype", [(3, 4, np.uint8), (3, 5, np.uint8), (3, 7, np.uint8), (4, 6, np.uint8),
+                                          (4, 8, np.uint8), (3, 5, np.float32)])
+def test_bin_reduce_matches_a_plain_grid_reduction(C, bits, dtype):
+    # cells, weighted means, weights and each colour's cell, against np.unique on the grid rows
+    rng = np.random.default_rng(bits * C)
+    n = 40000  # 3 x 4-5 bits: the counting path (dense keys); 3 x 7, 4 x 6-8: the sort path
+    X = rng.integers(0, 256, (n, C)).astype(np.uint8)
+    X = np.unique(X, axis=0)
+    if dtype == np.float32:
+        X = X.astype(np.float32) / 255 - 0.3
+    w = rng.integers(1, 50, X.shape[0]).astype(np.float64)
+    means, wsum, inv = histogram.bin_reduce(X, w, bits)
+    if dtype == np.uint8:
+        q = (X >> (8 - bits)).astype(np.int64)
+    else:
+        lo, span = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
+        q = np.minimum(((X - lo) / span * (1 << bits)).astype(np.int64), (1 << bits) - 1)
+    cells, ref_inv = np.unique(q, axis=0, return_inverse=True)
+    ref_inv = ref_inv.ravel()
+    assert means.shape == (cells.shape[0], C) and wsum.shape == (cells.shape[0],)
+    # same partition (cell ids in the same order: both sort the cell keys)
+    assert np.array_equal(inv, ref_inv)
+    ref_w = np.bincount(ref_inv, weights=w)
+    assert np.allclose(wsum, ref_w, rtol=0, atol=1e-9)
+    for c in range(C):
+        ref_m = np.bincount(ref_inv, weights=X[:, c].astype(np.float64) * w) / ref_w
+        assert np.allclose(means[:, c], ref_m, rtol=1e-12, atol=1e-9)
