@@ -2,11 +2,18 @@
 
 Usage::
 
-    python bench/bench_e2e.py [--runs 7] [--k 16 256] [--photo kodim05] [--gcp PATH]
+    python bench/bench_e2e.py [--runs 7] [--k 16 256] [--photo kodim05 ...] [--sizes 0.4 4] [--gcp PATH]
+    python bench/bench_e2e.py --photo kodim01 kodim05 kodim13 kodim19 kodim23 --sizes 0.4 --runs 9
+    python bench/bench_e2e.py --photo /work/shared/corpus/photos-more/sipi-4.2.03.png --sizes 0.4
 
-Inputs: a 768 x 512 Kodak photo (``/work/shared/corpus/photos/NAME.png``) and a 4-megapixel
-photo made from it (LANCZOS upscale to 2448 x 1632 plus sensor-like noise, the ``big``
-recipe of ``bench/make_photos.py``; cached in /tmp/gcp-e2e).
+Inputs, per photo (``--photo``: a Kodak name, ``/work/shared/corpus/photos/NAME.png``, or the path of
+any photo; several may be given): ``0.4`` is the photo at 768 x 512 pixels' count (a Kodak photo as
+it is; another photo resampled with LANCZOS, aspect kept, to ~0.39 megapixels, sensor-like noise
+added if that is an upscale, as ``bench_quantize.py --mp`` does), ``4`` a 4-megapixel photo made
+from it (a Kodak photo: LANCZOS upscale to 2448 x 1632 plus sensor-like noise, the ``big`` recipe of
+``bench/make_photos.py``; another photo: resampled to ~4 megapixels, aspect kept, plus that noise).
+All are cached in /tmp/gcp-e2e.  With several photos a summary gives the median time ratio per size
+and k.
 
 Each command is timed with hyperfine (``--warmup 1 --runs N``, median of the runs; the
 whole process: interpreter start, imports, decode, quantize, encode, file written; also
@@ -49,23 +56,58 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def make_inputs(name: str, out: str):
+KODAK = "/work/shared/corpus/photos"
+SMALL_PIXELS = 768 * 512  # a Kodak photo's
+
+
+def _resampled(im, pixels: int, name: str, kind: str):
+    """``im`` resampled (LANCZOS, aspect kept) to about ``pixels``; sensor-like noise if upscaled."""
+    from make_photos import _rng, sensor_noise
+
+    s = (pixels / (im.width * im.height)) ** 0.5
+    size = (max(1, round(im.width * s)), max(1, round(im.height * s)))
+    if size == im.size:
+        return im
+    im = im.resize(size, Image.Resampling.LANCZOS)
+    if s > 1:
+        im = Image.fromarray(sensor_noise(np.asarray(im), _rng(name, kind), 0.6, 2.0))
+    return im
+
+
+def make_inputs(photo: str, out: str, sizes=(0.4, 4)):
+    """The input files of ``photo`` (a Kodak name or a path) at each of ``sizes`` (0.4, 4 MP)."""
     sys.path.insert(0, HERE)
     from make_photos import _rng, sensor_noise
 
     os.makedirs(out, exist_ok=True)
-    src = os.path.join("/work/shared/corpus/photos", name + ".png")
-    small = os.path.join(out, f"{name}-768x512.png")
-    if not os.path.exists(small):
-        shutil.copyfile(src, small)
-    big = os.path.join(out, f"{name}-4mp.png")
-    if not os.path.exists(big):
-        im = Image.open(src).convert("RGB")
-        if im.height > im.width:
-            im = im.transpose(Image.Transpose.ROTATE_90)
-        up = im.resize((2448, 1632), Image.Resampling.LANCZOS)
-        Image.fromarray(sensor_noise(np.asarray(up), _rng(name, "4mp"), 0.6, 2.0)).save(big, compress_level=1)
-    return [small, big]
+    kodak = os.sep not in photo and not photo.endswith(".png")
+    src = os.path.join(KODAK, photo + ".png") if kodak else photo
+    name = os.path.splitext(os.path.basename(src))[0]
+    files = []
+    for mp in sizes:
+        if mp == 0.4:
+            path = os.path.join(out, f"{name}-768x512.png" if kodak else f"{name}-0.4mp.png")
+            if not os.path.exists(path):
+                if kodak:
+                    shutil.copyfile(src, path)
+                else:
+                    _resampled(Image.open(src).convert("RGB"), SMALL_PIXELS, name, "e2e-0.4").save(path)
+        elif mp == 4:
+            path = os.path.join(out, f"{name}-4mp.png")
+            if not os.path.exists(path):
+                im = Image.open(src).convert("RGB")
+                if kodak:
+                    if im.height > im.width:
+                        im = im.transpose(Image.Transpose.ROTATE_90)
+                    up = im.resize((2448, 1632), Image.Resampling.LANCZOS)
+                    big = Image.fromarray(sensor_noise(np.asarray(up), _rng(name, "4mp"), 0.6, 2.0))
+                else:
+                    big = _resampled(im, 2448 * 1632, name, "e2e-4")
+                big.save(path, compress_level=1)
+        else:
+            raise SystemExit(f"--sizes takes 0.4 and 4, not {mp}")
+        files.append(path)
+    return files
 
 
 def time_cmd(cmd: list, runs: int) -> list:
@@ -149,21 +191,25 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--k", type=int, nargs="+", default=[16, 256])
-    ap.add_argument("--photo", default="kodim05")
+    ap.add_argument("--photo", nargs="+", default=["kodim05"],
+                    help="Kodak names (kodim05) or paths of photos (default kodim05)")
+    ap.add_argument("--sizes", type=float, nargs="+", default=[0.4, 4], choices=[0.4, 4],
+                    help="0.4: 768x512 (or resampled to as many pixels), 4: 4 megapixels (default both)")
     ap.add_argument("--gcp", default=shutil.which("gcp") or "gcp")
     ap.add_argument("--no-compile", action="store_true",
                     help="do not byte-compile pillow_gcp before timing gcp (see the module doc)")
     ap.add_argument("--installed", action="store_true",
                     help="also time gcp as a regular (non-editable) install runs it (see the module doc)")
     a = ap.parse_args(argv)
-    inputs = make_inputs(a.photo, "/tmp/gcp-e2e")
+    inputs = [f for p in a.photo for f in make_inputs(p, "/tmp/gcp-e2e", a.sizes)]
     tmp = tempfile.mkdtemp(prefix="gcp-e2e-")
     inst = installed_copy(tmp) if a.installed else None
     print(f"runs={a.runs} (median), gcp={a.gcp}, pngquant={shutil.which('pngquant')}, "
           f"{'no byte-compile' if a.no_compile else 'pillow_gcp byte-compiled before each gcp timing'}")
-    print(f"{'input':<22}{'k':>4} | {'gcp s':>7} {'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'pngquant s':>10} "
+    print(f"{'input':<26}{'k':>4} | {'gcp s':>7} {'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'pngquant s':>10} "
           f"{'cpu s':>6} {'bytes':>9} {'PSNR':>6} | {'time r':>6} {'size r':>6} {'dPSNR':>6}"
           + (f" | {'inst s':>6} {'inst r':>6}" if inst else ""))
+    ratios = {}  # (size label, k) -> time ratios gcp / pngquant
     try:
         for inp in inputs:
             ref = np.asarray(Image.open(inp).convert("RGB"), np.float64)
@@ -185,11 +231,16 @@ def main(argv=None):
                 pg, pp = psnr(ref, og), psnr(ref, op)
                 w, h = Image.open(inp).size
                 label = f"{os.path.basename(inp)[:-4]} {w * h / 1e6:.1f}MP"
-                print(f"{label:<22}{k:>4} | {tg:>7.3f} {cgc:>6.2f} {sg:>9} "
+                ratios.setdefault((f"{w * h / 1e6:.1f}MP", k), []).append(tg / tp)
+                print(f"{label:<26}{k:>4} | {tg:>7.3f} {cgc:>6.2f} {sg:>9} "
                       f"{pg:>6.2f} | {tp:>10.3f} {cpc:>6.2f} {sp:>9} {pp:>6.2f} | {tg / tp:>6.2f} {sg / sp:>6.3f} "
                       f"{pg - pp:>+6.2f}" + (f" | {ti:>6.3f} {ti / tp:>6.2f}" if inst else ""), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if len(a.photo) > 1:
+        print("median time ratio gcp / pngquant over the photos: " + ", ".join(
+            f"{size} k={k}: {statistics.median(r):.2f} (max {max(r):.2f}, n={len(r)})"
+            for (size, k), r in sorted(ratios.items())))
     print("targets (issue 14 item 4): time r <= 1, size r < 1, dPSNR > 0")
 
 
