@@ -1321,3 +1321,24 @@ def argparse_formatter_width() -> int:
     import argparse
 
     return argparse.RawDescriptionHelpFormatter("gcp")._width
+
+
+def test_gcp_save_by_name_is_image_save(tmp_path, monkeypatch):
+    """convert._save_gcp lets Image.save take the format from a .gcp name (no Image.preinit): the
+    bytes of im.save(f, "GCP", ...); a process compressing a PNG never loads the JPEG/GIF/BMP plugins."""
+    from pillow_gcp import convert
+
+    im = _rgba_photo()
+    for kw in ({"k": 7}, {"k": 3, "algo": "kmedoids", "compress_level": 1}, {"comment": "hi", "k": 3}):
+        buf = io.BytesIO()
+        im.save(buf, "GCP", **kw)
+        assert convert._save_gcp(im, **kw) == buf.getvalue()
+    monkeypatch.setitem(Image.EXTENSION, ".gcp", "PNG")  # .gcp names another format: given explicitly
+    assert convert._save_gcp(im, k=7)[:8] == b"\x89GCP\r\n\x1a\n"
+    src = save_png(tmp_path / "a.png")
+    code = ("import sys; from pillow_gcp.cli import main; "
+            f"assert main(['compress', {src!r}, '-k', '4']) == 0; "
+            "print(sorted(m for m in ('PIL.JpegImagePlugin', 'PIL.GifImagePlugin', 'PIL.BmpImagePlugin') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=120, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
