@@ -24,6 +24,11 @@ pngquant is the system one (``/usr/bin/pngquant``, ``--nofs``: no dithering, ``-
 --output``); ``gcp`` is the console script of the active environment.  Without hyperfine
 the script falls back to its own loop (same statistics).
 
+``--interleave`` times the commands alternately (gcp, pngquant, [installed gcp], then the reverse
+order, ``--runs`` rounds after a warm-up round) in the script's own loop, the CPU time of each run
+from ``wait4``: on a shared machine whose load drifts, hyperfine's blocks of runs of one command can
+meet different loads.
+
 Byte code: before each ``gcp`` timing the package's modules are byte-compiled into their
 ``__pycache__`` (``compileall``, only stale files), as ``pip install`` does for an installed
 package.  Without it, an editable checkout in an environment with ``PYTHONDONTWRITEBYTECODE=1``
@@ -139,6 +144,28 @@ def time_cmd(cmd: list, runs: int) -> list:
     return out
 
 
+def time_interleaved(cmds: list, runs: int):
+    """Wall and CPU (user + system, from wait4) times of ``runs`` rounds in which every command of
+    ``cmds`` runs once, the order reversed every other round, after one warm-up round: a drift of
+    the machine's load hits all the commands alike."""
+    walls = [[] for _ in cmds]
+    cpus = [[] for _ in cmds]
+    for r in range(runs + 1):
+        order = list(range(len(cmds))) if r % 2 == 0 else list(range(len(cmds)))[::-1]
+        for i in order:
+            t = time.perf_counter()
+            p = subprocess.Popen(cmds[i], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, status, ru = os.wait4(p.pid, 0)
+            wall = time.perf_counter() - t
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if p.returncode:
+                raise subprocess.CalledProcessError(p.returncode, cmds[i])
+            if r:
+                walls[i].append(wall)
+                cpus[i].append(ru.ru_utime + ru.ru_stime)
+    return walls, cpus
+
+
 def _q(s: str) -> str:
     return s if all(c.isalnum() or c in "/._-=+" for c in s) else "'" + s.replace("'", "'\\''") + "'"
 
@@ -198,6 +225,9 @@ def main(argv=None):
     ap.add_argument("--gcp", default=shutil.which("gcp") or "gcp")
     ap.add_argument("--no-compile", action="store_true",
                     help="do not byte-compile pillow_gcp before timing gcp (see the module doc)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time gcp and pngquant alternately, run by run (own loop, CPU from wait4) instead of "
+                         "hyperfine's blocks: steadier on a shared machine whose load drifts")
     ap.add_argument("--installed", action="store_true",
                     help="also time gcp as a regular (non-editable) install runs it (see the module doc)")
     a = ap.parse_args(argv)
@@ -220,11 +250,17 @@ def main(argv=None):
                 cp = ["pngquant", "--nofs", "--force", "--output", op, str(k), inp]
                 if not a.no_compile:
                     compile_package()
-                tg = statistics.median(time_cmd(cg, a.runs))
-                cgc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
-                tp = statistics.median(time_cmd(cp, a.runs))
-                cpc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
-                ti = statistics.median(time_cmd([inst] + cg[1:], a.runs)) if inst else None
+                if a.interleave:
+                    walls, cpus = time_interleaved([cg, cp] + ([[inst] + cg[1:]] if inst else []), a.runs)
+                    tg, tp = statistics.median(walls[0]), statistics.median(walls[1])
+                    cgc, cpc = statistics.median(cpus[0]), statistics.median(cpus[1])
+                    ti = statistics.median(walls[2]) if inst else None
+                else:
+                    tg = statistics.median(time_cmd(cg, a.runs))
+                    cgc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
+                    tp = statistics.median(time_cmd(cp, a.runs))
+                    cpc = statistics.median(time_cmd.cpu) if time_cmd.cpu else float("nan")
+                    ti = statistics.median(time_cmd([inst] + cg[1:], a.runs)) if inst else None
                 subprocess.run(cg, check=True)
                 subprocess.run(cp, check=True)
                 sg, sp = os.path.getsize(og), os.path.getsize(op)
