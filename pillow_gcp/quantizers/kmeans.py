@@ -302,9 +302,13 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None,
         wsum = np.bincount(assign, weights=w, minlength=k)
         new = centres.copy()
         ok = wsum > 0
+        full = bool(ok.all())
         for c in range(C):
             s = np.bincount(assign, weights=wX[c], minlength=k)
-            new[ok, c] = s[ok] / wsum[ok]
+            if full:
+                new[:, c] = s / wsum
+            else:
+                new[ok, c] = s[ok] / wsum[ok]
         new[:nfix] = centres[:nfix]
         shift = np.sqrt(((new - centres) ** 2).sum(axis=1))
         centres = new
@@ -312,12 +316,13 @@ def _lloyd(X, w, centres, nfix, max_iter, tol, assign=None, lower=None, wX=None,
             break
         if centres_only and it == max_iter - 1:
             return centres, None, None, None, None
-        upper += shift[assign]
+        upper += np.take(shift, assign)
         _drop_lower(X, Xc, centres, assign, lower, shift)
         todo = np.flatnonzero(upper >= lower)
         if todo.size:
-            upper[todo] = _dist_assigned(X, Xc, centres, assign, todo)
-            todo = todo[upper[todo] >= lower[todo]]
+            ut = _dist_assigned(X, Xc, centres, assign, todo)
+            upper[todo] = ut
+            todo = todo[ut >= np.take(lower, todo)]
         if todo.size:
             a, e1, e2 = nearest_two(np.take(X, todo, axis=0), centres)
             assign[todo] = a
@@ -391,9 +396,13 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol, wX=None, Xc=Non
         # worst point of each chosen cluster, in one pass
         sel = _member(a, cand, k)  # points of the chosen clusters
         idx = np.flatnonzero(sel)
-        o = np.lexsort((-err[idx], a[idx]))
-        first = np.r_[True, a[idx][o][1:] != a[idx][o][:-1]]
-        worst_of = dict(zip(a[idx][o][first].tolist(), idx[o][first].tolist()))
+        ai = np.take(a, idx)
+        o = np.lexsort((-np.take(err, idx), ai))
+        ao = np.take(ai, o)
+        first = np.empty(ao.size, bool)
+        first[:1] = True
+        np.not_equal(ao[1:], ao[:-1], out=first[1:])
+        worst_of = dict(zip(ao[first].tolist(), np.take(idx, o)[first].tolist()))
         new = cen.copy()
         moved = []
         for slot, j in zip(removed, cand):
