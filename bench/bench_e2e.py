@@ -200,8 +200,8 @@ def installed_copy(tmp: str) -> str:
     compileall.compile_dir(dst, quiet=1)
     script = os.path.join(venv, "bin", "gcp")
     with open(script, "w") as fh:  # pip's console-script template
-        fh.write(f"#!{py}\nimport sys\nfrom pillow_gcp.cli import main\nif __name__ == '__main__':\n"
-                 "    sys.exit(main())\n")
+        fh.write(f"#!{py}\nimport sys\nfrom pillow_gcp.cli import run\nif __name__ == '__main__':\n"
+                 "    sys.exit(run())\n")
     os.chmod(script, 0o755)
     return script
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from pillow_gcp.cli import main
+from pillow_gcp.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -1324,38 +1324,25 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _is_program(argv: Optional[Sequence[str]]) -> bool:
-    """Whether :func:`main` runs as the ``gcp`` program itself, the process ending when it returns:
-    called without ``argv`` by ``python -m pillow_gcp`` or by the ``gcp`` / ``pillow-gcp`` console
-    script (whose module imported this ``main``)."""
-    if argv is not None:
-        return False
-    top = sys.modules.get("__main__")
-    spec = getattr(top, "__spec__", None)
-    if spec is not None:
-        return spec.name == "pillow_gcp.__main__"
-    name = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0]
-    return name in ("gcp", "pillow-gcp") and getattr(top, "main", None) is main
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``gcp`` command line; returns the exit status (see EXIT_STATUS).
+    """Run the ``gcp`` command line; returns the exit status (see EXIT_STATUS). ``argv``: the
+    arguments after the program name (None: ``sys.argv[1:]``)."""
+    return _main(argv)
 
-    Run as the program (no ``argv``, from ``python -m pillow_gcp`` or the console scripts: see
-    :func:`_is_program`), it ends with :func:`gc.freeze`: the objects left (numpy's, Pillow's, ...)
-    move to the collector's permanent generation, so that the interpreter's shutdown does not walk
-    them in a last full collection (~20 ms of a 0.2 s run). Files, standard streams, ``atexit``
-    handlers and the exit status are as without it. Called with ``argv`` (inside a longer-lived
-    process), it leaves the collector alone.
-    """
-    program = _is_program(argv)
+
+def run() -> int:
+    """The ``gcp`` / ``pillow-gcp`` console scripts and ``python -m pillow_gcp``: :func:`main`, then
+    :func:`gc.freeze`, as the process is about to end: the objects left (numpy's, Pillow's, ...) move
+    to the collector's permanent generation, so that the interpreter's shutdown does not walk them
+    in a last full collection (10-20 ms of a 0.2 s run). Files, standard streams, ``atexit``
+    handlers and the exit status are as without it. Call :func:`main` from Python instead: it
+    leaves the collector alone."""
     try:
-        return _main(argv)
+        return main()
     finally:
-        if program:
-            import gc
+        import gc
 
-            gc.freeze()
+        gc.freeze()
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -1266,28 +1266,23 @@ def test_single_input_read_on_a_helper_thread_joined(tmp_path, monkeypatch, caps
 
 
 def test_freeze_only_when_run_as_the_program(tmp_path, monkeypatch):
-    """main(argv) leaves the garbage collector alone; without argv only python -m pillow_gcp and
-    the console scripts (module named gcp / pillow-gcp that imported main) count as the program."""
+    """main(argv) leaves the garbage collector alone; run(), the console scripts' and python -m
+    pillow_gcp's entry, freezes it at the end (the process ends next)."""
     import gc
-    import types
 
     src = save_png(tmp_path / "a.png")
     frozen = gc.get_freeze_count()
     assert main(["compress", src, "-k", "3"]) == 0
     assert gc.get_freeze_count() == frozen
-    assert not cli._is_program(["info"])
-    script = types.ModuleType("__main__")
-    monkeypatch.setitem(sys.modules, "__main__", script)
-    monkeypatch.setattr(sys, "argv", ["/usr/bin/gcp"])
-    assert not cli._is_program(None)  # a script named gcp that did not import main
-    script.main = main
-    assert cli._is_program(None)
-    monkeypatch.setattr(sys, "argv", ["/home/u/tool.py"])
-    assert not cli._is_program(None)
-    script.__spec__ = types.SimpleNamespace(name="pillow_gcp.__main__")
-    assert cli._is_program(None)
-    script.__spec__ = types.SimpleNamespace(name="mytool")
-    assert not cli._is_program(None)
+    monkeypatch.setattr(sys, "argv", ["gcp", "compress", src, "-k", "3", "-o", str(tmp_path / "b.gcp")])
+    try:
+        assert cli.run() == 0
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+    assert (tmp_path / "b.gcp").read_bytes() == pillow_gcp.convert.compress_bytes(open(src, "rb").read(), k=3)
+    with open(os.path.join(os.path.dirname(cli.__file__), "__main__.py")) as f:
+        assert "sys.exit(run())" in f.read()
 
 
 def test_program_exit_status_and_output_with_freeze(tmp_path):
