@@ -305,6 +305,30 @@ def floyd_steinberg(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the save door
 
 
+#: keyword arguments of ``im.save(f, "GCP", ...)`` besides the quantizer's and the metadata's
+SAVE_KEYS = ("compress_level", "optimize", "transparency", "save_all", "append_images")
+#: misspellings of those that are no option of another format either: a TypeError, not silence
+_MISSPELT = {"level": "compress_level", "algorithm": "algo", "colours": "colors", "n_colors": "k",
+             "num_colors": "k", "dithering": "dither", "fixed_colours": "fixed_colors", "colour_space": "space",
+             "color_space": "space", "distance": "metric"}
+
+
+def check_save_options(options: Mapping[str, Any]) -> None:
+    """TypeError for a keyword of a GCP save that misspells one of its options (``colours``,
+    ``level``, ``dithering``, ...: :data:`_MISSPELT`, or within edit distance of an option's
+    name). Other unknown keywords are ignored, as every Pillow format ignores the options of the
+    others (a caller may pass ``quality`` to any format)."""
+    import difflib
+
+    known = QUANTIZE_KEYS + META_KEYS + SAVE_KEYS
+    for key in options:
+        if key in known:
+            continue
+        meant = _MISSPELT.get(key) or next(iter(difflib.get_close_matches(key, known, 1, 0.8)), None)
+        if meant is not None:
+            raise TypeError(f"unknown GCP save option {key!r}; did you mean {meant!r}?")
+
+
 def quantize_params(options: Mapping[str, Any]) -> Dict[str, Any]:
     """The quantizer arguments in ``options`` (a save's keyword arguments), ``colors`` folded into ``k``.
 

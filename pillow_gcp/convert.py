@@ -399,6 +399,16 @@ def _measured(result: Compressed, original_pixels: Any, min_psnr: Optional[float
     return result
 
 
+def _check_quantizer_args(params: Dict[str, Any]) -> None:
+    """TypeError naming any of ``params`` that is no quantizer argument (a typo is no silent default)."""
+    from . import adapter
+
+    unknown = set(params) - set(adapter.QUANTIZE_KEYS)
+    if unknown:
+        raise TypeError(f"unexpected arguments: {sorted(unknown)}; allowed: format, strip, level, target_psnr, "
+                        f"target_de, min_psnr, measure, {', '.join(adapter.QUANTIZE_KEYS)}")
+
+
 def compress_image(im: Image.Image, *, format: str = "GCP", strip: bool = False, level: Optional[int] = None,
                    target_psnr: Optional[float] = None, target_de: Optional[float] = None,
                    min_psnr: Optional[float] = None, measure: bool = False, **params: Any) -> Compressed:
@@ -411,6 +421,7 @@ def compress_image(im: Image.Image, *, format: str = "GCP", strip: bool = False,
     """
     from . import adapter
 
+    _check_quantizer_args(params)
     fmt = _check_format(format)
     meta = _meta(im, strip)
     options = _output_options(fmt, level)
@@ -442,6 +453,7 @@ def compress_shared(images: Sequence[Image.Image], *, format: str = "GCP", strip
     from . import adapter, metrics
     from .quantizers import check_params, quantize_many
 
+    _check_quantizer_args(params)
     fmt = _check_format(format)
     params = adapter.quantize_params(params)
     check_params(**params)

@@ -143,6 +143,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from . import format as gcp_format
 
     info = im.encoderinfo
+    adapter.check_save_options(info)
     if info.get("append_images"):  # Pillow before 12 sends append_images without save_all here
         _save_all(im, fp, filename)
     level = payload_level(info)

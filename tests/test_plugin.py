@@ -391,3 +391,29 @@ def test_compress_level_and_optimize_set_the_payload_effort():
     assert method[(("compress_level", 0),)] == 0 and method[(("compress_level", 2),)] in (0, 1)
     assert blobs[(("optimize", True),)] == blobs[(("compress_level", 9),)]
     assert len(blobs[(("optimize", True),)]) <= len(blobs[()])
+
+
+@pytest.mark.parametrize("typo, meant", [("colours", "colors"), ("level", "compress_level"), ("dithering", "dither"),
+                                         ("algorithm", "algo"), ("seeds", "seed"), ("fixed_color", "fixed_colors")])
+def test_misspelt_save_option_raises_before_writing(tmp_path, typo, meant):
+    """A misspelt option is a TypeError naming it and the option meant, not a silent default; nothing is
+    written to a stream. Options of other formats (quality, method) are ignored, as Pillow's formats do."""
+    im = Image.new("RGB", (8, 8), (10, 20, 30))
+    buf = io.BytesIO()
+    with pytest.raises(TypeError, match=f"{typo!r}; did you mean {meant!r}"):
+        im.save(buf, "GCP", **{typo: 1})
+    assert buf.getvalue() == b""
+    plain = io.BytesIO()
+    im.save(plain, "GCP")
+    other = io.BytesIO()
+    im.save(other, "GCP", quality=90, method=6)
+    assert other.getvalue() == plain.getvalue()
+
+
+def test_compress_bytes_rejects_unknown_arguments():
+    from pillow_gcp.convert import compress_bytes
+
+    b = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(b, "PNG")
+    with pytest.raises(TypeError, match=r"unexpected arguments: \['bogus'\]"):
+        compress_bytes(b.getvalue(), bogus=1)
