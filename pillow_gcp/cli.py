@@ -836,17 +836,17 @@ def _decompress_format(args: argparse.Namespace) -> Tuple[str, str]:
     """(Pillow format, suffix) of ``decompress``: --format, else the -o file's extension, else PNG."""
     from PIL import Image
 
-    from .convert import extension_for, format_for_extension
+    from .convert import extension_for, format_for_extension, writable as can_write
 
     Image.init()  # Pillow loads its writers lazily
 
     def writable() -> str:
-        return ", ".join(sorted(f.lower() for f in Image.SAVE))
+        return ", ".join(sorted(f.lower() for f in Image.SAVE if can_write(f)))
 
     if args.format is not None:
         name = args.format.strip().lstrip(".")
         fmt = format_for_extension("." + name) or (name.upper() if name.upper() in Image.SAVE else None)
-        if fmt is None or fmt not in Image.SAVE:
+        if fmt is None or not can_write(fmt):
             raise UsageError(f"--format {args.format}: not a format Pillow writes; choose from: {writable()}")
         return fmt, extension_for(fmt)
     out = args.output
@@ -854,7 +854,7 @@ def _decompress_format(args: argparse.Namespace) -> Tuple[str, str]:
         ext = os.path.splitext(out)[1]
         if ext:
             fmt = format_for_extension(ext)
-            if fmt is None or fmt not in Image.SAVE:
+            if fmt is None or not can_write(fmt):
                 raise UsageError(f"-o {out}: {ext} is not an extension of a format Pillow writes "
                                  f"(--format chooses one of: {writable()})")
             return fmt, ext
@@ -975,9 +975,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--against compares an existing .gcp file: -k, --palette, --fixed-color and "
                          "quality options do not apply")
     params = _quant_params(args) if against is None else {}
-    out = args.output or ((os.path.splitext(src)[0] if src != "-" else "compare") + ".compare.png")
+    out = args.output or ((os.path.splitext(src)[0] if src != "-" else "stdin") + ".compare.png")
     if out == "-":
         _refuse_tty([out])
+    elif not out.lower().endswith(".png"):
+        raise UsageError(f"-o {out}: the picture is a PNG; give a name ending in .png (or - for stdout)")
     from . import adapter, metrics
     from .convert import QualityError, compare_picture, compress_image, open_bytes
 
@@ -1149,9 +1151,9 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
                         "GIF...) or a comma-separated list of hex colours; nearest colour under --metric")
     c = p.add_argument_group("coding options")
     c.add_argument("--level", type=_int, metavar="N",
-                   help="payload effort 0..9 (default 6; compress_level of Image.save): 0 stored, 1-3 zlib, "
-                        "4-5 runs only, 6 the smallest of the codings, in bounded time on images over "
-                        "1 megapixel, 7-8 slower trials there, 9 every coding on the whole image")
+                   help="payload effort 0..9 (default 6; compress_level of Image.save): 0 stored, 1-3 zlib at "
+                        "that level, 4-8 one coding chosen by the encoder's cost model (the same at each), 9 "
+                        "every coding tried (slow on big images)")
     t = p.add_argument_group("quality (instead of -k: choose k; or a floor that refuses)")
     t.add_argument("--target-psnr", type=_positive_float, metavar="DB",
                    help="the smallest k whose PSNR is at least DB (k meets it, k/2 does not); if even k=256 "
@@ -1278,7 +1280,8 @@ def _add_compare(sub: Any, raw: Any) -> None:
     )
     m.add_argument("input", metavar="IN", help="original image; - for stdin")
     m.add_argument("-o", "--output", metavar="PNG",
-                   help="the side-by-side picture (default: IN's name + .compare.png; - for stdout)")
+                   help="the side-by-side picture, a PNG (default: IN's name with its extension replaced by "
+                        ".compare.png, beside it; stdin.compare.png for stdin; - for stdout)")
     m.add_argument("--against", metavar="FILE.gcp", help="compare with this existing .gcp instead of compressing")
     m.add_argument("--amplify", type=_positive_float, default=8.0, metavar="X",
                    help="error map brightness factor (default 8)")

@@ -23,6 +23,7 @@ Quality targets (``target_psnr=``, ``target_de=``) choose k (:func:`search_k`); 
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -101,13 +102,27 @@ def format_for_extension(ext: str) -> Optional[str]:
 
 def writable(fmt: str) -> bool:
     """Whether Pillow can write format ``fmt`` (loading its common plugins only when the format is not
-    registered yet, and all of them only when those do not have it: that costs ~40 ms)."""
-    if fmt in Image.SAVE:
-        return True
-    Image.preinit()
+    registered yet, and all of them only when those do not have it: that costs ~40 ms). The stub
+    formats (BUFR, GRIB, HDF5, WMF) register a writer that only works with a handler the application
+    installs: without it they are not writable."""
     if fmt not in Image.SAVE:
-        Image.init()
-    return fmt in Image.SAVE
+        Image.preinit()
+        if fmt not in Image.SAVE:
+            Image.init()
+        if fmt not in Image.SAVE:
+            return False
+    module = sys.modules.get(getattr(Image.SAVE[fmt], "__module__", ""))
+    if module is None:
+        return True
+    from PIL import ImageFile
+
+    stubs = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, ImageFile.StubImageFile)
+             and c is not ImageFile.StubImageFile]
+    if not stubs and not hasattr(module, "_handler"):
+        return True
+    # a stub plugin: the handler register_handler() installs (a class attribute; a module global in older Pillow)
+    handlers = [getattr(c, "_handler", None) for c in stubs] + [getattr(module, "_handler", None)]
+    return any(getattr(h, "save", None) is not None for h in handlers)
 
 
 def extension_for(fmt: str) -> str:

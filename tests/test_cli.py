@@ -1337,3 +1337,29 @@ def test_gcp_save_by_name_is_image_save(tmp_path, monkeypatch):
             "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=120, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+def test_decompress_refuses_stub_formats_up_front(tmp_path, capsys):
+    """HDF5, WMF, BUFR, GRIB: Pillow registers a writer that needs an application's handler; without
+    one they are a usage error (2) and not listed, rather than a failure after decoding (1)."""
+    from pillow_gcp.convert import writable
+
+    src = save_png(tmp_path / "a.png")
+    gcp = str(tmp_path / "a.gcp")
+    assert main(["compress", src, "-k", "4", "-o", gcp]) == 0
+    assert not any(writable(f) for f in ("HDF5", "WMF", "BUFR", "GRIB")) and writable("PNG")
+    capsys.readouterr()
+    assert main(["decompress", gcp, "--format", "hdf5", "-o", str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "not a format Pillow writes" in err and "hdf5" not in err.split("choose from:")[1]
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_compare_output_must_be_png(tmp_path, capsys):
+    src = save_png(tmp_path / "a.png")
+    for name in ("c.gcp", "c.jpg"):
+        assert main(["compare", src, "-k", "4", "-o", str(tmp_path / name)]) == 2
+        assert not (tmp_path / name).exists()
+    assert "give a name ending in .png" in capsys.readouterr().err
+    assert main(["compare", src, "-k", "4"]) == 0
+    assert (tmp_path / "a.compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
