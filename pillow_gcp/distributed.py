@@ -142,8 +142,12 @@ def list_files(urlpath: str, storage_options: Optional[Mapping[str, Any]] = None
         if os.path.isdir(local):
             found = [os.path.join(d, f) for d, _, files in os.walk(local) for f in files
                      if f.lower().endswith(exts) and not f.startswith(".")]
-        else:
+        elif _glob.has_magic(local):
             found = [p for p in _glob.glob(local, recursive=True) if os.path.isfile(p)]
+        elif os.path.isfile(local):
+            found = [local]
+        else:
+            raise FileNotFoundError(f"no such file or folder: {urlpath}")
         if local != urlpath:  # file:// in, file:// out
             return sorted("file://" + os.path.abspath(p) for p in found)
         return sorted(found)
@@ -152,8 +156,10 @@ def list_files(urlpath: str, storage_options: Optional[Mapping[str, Any]] = None
         paths = [p for p in fs.glob(inner) if fs.isfile(p)]
     elif fs.isdir(inner):
         paths = [p for p in fs.find(inner) if p.lower().endswith(exts)]
+    elif fs.exists(inner):
+        paths = [inner]
     else:
-        paths = [inner] if fs.exists(inner) else []
+        raise FileNotFoundError(f"no such file or folder: {urlpath}")
     return sorted(fs.unstrip_protocol(p) for p in paths)
 
 
@@ -182,13 +188,15 @@ def _write(dst: str, data: bytes, overwrite: bool, storage_options: Optional[Map
     if local is not None:
         from .cli import write_target  # the CLI's safe write: same rules as gcp compress
 
+        if not overwrite and os.path.lexists(local):  # (write_target checks again, naming the CLI's --force)
+            raise FileExistsError(f"output {dst} exists (if_exists='overwrite' replaces it)")
         folder = os.path.dirname(os.path.abspath(local))
         os.makedirs(folder, exist_ok=True)
         write_target(local, data, force=overwrite)
         return
     fs, inner = _filesystem(dst, storage_options)
     if not overwrite and fs.exists(inner):
-        raise FileExistsError(f"output {dst} exists")
+        raise FileExistsError(f"output {dst} exists (if_exists='overwrite' replaces it)")
     parent = inner.rsplit("/", 1)[0]
     if parent and parent != inner:
         fs.makedirs(parent, exist_ok=True)
@@ -289,6 +297,10 @@ def _pairs(srcs: Union[PathOrURL, Sequence[PathOrURL]], dst_dir: str, src_root: 
         if src_root is None and _is_dir(where, storage_options):
             src_root = where
         names = list_files(where, storage_options)
+        if not names:
+            import warnings
+
+            warnings.warn(f"srcs {where!r}: no image file found", stacklevel=3)
     else:
         names = [_path(s, f"srcs[{i}]") for i, s in enumerate(srcs)]
     srcs = names

@@ -116,6 +116,7 @@ def test_outputs_in_other_formats_and_if_exists(tmp_path, client):
         assert Path(r["dst"]).read_bytes() == compress_bytes(Path(r["src"]).read_bytes(), format="PNG", k=8)
     again = compress_files(srcs, str(tmp_path / "out"), format="PNG", k=8)
     assert [r["status"] for r in again] == ["failed", "failed"] and "exists" in again[0]["error"]
+    assert "if_exists='overwrite'" in again[0]["error"] and "--force" not in again[0]["error"]
     assert [r["status"] for r in compress_files(srcs, str(tmp_path / "out"), format="png", k=8,
                                                 if_exists="skip")] == ["skipped", "skipped"]
     os.chmod(first[0]["dst"], 0o600)
@@ -219,3 +220,15 @@ def test_tasks_pickle():
     with Image.open(FIXTURES / "sample.png") as im:
         im.save(buf, "GCP", k=4)
     assert compress_bytes((FIXTURES / "sample.png").read_bytes(), k=4) == buf.getvalue()
+
+
+def test_missing_source_is_an_error_and_no_match_a_warning(tmp_path):
+    """A mistyped folder is FileNotFoundError, not an empty run; a glob or folder without images warns."""
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        list_files(str(tmp_path / "nosuchdir"))
+    with pytest.raises(FileNotFoundError):
+        compress_files(str(tmp_path / "nosuchdir"), str(tmp_path / "out"), scheduler="sync")
+    (tmp_path / "empty").mkdir()
+    for where in (str(tmp_path / "empty"), str(tmp_path / "*.png")):
+        with pytest.warns(UserWarning, match="no image file found"):
+            assert compress_files(where, str(tmp_path / "out"), scheduler="sync") == []
