@@ -811,3 +811,15 @@ def test_bin_reduce_matches_a_plain_grid_reduction(C, bits, dtype):
     for c in range(C):
         ref_m = np.bincount(ref_inv, weights=X[:, c].astype(np.float64) * w) / ref_w
         assert np.allclose(means[:, c], ref_m, rtol=1e-12, atol=1e-9)
+
+
+def test_colors_is_a_synonym_of_k():
+    """quantize(im, colors=16), as Image.quantize and the GCP save name it; both at once is an error."""
+    im = Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    a = quantize(im, colors=16)
+    b = quantize(im, 16)
+    assert a.tobytes() == b.tobytes() and a.getpalette() == b.getpalette()
+    assert [m.tobytes() for m in quantize_many([im, im], colors=8)] == \
+        [m.tobytes() for m in quantize_many([im, im], 8)]
+    with pytest.raises(ValueError, match="give k or colors"):
+        quantize(im, 16, colors=16)

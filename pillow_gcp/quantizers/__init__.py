@@ -798,27 +798,37 @@ def quantize_to_arrays(img: Image.Image, k: Optional[int] = None, algo: Algo = "
 
 def quantize(img: Image.Image, k: Optional[int] = None, algo: Algo = "kmeans", *, seed: int = 0,
              metric: str = "euclidean", space: str = "rgb", dither: bool = False,
-             fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None) -> Image.Image:
+             fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None,
+             colors: Optional[int] = None) -> Image.Image:
     """Quantize ``img`` to a mode "P" image of at most ``k`` colours.
 
     Parameters
     ----------
     img : PIL.Image.Image, any mode (RGB, RGBA, L, LA, P, PA, 1, I;16, I, F, CMYK, YCbCr, HSV, LAB...)
     {params}
+    colors : synonym of ``k`` (the name of ``Image.quantize`` and of the GCP save); give one of them
 
     Returns
     -------
     PIL.Image.Image, mode "P", palette "RGB" or "RGBA" (when any alpha < 255).
     """
-    idx, pal = quantize_to_arrays(img, k, algo, seed=seed, metric=metric, space=space,
+    idx, pal = quantize_to_arrays(img, _k_or_colors(k, colors), algo, seed=seed, metric=metric, space=space,
                                   dither=dither, fixed_colors=fixed_colors, palette=palette)
     return adapter.to_image(idx, pal)
 
 
+def _k_or_colors(k: Optional[int], colors: Optional[int]) -> Optional[int]:
+    if colors is None:
+        return k
+    if k is not None:
+        raise ValueError("give k or colors (its synonym), not both")
+    return colors
+
+
 def quantize_many(images: Sequence[Image.Image], k: Optional[int] = None, algo: Algo = "kmeans", *,
                   seed: int = 0, metric: str = "euclidean", space: str = "rgb", dither: bool = False,
-                  fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None
-                  ) -> List[Image.Image]:
+                  fixed_colors: Optional[Sequence[Color]] = None, palette: Optional[PaletteLike] = None,
+                  colors: Optional[int] = None) -> List[Image.Image]:
     """Quantize several images with one shared palette fitted to their pooled colours.
 
     The fit works on the merged weighted histogram of unique colours (memory bounded
@@ -832,7 +842,7 @@ def quantize_many(images: Sequence[Image.Image], k: Optional[int] = None, algo: 
         raise ValueError("images must contain at least one image")
     for i, im in enumerate(images):
         adapter.check_image(im, f"images[{i}]")
-    o = _validate(k, algo, seed, metric, space, dither, fixed_colors, palette)
+    o = _validate(_k_or_colors(k, colors), algo, seed, metric, space, dither, fixed_colors, palette)
     out, pal = _run([(lambda im=im: adapter.pixels(im)) for im in images], o)
     return [adapter.to_image(idx, pal) for idx in out]
 
