@@ -1355,9 +1355,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             if argv[i] == "--ext" and argv[i + 1].startswith("-") and argv[i + 1] != "-":
                 argv[i:i + 2] = [f"--ext={argv[i + 1]}", ""]
         argv = [a for a in argv if a != ""]
-        parser = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None)
+        command = argv[0] if argv and argv[0] in _COMMANDS else None
+        parser = build_parser(command)
         try:
-            args = parser.parse_args(argv)
+            if command is None:
+                args = parser.parse_args(argv)
+            else:  # options may come between the inputs: gcp compress a.png -k 4 b.png -o out/
+                sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+                args = sub.choices[command].parse_intermixed_args(argv[1:])
+                args.command = command
         except SystemExit as e:  # --help / --version
             return int(e.code or 0)
         if args.command is None:
@@ -1379,4 +1385,4 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run())

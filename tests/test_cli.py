@@ -1363,3 +1363,17 @@ def test_compare_output_must_be_png(tmp_path, capsys):
     assert "give a name ending in .png" in capsys.readouterr().err
     assert main(["compare", src, "-k", "4"]) == 0
     assert (tmp_path / "a.compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_options_between_inputs(tmp_path, capsys):
+    """Options may come before, between or after the inputs, as with most tools (parse_intermixed_args)."""
+    a = save_png(tmp_path / "a.png")
+    b = save_png(tmp_path / "b.png", Image.new("RGB", (9, 7), (200, 10, 10)))
+    out = tmp_path / "out"
+    assert main(["compress", a, "-k", "4", b, "-o", str(out) + os.sep]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.gcp", "b.gcp"]
+    capsys.readouterr()
+    assert main(["info", str(out / "a.gcp"), "--json", str(out / "b.gcp")]) == 0
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)] == [str(out / "a.gcp"), str(out / "b.gcp")]
+    assert main(["compress", a, "-k"]) == 2
+    assert "usage: gcp compress" in capsys.readouterr().err  # the command's own usage, not the top level's
