@@ -578,6 +578,18 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _ranged(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high (no upper bound when ``high`` is None)."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {text}" if high is not None
+                                             else f"must be an integer >= {low}, got {text}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
 def _jobs_type(text: str) -> int:
     j = _int(text)
     if j < 0:
@@ -1128,7 +1140,7 @@ def _choice_option(group: Any, flag: str, kind: str, help: str) -> None:
 
 def _add_quant_options(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("quantizer options (the keyword arguments of Image.save(..., 'GCP'))")
-    q.add_argument("-k", "--colors", dest="k", type=_int, metavar="K",
+    q.add_argument("-k", "--colors", dest="k", type=_ranged(1, 256), metavar="K",
                    help="palette size, 1..256 (default: as Image.save without k: 256 colours, "
                         "or the exact palette of a palette/grey image)")
     _choice_option(q, "--algo", "algo",
@@ -1141,7 +1153,7 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="colour space the clustering works in: rgb, or oklab (perceptual) (default rgb)")
     q.add_argument("--dither", action="store_true",
                    help="Floyd-Steinberg error diffusion when mapping pixels to the palette")
-    q.add_argument("--seed", type=_int, metavar="N",
+    q.add_argument("--seed", type=_ranged(0), metavar="N",
                    help="random seed; equal seeds give byte-identical output (default 0)")
     q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB[AA]",
                    help="a colour that must be in the palette, hex RRGGBB or RRGGBBAA; repeat the option or "
@@ -1150,7 +1162,7 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="map onto exactly this palette, no fitting: a palette image file (a .gcp, PNG-8, "
                         "GIF...) or a comma-separated list of hex colours; nearest colour under --metric")
     c = p.add_argument_group("coding options")
-    c.add_argument("--level", type=_int, metavar="N",
+    c.add_argument("--level", type=_ranged(0, 9), metavar="N",
                    help="payload effort 0..9 (default 6; compress_level of Image.save): 0 stored, 1-3 zlib at "
                         "that level, 4-8 one coding chosen by the encoder's cost model (the same at each), 9 "
                         "every coding tried (slow on big images)")

@@ -1377,3 +1377,14 @@ def test_options_between_inputs(tmp_path, capsys):
     assert [r["file"] for r in json.loads(capsys.readouterr().out)] == [str(out / "a.gcp"), str(out / "b.gcp")]
     assert main(["compress", a, "-k"]) == 2
     assert "usage: gcp compress" in capsys.readouterr().err  # the command's own usage, not the top level's
+
+
+@pytest.mark.parametrize("option, message", [(["-k", "0"], "-k/--colors: must be an integer in 1..256, got 0"),
+                                             (["--seed", "-1"], "--seed: must be an integer >= 0, got -1"),
+                                             (["--level", "10"], "--level: must be an integer in 0..9, got 10")])
+def test_range_errors_speak_the_command_line(tmp_path, capsys, option, message):
+    """Out-of-range numbers are usage errors in the command line's terms (no Python 'None')."""
+    src = save_png(tmp_path / "a.png")
+    assert main(["compress", src, *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "None" not in err
