@@ -39,6 +39,26 @@ EXIT_STATUS = """exit status:
   130  interrupted
 With several problems in one run the first of 1, 99, 98 in this order is returned."""
 
+
+
+def _exit_status(command: str) -> str:
+    """:data:`EXIT_STATUS` with only the lines that apply to ``command`` (98 is compress's, 99 compress's
+    and compare's; info reads, it writes nothing). ``gcp --help`` and ``gcp compress --help`` show it all."""
+    lines = EXIT_STATUS.splitlines()
+    keep = {"compress": ("0", "1", "2", "98", "99", "130"), "compare": ("0", "1", "2", "99", "130"),
+            "decompress": ("0", "1", "2", "130"), "info": ("0", "1", "2", "130")}[command]
+    out, drop = [lines[0]], False
+    for line in lines[1:]:
+        code = line.split()[0] if line.startswith("  ") and not line.startswith("   ") else None
+        if code is not None:
+            drop = code not in keep
+        if line.startswith("With several problems"):  # compress only: several files, several outcomes
+            drop = command != "compress"
+        if not drop:
+            out.append(line.replace("every file was written", "every file was read") if command == "info" else line)
+    return "\n".join(out)
+
+
 _SEPARATORS = tuple({"/", os.sep, os.altsep or "/"})
 _WINDOWS_MAX_WORKERS = 61  # ProcessPoolExecutor's limit on Windows
 
@@ -558,10 +578,10 @@ def _refuse_tty(outs: Sequence[str]) -> None:
 
 
 def _parse_color(text: str) -> Tuple[int, ...]:
-    """RGB, RGBA, RRGGBB or RRGGBBAA hex (optional #) -> a 3- or 4-tuple of ints."""
-    t = text.strip().lstrip("#")
-    if len(t) in (3, 4):
-        t = "".join(ch * 2 for ch in t)
+    """RRGGBB or RRGGBBAA hex (a leading # allowed) -> a 3- or 4-tuple of ints. No short forms: CSS's
+    4-digit one would read ``ff00`` as a transparent yellow."""
+    t = text.strip()
+    t = t[1:] if t.startswith("#") else t
     if len(t) not in (6, 8) or any(ch not in "0123456789abcdefABCDEF" for ch in t):
         raise argparse.ArgumentTypeError(f"invalid colour {text!r}: expected hex RRGGBB or RRGGBBAA, e.g. ff8000")
     return tuple(int(t[i:i + 2], 16) for i in range(0, len(t), 2))
@@ -1156,7 +1176,7 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
     q.add_argument("--seed", type=_ranged(0), metavar="N",
                    help="random seed; equal seeds give byte-identical output (default 0)")
     q.add_argument("--fixed-color", dest="fixed_color", type=_colors, action="append", metavar="RRGGBB[AA]",
-                   help="a colour that must be in the palette, hex RRGGBB or RRGGBBAA; repeat the option or "
+                   help="a colour that must be in the palette, hex RRGGBB or RRGGBBAA (# allowed); repeat the option or "
                         "give a comma-separated list (e.g. --fixed-color ffffff,00000000)")
     q.add_argument("--palette", metavar="FILE|RRGGBB,...",
                    help="map onto exactly this palette, no fitting: a palette image file (a .gcp, PNG-8, "
@@ -1211,7 +1231,7 @@ def _add_compress(sub: Any, raw: Any) -> None:
                "  gcp compress - < in.png > out.gcp           # stdin -> stdout\n"
                "  gcp compress photo.png --target-psnr 38 --min-psnr 34 -v\n\n"
                "An existing output is refused without --force; an input is never overwritten; a FIFO or\n"
-               "device (-o /dev/stdout) is written to directly.\n\n" + EXIT_STATUS,
+               "device (-o /dev/stdout) is written to directly.\n\n" + _exit_status("compress"),
     )
     c.add_argument("inputs", nargs="+", metavar="IN", help="input images (any format Pillow reads); - for stdin")
     c.add_argument("-o", "--output", metavar="OUT",
@@ -1249,7 +1269,7 @@ def _add_decompress(sub: Any, raw: Any) -> None:
                "  gcp decompress *.gcp -o png/ -j 2\n"
                "  gcp decompress photo.gcp --format webp   # -> photo.webp (lossless)\n"
                "  gcp decompress photo.gcp -o photo.jpg    # format from the extension\n"
-               "  gcp decompress - < photo.gcp > photo.png\n\n" + EXIT_STATUS,
+               "  gcp decompress - < photo.gcp > photo.png\n\n" + _exit_status("decompress"),
     )
     d.add_argument("inputs", nargs="+", metavar="IN", help=".gcp files; - for stdin")
     d.add_argument("-o", "--output", metavar="OUT",
@@ -1271,7 +1291,7 @@ def _add_info(sub: Any, raw: Any) -> None:
         description="Describe image files (.gcp or any format Pillow reads): dimensions, mode, palette size,\n"
                     "alpha, payload coding, bytes and bits per pixel.",
         epilog="examples:\n  gcp info photo.gcp\n  gcp info --json *.gcp      # always a JSON list, one object per file\n\n"
-               + EXIT_STATUS,
+               + _exit_status("info"),
     )
     i.add_argument("inputs", nargs="+", metavar="FILE", help="files to describe; - for stdin")
     i.add_argument("--json", action="store_true", help="print a JSON list with one object per file read")
@@ -1288,7 +1308,7 @@ def _add_compare(sub: Any, raw: Any) -> None:
         epilog="examples:\n"
                "  gcp compare photo.png -k 16 -o report.png\n"
                "  gcp compare photo.png --target-psnr 32 --algo kmedoids\n"
-               "  gcp compare photo.png --against photo.gcp\n\n" + EXIT_STATUS,
+               "  gcp compare photo.png --against photo.gcp\n\n" + _exit_status("compare"),
     )
     m.add_argument("input", metavar="IN", help="original image; - for stdin")
     m.add_argument("-o", "--output", metavar="PNG",
