@@ -140,7 +140,9 @@ def pixels(im: Image.Image, *, transparency: Any = _MISSING) -> np.ndarray:
             return out
         return rgb
     if mode in _ALPHA_MODES:
-        arr = np.asarray(im if mode == "RGBA" else im.convert("RGBA"))
+        if mode == "La":  # Pillow converts premultiplied La only to LA
+            im = im.convert("LA")
+        arr = np.asarray(im if im.mode == "RGBA" else im.convert("RGBA"))
         return _drop_opaque_alpha(arr)
     rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"))
     if mode == "RGB" and trns is not None:

@@ -235,3 +235,10 @@ def test_no_blas_or_environment_changes():
     import pillow_gcp.quantizers as q
 
     assert not hasattr(q, "single_thread")
+
+
+def test_premultiplied_la_is_read_like_la():
+    """Pillow converts premultiplied "La" only to "LA": pixels() goes through it (was a ValueError)."""
+    la = Image.new("LA", (5, 3), (100, 128))
+    assert (adapter.pixels(la.convert("La")) == adapter.pixels(la.convert("La").convert("LA"))).all()
+    assert adapter.pixels(la.convert("La"))[0, 0].tolist() == [99, 99, 99, 128]
