@@ -222,6 +222,7 @@ def test_tasks_pickle():
     assert compress_bytes((FIXTURES / "sample.png").read_bytes(), k=4) == buf.getvalue()
 
 
+@pytest.mark.filterwarnings("ignore:Running on a single-machine scheduler:UserWarning")  # the cluster of the tests above
 def test_missing_source_is_an_error_and_no_match_a_warning(tmp_path):
     """A mistyped folder is FileNotFoundError, not an empty run; a glob or folder without images warns."""
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
