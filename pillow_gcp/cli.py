@@ -59,6 +59,10 @@ def _exit_status(command: str) -> str:
     return "\n".join(out)
 
 
+#: the program's name in usage lines and messages: "pillow-gcp" when run by that console script (Debian's
+#: unrelated gcp may shadow "gcp" on the PATH), else "gcp"; set by :func:`run`
+_PROG = "gcp"
+
 _SEPARATORS = tuple({"/", os.sep, os.altsep or "/"})
 _WINDOWS_MAX_WORKERS = 61  # ProcessPoolExecutor's limit on Windows
 
@@ -530,10 +534,10 @@ def _run_batch(fn: Callable[..., Result], tasks: List[Tuple[Any, ...]], jobs: in
         results[i] = r
         progress.step(os.path.basename(_display(r.src)))
         if not r.ok:
-            progress.message(f"gcp: {_display(r.src)}: {r.message}")
+            progress.message(f"{_PROG}: {_display(r.src)}: {r.message}")
             return
         for w in r.warnings:
-            progress.message(f"gcp: {_display(r.src)}: warning: {w}")
+            progress.message(f"{_PROG}: {_display(r.src)}: warning: {w}")
         if verbose:
             progress.message(_report_line(r))
 
@@ -825,7 +829,7 @@ def _compress_shared(opts: Options, inputs: Tuple[str, ...], outs: List[str]) ->
             images.append(read_image(s))
             kept.append(Result(s, d, in_bytes=_input_size(s, None)))
         except FileError as e:
-            progress.message(f"gcp: {s}: {e}")
+            progress.message(f"{_PROG}: {s}: {e}")
             failed = True
     if not images:
         return EXIT_FAILED
@@ -833,15 +837,15 @@ def _compress_shared(opts: Options, inputs: Tuple[str, ...], outs: List[str]) ->
     try:
         outs_c = compress_shared(images, **kw)
     except QualityError as e:
-        progress.message(f"gcp: shared palette over {len(images)} files: {_quality_message(e)}")
+        progress.message(f"{_PROG}: shared palette over {len(images)} files: {_quality_message(e)}")
         progress.close()
         return EXIT_FAILED if failed else EXIT_QUALITY
     except Exception as e:
-        progress.message(f"gcp: shared palette over {len(images)} files: {describe(e)}")
+        progress.message(f"{_PROG}: shared palette over {len(images)} files: {describe(e)}")
         progress.close()
         return EXIT_FAILED
     if outs_c and outs_c[0].warning:
-        progress.message(f"gcp: shared palette: warning: {outs_c[0].warning}")
+        progress.message(f"{_PROG}: shared palette: warning: {outs_c[0].warning}")
     results = []
     for r, im, c in zip(kept, images, outs_c):
         r.pixels = im.size[0] * im.size[1]
@@ -853,7 +857,7 @@ def _compress_shared(opts: Options, inputs: Tuple[str, ...], outs: List[str]) ->
         results.append(r)
         progress.step(os.path.basename(r.src))
         if not r.ok:
-            progress.message(f"gcp: {r.src}: {r.message}")
+            progress.message(f"{_PROG}: {r.src}: {r.message}")
         elif opts.verbose:
             progress.message(_report_line(r))
     progress.close()
@@ -967,7 +971,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         try:
             records.append(image_info(path, stdin))
         except FileError as e:
-            _warn(f"gcp: {_display(path)}: {e}")
+            _warn(f"{_PROG}: {_display(path)}: {e}")
             status = EXIT_FAILED
     if args.json:
         import json
@@ -1034,7 +1038,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             c = compress_image(original, level=_level(args), target_psnr=args.target_psnr,
                                target_de=args.target_de, min_psnr=args.min_psnr, **params)
             if c.warning:
-                _warn(f"gcp: {_display(src)}: warning: {c.warning}")
+                _warn(f"{_PROG}: {_display(src)}: warning: {c.warning}")
             decoded, blob_size, k = open_bytes(c.data), len(c.data), c.k
         a, b = adapter.pixels(original), adapter.pixels(decoded)
         p, de = metrics.psnr(a, b), metrics.mean_delta_e(a, b)
@@ -1049,15 +1053,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         blamed = out
         write_target(out, buf.getvalue(), args.force)
     except QualityError as e:
-        _warn(f"gcp: {_display(src)}: {_quality_message(e)}")
+        _warn(f"{_PROG}: {_display(src)}: {_quality_message(e)}")
         return EXIT_QUALITY
     except FileError as e:
-        _warn(f"gcp: {_display(blamed)}: {e}")
+        _warn(f"{_PROG}: {_display(blamed)}: {e}")
         return EXIT_FAILED
     except (BrokenPipeError, KeyboardInterrupt):
         raise
     except Exception as e:
-        _warn(f"gcp: {_display(blamed)}: {describe(e)}")
+        _warn(f"{_PROG}: {_display(blamed)}: {describe(e)}")
         return EXIT_FAILED
     stream = sys.stderr if out == "-" else sys.stdout
     in_bytes = _input_size(src, stdin)
@@ -1331,7 +1335,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """
     raw = _Formatter
     parser = _Parser(
-        prog="gcp", formatter_class=raw,
+        prog=_PROG, formatter_class=raw,
         description="Compress images to the .gcp palette format (or to PNG-8, GIF, WebP with the same\n"
                     "palette), decode them, inspect and compare them.",
         epilog=EXIT_STATUS + "\n\nRun 'gcp COMMAND --help' for the options of a command; docs/cli.md has them all.",
@@ -1372,6 +1376,9 @@ def run() -> int:
     in a last full collection (10-20 ms of a 0.2 s run). Files, standard streams, ``atexit``
     handlers and the exit status are as without it. Call :func:`main` from Python instead: it
     leaves the collector alone."""
+    global _PROG
+    if os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0] == "pillow-gcp":
+        _PROG = "pillow-gcp"
     try:
         return main()
     finally:
@@ -1403,16 +1410,16 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             return EXIT_USAGE
         return int(args.func(args))
     except UsageError as e:
-        _warn(f"gcp: error: {e}")
+        _warn(f"{_PROG}: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _warn("gcp: interrupted")
+        _warn(f"{_PROG}: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): end quietly
         _quiet_stdout()
         return EXIT_FAILED
     except OSError as e:
-        _warn(f"gcp: {describe(e)}")
+        _warn(f"{_PROG}: {describe(e)}")
         return EXIT_FAILED
 
 

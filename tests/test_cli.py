@@ -1402,3 +1402,23 @@ def test_colour_options_take_six_or_eight_hex_digits(tmp_path, capsys):
     for short in ("f00", "ff00"):  # CSS short forms are refused: ff00 would be a transparent yellow
         assert main(["compress", src, "-k", "4", "--fixed-color", short, "-o", str(tmp_path / "b.gcp")]) == 2
     assert "expected hex RRGGBB or RRGGBBAA" in capsys.readouterr().err
+
+
+def test_pillow_gcp_script_names_itself(tmp_path, monkeypatch, capsys):
+    """Run as pillow-gcp (the name to use where Debian's gcp comes first on the PATH), usage lines and
+    messages say pillow-gcp; main() called from Python keeps gcp."""
+    import gc
+
+    monkeypatch.setattr(cli, "_PROG", "gcp")
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/pillow-gcp", "compress", str(tmp_path / "nope.png")])
+    try:
+        assert cli.run() == 1
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().err.startswith("pillow-gcp: ")
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/pillow-gcp", "--version"])
+    try:
+        assert cli.run() == 0
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().out.startswith("pillow-gcp ")
