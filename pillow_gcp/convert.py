@@ -414,6 +414,21 @@ def _measured(result: Compressed, original_pixels: Any, min_psnr: Optional[float
     return result
 
 
+def _opaque_palette_warning(im: Image.Image, palette: Any) -> Optional[str]:
+    """A warning when a given palette has no transparent entry but ``im`` has transparent pixels
+    (they are mapped to opaque colours), else None."""
+    if palette is None or not (im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info):
+        return None
+    from . import adapter
+
+    colors = adapter.palette_colors(palette) if isinstance(palette, Image.Image) else palette
+    if any(len(c) == 4 and int(c[3]) < 255 for c in colors):  # (rows of an array, or colour tuples)
+        return None
+    if adapter.pixels(im).shape[-1] != 4:  # (RGBA only when some alpha is below 255)
+        return None
+    return "the image has transparent pixels but the palette has no transparent entry: they became opaque"
+
+
 def _check_quantizer_args(params: Dict[str, Any]) -> None:
     """TypeError naming any of ``params`` that is no quantizer argument (a typo is no silent default)."""
     from . import adapter
@@ -447,6 +462,7 @@ def compress_image(im: Image.Image, *, format: str = "GCP", strip: bool = False,
             result = Compressed(_save_gcp(im, **options, **params, **meta), k)
         else:
             result = Compressed(encode_image(adapter.palette_image(im, **params), fmt, meta, options), k)
+        result.warning = _opaque_palette_warning(im, params.get("palette"))
         return _measured(result, original, min_psnr, measure)
     if params.get("k") is not None or params.get("colors") is not None:
         raise ValueError("a quality target chooses k: do not give k as well")

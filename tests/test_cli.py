@@ -1422,3 +1422,17 @@ def test_pillow_gcp_script_names_itself(tmp_path, monkeypatch, capsys):
     finally:
         gc.unfreeze()
     assert capsys.readouterr().out.startswith("pillow-gcp ")
+
+
+def test_opaque_palette_on_transparent_image_warns(tmp_path, capsys):
+    """--palette without a transparent entry on an image with transparent pixels: written (exit 0), with a
+    warning that they became opaque; none when the palette has one or the image is opaque."""
+    im = Image.new("RGBA", (6, 5), (255, 0, 0, 255))
+    im.putpixel((0, 0), (0, 0, 0, 0))
+    src = save_png(tmp_path / "ra.png", im)
+    assert main(["compress", src, "--palette", "ff0000,00ff00", "-o", str(tmp_path / "a.gcp")]) == 0
+    assert "no transparent entry" in capsys.readouterr().err
+    assert main(["compress", src, "--palette", "ff0000,00ff0000", "-o", str(tmp_path / "b.gcp")]) == 0
+    opaque = save_png(tmp_path / "o.png", Image.new("RGB", (6, 5), (9, 9, 9)))
+    assert main(["compress", opaque, "--palette", "ff0000,00ff00", "-o", str(tmp_path / "c.gcp")]) == 0
+    assert "no transparent entry" not in capsys.readouterr().err
