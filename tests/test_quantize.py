@@ -639,6 +639,40 @@ def test_nearest_is_exact_in_both_layouts(m):
         assert np.array_equal(d2, np.sort(D, axis=1)[:, 1])
 
 
+@pytest.mark.parametrize("m", [49, 64, 128, 256])
+def test_nearest_two_row_layout_with_ties_and_block_edges(m):
+    # nearest_two for m > 48 reduces several BLAS blocks at once (_nearest_two_rows): against a
+    # brute force with many exact ties (lowest index wins), and, for non-integer float32 input,
+    # bit for bit against one BLAS block per step reduced on its own (the former per-block path)
+    Nm = sys.modules["pillow_gcp.quantizers.nearest"]
+    rng = np.random.default_rng(m + 1)
+    step = Nm._chunk_rows(m, 4)
+    R = max(step, (Nm._REDUCE_ELEMS // m) // step * step)
+    for U in (1, step - 1, step, R, R + 1, 2 * R + step + 3):
+        X = rng.integers(0, 6, (U, 3)).astype(np.float32)  # a 6^3 grid: many tied distances
+        P = rng.integers(0, 6, (m, 3)).astype(np.float32)
+        D = ((X[:, None, :].astype(np.int64) - P[None, :, :].astype(np.int64)) ** 2).sum(2)
+        j, d1, d2 = Nm.nearest_two(X, P)
+        assert np.array_equal(j, D.argmin(1)) and np.array_equal(d1, D.min(1))
+        assert np.array_equal(d2, np.sort(D, axis=1)[:, 1])
+        Xf = (rng.random((U, 3)) * 255).astype(np.float32)
+        Pf = (rng.random((m, 3)) * 255).astype(np.float32)
+        j, d1, d2 = Nm.nearest_two(Xf, Pf)
+        rj, r1, r2 = [], [], []
+        for s, n, B, ax in Nm._euclid_blocks(Xf, Pf, step):
+            assert ax == 1
+            B = B.copy()
+            a = B.argmin(1)
+            rj.append(a)
+            r1.append(B[np.arange(n), a])
+            B[np.arange(n), a] = np.inf
+            r2.append(B.min(1))
+        xn = Nm.sqnorm(Xf)
+        assert np.array_equal(j, np.concatenate(rj))
+        assert np.array_equal(d1, np.maximum(np.concatenate(r1) + xn, 0))
+        assert np.array_equal(d2, np.maximum(np.concatenate(r2) + xn, 0))
+
+
 @pytest.mark.parametrize("shape", [(1, 4, 300), (5000, 4, 256), (128, 4096, 16), (3, 7000, 1), (7, 0, 3)])
 def test_matmul_small_matches_matmul(shape):
     from pillow_gcp.quantizers.nearest import matmul_small

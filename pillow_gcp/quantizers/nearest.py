@@ -225,6 +225,9 @@ def nearest_two(X, P):
     d1 = np.empty(U, np.float32)
     d2 = np.empty(U, np.float32)
     step = _chunk_rows(m, Pf.shape[1] + 1)
+    if m > _TRANSPOSE_MAX and U > 0:
+        _nearest_two_rows(X, Pf, step, idx, d1, d2)
+        return idx, d1, d2
     for s, n, D, ax in _euclid_blocks(X, Pf, step):
         xn = sqnorm(X[s:s + n].astype(np.float32, copy=False))
         r = np.arange(n)
@@ -238,3 +241,49 @@ def nearest_two(X, P):
         d1[s:s + n] = np.maximum(a, 0)
         d2[s:s + n] = np.maximum(b, 0)
     return idx, d1, d2
+
+
+#: Rows per reduction block of :func:`_nearest_two_rows`: about 1 MiB of float32 distances.
+_REDUCE_ELEMS = 1 << 18
+
+
+def _nearest_two_rows(X, Pf, step, idx, d1, d2):
+    """:func:`nearest_two` for the (rows, m) layout, results written into idx, d1, d2 (U,).
+
+    The distances are the same BLAS products as :func:`_euclid_blocks` (blocks of ``step``
+    rows, each one call of at most :data:`BLAS_MACS` multiply-adds, so every value is bit for
+    bit the same), written with ``out=`` into one scratch block of several such products;
+    the reductions (two argmin passes, flat gathers, the inf written over the nearest) then run
+    once per scratch block instead of once per product, and the row norms, the additions and
+    the clamp at 0 once over all rows: each of those is element-wise, so the results are
+    unchanged, with ~12 fewer numpy calls per ``step`` rows (m = 256: per 256 rows, where one
+    argmin pass costs ~10 us and a numpy call ~1-2 us).
+    """
+    U = X.shape[0]
+    m, C = Pf.shape
+    Pa = _augment_p(Pf)  # (C + 1, m)
+    R = min(U, max(step, (_REDUCE_ELEMS // m) // step * step))
+    Xa = np.ones((R, C + 1), np.float32)
+    D = np.empty((R, m), np.float32)
+    Df = D.reshape(-1)
+    base = np.arange(0, R * m, m, dtype=np.intp)  # flat offset of each row
+    flat = np.empty(R, np.intp)
+    for s in range(0, U, R):
+        n = min(R, U - s)
+        Xa[:n, :-1] = X[s:s + n]
+        for i in range(0, n, step):
+            e = min(n, i + step)
+            np.matmul(Xa[i:e], Pa, out=D[i:e])
+        Dn = D[:n]
+        j = Dn.argmin(axis=1)
+        idx[s:s + n] = j
+        np.add(base[:n], j, out=flat[:n])
+        np.take(Df, flat[:n], out=d1[s:s + n])
+        Df[flat[:n]] = np.inf
+        np.add(base[:n], Dn.argmin(axis=1), out=flat[:n])
+        np.take(Df, flat[:n], out=d2[s:s + n])
+    xn = sqnorm(X.astype(np.float32, copy=False))
+    d1 += xn
+    np.maximum(d1, 0, out=d1)
+    d2 += xn
+    np.maximum(d2, 0, out=d2)
