@@ -339,11 +339,17 @@ def quantize_params(options: Mapping[str, Any]) -> Dict[str, Any]:
     params = {key: options[key] for key in QUANTIZE_KEYS if key in options}
     if "colors" in params:
         colors = params.pop("colors")
-        if params.get("k") is not None and colors is not None:
-            raise ValueError("give k or colors (its synonym), not both")
-        if colors is not None or "k" not in params:
-            params["k"] = colors
+        params["k"] = k_or_colors(params.get("k"), colors)
     return params
+
+
+def k_or_colors(k: Any, colors: Any) -> Any:
+    """``k``, or ``colors``, its synonym (Pillow's name); ValueError when both are given."""
+    if colors is None:
+        return k
+    if k is not None:
+        raise ValueError("give k or colors (its synonym), not both")
+    return colors
 
 
 def prepare(im: Image.Image, *, transparency: Any = _MISSING, **params: Any) -> Tuple[np.ndarray, np.ndarray]:

@@ -812,17 +812,10 @@ def quantize(img: Image.Image, k: Optional[int] = None, algo: Algo = "kmeans", *
     -------
     PIL.Image.Image, mode "P", palette "RGB" or "RGBA" (when any alpha < 255).
     """
-    idx, pal = quantize_to_arrays(img, _k_or_colors(k, colors), algo, seed=seed, metric=metric, space=space,
+    idx, pal = quantize_to_arrays(img, adapter.k_or_colors(k, colors), algo, seed=seed, metric=metric, space=space,
                                   dither=dither, fixed_colors=fixed_colors, palette=palette)
     return adapter.to_image(idx, pal)
 
-
-def _k_or_colors(k: Optional[int], colors: Optional[int]) -> Optional[int]:
-    if colors is None:
-        return k
-    if k is not None:
-        raise ValueError("give k or colors (its synonym), not both")
-    return colors
 
 
 def quantize_many(images: Sequence[Image.Image], k: Optional[int] = None, algo: Algo = "kmeans", *,
@@ -842,7 +835,7 @@ def quantize_many(images: Sequence[Image.Image], k: Optional[int] = None, algo: 
         raise ValueError("images must contain at least one image")
     for i, im in enumerate(images):
         adapter.check_image(im, f"images[{i}]")
-    o = _validate(_k_or_colors(k, colors), algo, seed, metric, space, dither, fixed_colors, palette)
+    o = _validate(adapter.k_or_colors(k, colors), algo, seed, metric, space, dither, fixed_colors, palette)
     out, pal = _run([(lambda im=im: adapter.pixels(im)) for im in images], o)
     return [adapter.to_image(idx, pal) for idx in out]
 
