@@ -173,8 +173,9 @@ def _write_special(path: str, mode: int, data: bytes) -> None:
         os.close(fd)
 
 
-def write_target(path: str, data: bytes, force: bool) -> None:
-    """Write ``data`` to ``path`` safely, whatever ``path`` is.
+def write_target(path: str, data: bytes, force: bool, force_hint: str = "use --force to overwrite") -> None:
+    """Write ``data`` to ``path`` safely, whatever ``path`` is (``force_hint``: how the caller's user
+    allows replacing a file, for the error that refuses it).
 
     * ``-``: standard output.
     * A FIFO, character or block device or socket: written to directly, never renamed over.
@@ -227,7 +228,7 @@ def write_target(path: str, data: bytes, force: bool) -> None:
         if force:
             os.replace(tmp, target)
         else:
-            _rename_no_clobber(tmp, target, path)
+            _rename_no_clobber(tmp, target, path, force_hint)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -238,15 +239,15 @@ def write_target(path: str, data: bytes, force: bool) -> None:
         raise
 
 
-def _rename_no_clobber(tmp: str, target: str, shown: str) -> None:
+def _rename_no_clobber(tmp: str, target: str, shown: str, force_hint: str) -> None:
     """Move ``tmp`` to ``target`` unless ``target`` exists (atomically where hard links work)."""
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise FileError(f"output {shown} exists (use --force to overwrite)") from None
+        raise FileError(f"output {shown} exists ({force_hint})") from None
     except OSError:  # no hard links here (some network or FAT file systems)
         if os.path.lexists(target):
-            raise FileError(f"output {shown} exists (use --force to overwrite)") from None
+            raise FileError(f"output {shown} exists ({force_hint})") from None
         os.replace(tmp, target)
     else:
         os.unlink(tmp)

@@ -183,20 +183,21 @@ def _exists(dst: str, storage_options: Optional[Mapping[str, Any]]) -> bool:
     return bool(fs.exists(inner))
 
 
+_OVERWRITE_HINT = "if_exists='overwrite' replaces it"
+
+
 def _write(dst: str, data: bytes, overwrite: bool, storage_options: Optional[Mapping[str, Any]]) -> None:
     local = _local_path(dst, storage_options)
     if local is not None:
         from .cli import write_target  # the CLI's safe write: same rules as gcp compress
 
-        if not overwrite and os.path.lexists(local):  # (write_target checks again, naming the CLI's --force)
-            raise FileExistsError(f"output {dst} exists (if_exists='overwrite' replaces it)")
         folder = os.path.dirname(os.path.abspath(local))
         os.makedirs(folder, exist_ok=True)
-        write_target(local, data, force=overwrite)
+        write_target(local, data, force=overwrite, force_hint=_OVERWRITE_HINT)
         return
     fs, inner = _filesystem(dst, storage_options)
     if not overwrite and fs.exists(inner):
-        raise FileExistsError(f"output {dst} exists (if_exists='overwrite' replaces it)")
+        raise FileExistsError(f"output {dst} exists ({_OVERWRITE_HINT})")
     parent = inner.rsplit("/", 1)[0]
     if parent and parent != inner:
         fs.makedirs(parent, exist_ok=True)
