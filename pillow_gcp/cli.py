@@ -29,35 +29,32 @@ EXIT_LARGER = 98  # as pngquant's --skip-if-larger
 EXIT_QUALITY = 99  # as pngquant's --quality min-max
 EXIT_INTERRUPTED = 130
 
-EXIT_STATUS = """exit status:
-  0    every file was written
-  1    some file failed (each is named on stderr; the other files were still done)
-  2    usage error (bad option or combination): nothing was written
-  98   --skip-if-larger: some output would have been larger than its input and was not written
-  99   --min-psnr: some image missed the floor (at -k, or at the k a target chose, at most 256)
-       and was not written
-  130  interrupted
-With several problems in one run the first of 1, 99, 98 in this order is returned."""
+_COMMANDS = ("compress", "decompress", "info", "compare")
 
+#: the exit statuses: (code, meaning, the commands that can return it)
+_EXITS = (
+    (EXIT_OK, "every file was written", ("compress", "decompress", "compare")),
+    (EXIT_OK, "every file was read", ("info",)),
+    (EXIT_FAILED, "some file failed (each is named on stderr; the other files were still done)", _COMMANDS),
+    (EXIT_USAGE, "usage error (bad option or combination): nothing was written", _COMMANDS),
+    (EXIT_LARGER, "--skip-if-larger: some output would have been larger than its input and was not written",
+     ("compress",)),
+    (EXIT_QUALITY, "--min-psnr: some image missed the floor (at -k, or at the k a target chose, at most 256)\n"
+                   "       and was not written", ("compress", "compare")),
+    (EXIT_INTERRUPTED, "interrupted", _COMMANDS),
+)
 
 
 def _exit_status(command: str) -> str:
-    """:data:`EXIT_STATUS` with only the lines that apply to ``command`` (98 is compress's, 99 compress's
-    and compare's; info reads, it writes nothing). ``gcp --help`` and ``gcp compress --help`` show it all."""
-    lines = EXIT_STATUS.splitlines()
-    keep = {"compress": ("0", "1", "2", "98", "99", "130"), "compare": ("0", "1", "2", "99", "130"),
-            "decompress": ("0", "1", "2", "130"), "info": ("0", "1", "2", "130")}[command]
-    out, drop = [lines[0]], False
-    for line in lines[1:]:
-        code = line.split()[0] if line.startswith("  ") and not line.startswith("   ") else None
-        if code is not None:
-            drop = code not in keep
-        if line.startswith("With several problems"):  # compress only: several files, several outcomes
-            drop = command != "compress"
-        if not drop:
-            out.append(line.replace("every file was written", "every file was read") if command == "info" else line)
-    return "\n".join(out)
+    """The exit statuses ``command`` can return, as its ``--help`` lists them (compress's are all of
+    them: :data:`EXIT_STATUS`, in ``gcp --help``)."""
+    lines = ["exit status:"] + [f"  {code:<4} {text}" for code, text, commands in _EXITS if command in commands]
+    if command == "compress":  # several files, several outcomes
+        lines.append("With several problems in one run the first of 1, 99, 98 in this order is returned.")
+    return "\n".join(lines)
 
+
+EXIT_STATUS = _exit_status("compress")
 
 #: the program's name in usage lines and messages: "pillow-gcp" when run by that console script (Debian's
 #: unrelated gcp may shadow "gcp" on the PATH), else "gcp"; set by :func:`run`
@@ -1221,7 +1218,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _add_compress(sub: Any, raw: Any) -> None:
+def _add_compress(sub: Any, raw: Any) -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compress", help="quantize images and write .gcp (or PNG-8, GIF, WebP) files", formatter_class=raw,
         description="Quantize each input to a palette of K colours and write it as .gcp, or as PNG-8, GIF or\n"
@@ -1260,9 +1257,10 @@ def _add_compress(sub: Any, raw: Any) -> None:
                    help="per file on stderr: sizes, bits per pixel, colours used (k) and PSNR of the file written")
     _add_quant_options(c)
     c.set_defaults(func=cmd_compress)
+    return c
 
 
-def _add_decompress(sub: Any, raw: Any) -> None:
+def _add_decompress(sub: Any, raw: Any) -> argparse.ArgumentParser:
     d = sub.add_parser(
         "decompress", help="decode .gcp files to PNG (or another format)", formatter_class=raw,
         description="Decode .gcp files and save them in a standard format, beside the input unless -o is given.\n"
@@ -1288,9 +1286,10 @@ def _add_decompress(sub: Any, raw: Any) -> None:
                    help="processes for several inputs (0 = one per usable CPU; default 1)")
     d.add_argument("-v", "--verbose", action="store_true", help="print sizes per file on stderr")
     d.set_defaults(func=cmd_decompress)
+    return d
 
 
-def _add_info(sub: Any, raw: Any) -> None:
+def _add_info(sub: Any, raw: Any) -> argparse.ArgumentParser:
     i = sub.add_parser(
         "info", help="show dimensions, palette, alpha, coding, size and bits per pixel", formatter_class=raw,
         description="Describe image files (.gcp or any format Pillow reads): dimensions, mode, palette size,\n"
@@ -1301,9 +1300,10 @@ def _add_info(sub: Any, raw: Any) -> None:
     i.add_argument("inputs", nargs="+", metavar="FILE", help="files to describe; - for stdin")
     i.add_argument("--json", action="store_true", help="print a JSON list with one object per file read")
     i.set_defaults(func=cmd_info)
+    return i
 
 
-def _add_compare(sub: Any, raw: Any) -> None:
+def _add_compare(sub: Any, raw: Any) -> argparse.ArgumentParser:
     m = sub.add_parser(
         "compare", formatter_class=raw,
         help="compress an image and show original | .gcp | error side by side, with PSNR and deltaE",
@@ -1325,15 +1325,19 @@ def _add_compare(sub: Any, raw: Any) -> None:
     m.add_argument("-f", "--force", action="store_true", help="overwrite an existing picture")
     _add_quant_options(m)
     m.set_defaults(func=cmd_compare)
+    return m
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
-    """The argparse parser of the ``gcp`` command.
+    """The argparse parser of the ``gcp`` command; with ``command`` (a sub-command name), only that
+    sub-command is added (see :func:`_parsers`)."""
+    return _parsers(command)[0]
 
-    With ``command`` (a sub-command name) only that sub-command is added: :func:`main` parses a
-    command line that starts with a command with that command's parser, and builds the whole parser
-    (for ``gcp --help``, errors) otherwise.
-    """
+
+def _parsers(command: Optional[str]) -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser]]:
+    """The ``gcp`` parser and its sub-commands' parsers by name: all of them, or only ``command``'s
+    (:func:`main` parses a command line that starts with a command with that command's parser alone,
+    and builds the whole parser for ``gcp --help`` and errors)."""
     raw = _Formatter
     parser = _Parser(
         prog=_PROG, formatter_class=raw,
@@ -1344,14 +1348,9 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    for name, add in (("compress", _add_compress), ("decompress", _add_decompress), ("info", _add_info),
-                      ("compare", _add_compare)):
-        if command is None or command == name:
-            add(sub, raw)
-    return parser
+    adders = dict(zip(_COMMANDS, (_add_compress, _add_decompress, _add_info, _add_compare)))
+    return parser, {name: add(sub, raw) for name, add in adders.items() if command in (None, name)}
 
-
-_COMMANDS = ("compress", "decompress", "info", "compare")
 
 
 def _quiet_stdout() -> None:
@@ -1367,28 +1366,6 @@ def _quiet_stdout() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``gcp`` command line; returns the exit status (see EXIT_STATUS). ``argv``: the
     arguments after the program name (None: ``sys.argv[1:]``)."""
-    return _main(argv)
-
-
-def run() -> int:
-    """The ``gcp`` / ``pillow-gcp`` console scripts and ``python -m pillow_gcp``: :func:`main`, then
-    :func:`gc.freeze`, as the process is about to end: the objects left (numpy's, Pillow's, ...) move
-    to the collector's permanent generation, so that the interpreter's shutdown does not walk them
-    in a last full collection (10-20 ms of a 0.2 s run). Files, standard streams, ``atexit``
-    handlers and the exit status are as without it. Call :func:`main` from Python instead: it
-    leaves the collector alone."""
-    global _PROG
-    if os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0] == "pillow-gcp":
-        _PROG = "pillow-gcp"
-    try:
-        return main()
-    finally:
-        import gc
-
-        gc.freeze()
-
-
-def _main(argv: Optional[Sequence[str]]) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         for i in range(len(argv) - 1):  # --ext -fs8.png: a suffix may start with "-" (as in pngquant)
@@ -1396,13 +1373,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 argv[i:i + 2] = [f"--ext={argv[i + 1]}", ""]
         argv = [a for a in argv if a != ""]
         command = argv[0] if argv and argv[0] in _COMMANDS else None
-        parser = build_parser(command)
+        parser, commands = _parsers(command)
         try:
             if command is None:
                 args = parser.parse_args(argv)
             else:  # options may come between the inputs: gcp compress a.png -k 4 b.png -o out/
-                sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-                args = sub.choices[command].parse_intermixed_args(argv[1:])
+                args = commands[command].parse_intermixed_args(argv[1:])
                 args.command = command
         except SystemExit as e:  # --help / --version
             return int(e.code or 0)
@@ -1422,6 +1398,24 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     except OSError as e:
         _warn(f"{_PROG}: {describe(e)}")
         return EXIT_FAILED
+
+
+def run() -> int:
+    """The ``gcp`` / ``pillow-gcp`` console scripts and ``python -m pillow_gcp``: :func:`main`, then
+    :func:`gc.freeze`, as the process is about to end: the objects left (numpy's, Pillow's, ...) move
+    to the collector's permanent generation, so that the interpreter's shutdown does not walk them
+    in a last full collection (10-20 ms of a 0.2 s run). Files, standard streams, ``atexit``
+    handlers and the exit status are as without it. Call :func:`main` from Python instead: it
+    leaves the collector alone."""
+    global _PROG
+    if os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0] == "pillow-gcp":
+        _PROG = "pillow-gcp"
+    try:
+        return main()
+    finally:
+        import gc
+
+        gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover
