@@ -58,7 +58,8 @@ QUANTIZE_KEYS = ("k", "colors", "algo", "seed", "metric", "space", "dither", "fi
 META_KEYS = ("icc_profile", "exif", "xmp", "comment")
 
 _MISSING = object()
-_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+#: modes with an alpha channel (a P image may have alpha in its palette or its transparency)
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -139,7 +140,7 @@ def pixels(im: Image.Image, *, transparency: Any = _MISSING) -> np.ndarray:
             out[..., 3] = np.where(hit, 0, 255)
             return out
         return rgb
-    if mode in _ALPHA_MODES:
+    if mode in ALPHA_MODES:
         if mode == "La":  # Pillow converts premultiplied La only to LA
             im = im.convert("LA")
         arr = np.asarray(im if im.mode == "RGBA" else im.convert("RGBA"))

@@ -417,9 +417,10 @@ def _measured(result: Compressed, original_pixels: Any, min_psnr: Optional[float
 def _opaque_palette_warning(im: Image.Image, palette: Any) -> Optional[str]:
     """A warning when a given palette has no transparent entry but ``im`` has transparent pixels
     (they are mapped to opaque colours), else None."""
-    if palette is None or not (im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info):
-        return None
     from . import adapter
+
+    if palette is None or not (im.mode in adapter.ALPHA_MODES or "transparency" in im.info or _has_alpha(im)):
+        return None
 
     colors = adapter.palette_colors(palette) if isinstance(palette, Image.Image) else palette
     if any(len(c) == 4 and int(c[3]) < 255 for c in colors):  # (rows of an array, or colour tuples)

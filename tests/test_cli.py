@@ -1427,12 +1427,18 @@ def test_pillow_gcp_script_names_itself(tmp_path, monkeypatch, capsys):
 def test_opaque_palette_on_transparent_image_warns(tmp_path, capsys):
     """--palette without a transparent entry on an image with transparent pixels: written (exit 0), with a
     warning that they became opaque; none when the palette has one or the image is opaque."""
+    from pillow_gcp import convert
+
     im = Image.new("RGBA", (6, 5), (255, 0, 0, 255))
     im.putpixel((0, 0), (0, 0, 0, 0))
     src = save_png(tmp_path / "ra.png", im)
     assert main(["compress", src, "--palette", "ff0000,00ff00", "-o", str(tmp_path / "a.gcp")]) == 0
     assert "no transparent entry" in capsys.readouterr().err
     assert main(["compress", src, "--palette", "ff0000,00ff0000", "-o", str(tmp_path / "b.gcp")]) == 0
+    p = Image.new("P", (6, 5), 1)
+    p.putpalette(bytes([255, 0, 0, 0, 0, 255, 0, 255]), "RGBA")  # entry 0 transparent, in the palette itself
+    p.putpixel((0, 0), 0)
+    assert "no transparent entry" in (convert.compress_image(p, palette=[(255, 0, 0), (0, 255, 0)]).warning or "")
     opaque = save_png(tmp_path / "o.png", Image.new("RGB", (6, 5), (9, 9, 9)))
     assert main(["compress", opaque, "--palette", "ff0000,00ff00", "-o", str(tmp_path / "c.gcp")]) == 0
     assert "no transparent entry" not in capsys.readouterr().err
