@@ -807,10 +807,9 @@ def _compress(args: argparse.Namespace, prefetch: Optional[_Prefetch]) -> int:
     if args.shared_palette and len(inputs) > 1:
         return _compress_shared(opts, inputs, outs)
     stdin = _stdin_bytes(inputs)
-    if prefetch is not None:  # one input: compress_one takes the image read meanwhile
-        return _status(_run_batch(compress_one, [(inputs[0], outs[0], opts, inputs, stdin, prefetch.get)], 1,
-                                  args.verbose))
     tasks = [(s, d, opts, inputs, stdin) for s, d in zip(inputs, outs)]
+    if prefetch is not None:  # one input: compress_one takes the image read meanwhile, in this process
+        return _status(_run_batch(compress_one, [tasks[0] + (prefetch.get,)], 1, args.verbose))
     return _status(_run_batch(compress_one, tasks, args.jobs, args.verbose))
 
 
