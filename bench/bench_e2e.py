@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_e2e.py [--runs 7] [--k 16 256] [--photo kodim05 ...] [--sizes 0.4 4] [--gcp PATH]
+    python bench/bench_e2e.py [--runs 7] [--k 16 256] [--photo kodim05 ...] [--sizes 0.1 0.4 4] [--gcp PATH]
     python bench/bench_e2e.py --photo kodim01 kodim05 kodim13 kodim19 kodim23 --sizes 0.4 --runs 9
     python bench/bench_e2e.py --photo /work/shared/corpus/photos-more/sipi-4.2.03.png --sizes 0.4
 
@@ -80,7 +80,7 @@ def _resampled(im, pixels: int, name: str, kind: str):
 
 
 def make_inputs(photo: str, out: str, sizes=(0.4, 4)):
-    """The input files of ``photo`` (a Kodak name or a path) at each of ``sizes`` (0.4, 4 MP)."""
+    """The input files of ``photo`` (a Kodak name or a path) at each of ``sizes`` (0.1, 0.4, 4 MP)."""
     sys.path.insert(0, HERE)
     from make_photos import _rng, sensor_noise
 
@@ -97,6 +97,10 @@ def make_inputs(photo: str, out: str, sizes=(0.4, 4)):
                     shutil.copyfile(src, path)
                 else:
                     _resampled(Image.open(src).convert("RGB"), SMALL_PIXELS, name, "e2e-0.4").save(path)
+        elif mp == 0.1:  # a small image (a quarter of a Kodak photo's pixels: 384 x 256), no noise
+            path = os.path.join(out, f"{name}-0.1mp.png")
+            if not os.path.exists(path):
+                _resampled(Image.open(src).convert("RGB"), SMALL_PIXELS // 4, name, "e2e-0.1").save(path)
         elif mp == 4:
             path = os.path.join(out, f"{name}-4mp.png")
             if not os.path.exists(path):
@@ -110,7 +114,7 @@ def make_inputs(photo: str, out: str, sizes=(0.4, 4)):
                     big = _resampled(im, 2448 * 1632, name, "e2e-4")
                 big.save(path, compress_level=1)
         else:
-            raise SystemExit(f"--sizes takes 0.4 and 4, not {mp}")
+            raise SystemExit(f"--sizes takes 0.1, 0.4 and 4, not {mp}")
         files.append(path)
     return files
 
@@ -220,8 +224,9 @@ def main(argv=None):
     ap.add_argument("--k", type=int, nargs="+", default=[16, 256])
     ap.add_argument("--photo", nargs="+", default=["kodim05"],
                     help="Kodak names (kodim05) or paths of photos (default kodim05)")
-    ap.add_argument("--sizes", type=float, nargs="+", default=[0.4, 4], choices=[0.4, 4],
-                    help="0.4: 768x512 (or resampled to as many pixels), 4: 4 megapixels (default both)")
+    ap.add_argument("--sizes", type=float, nargs="+", default=[0.4, 4], choices=[0.1, 0.4, 4],
+                    help="0.1: a small image (a quarter of 768x512's pixels), 0.4: 768x512 (or resampled to "
+                         "as many pixels), 4: 4 megapixels (default 0.4 and 4)")
     ap.add_argument("--gcp", default=shutil.which("gcp") or "gcp")
     ap.add_argument("--no-compile", action="store_true",
                     help="do not byte-compile pillow_gcp before timing gcp (see the module doc)")
