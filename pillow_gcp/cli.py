@@ -1118,7 +1118,10 @@ def _choices(kind: str) -> Tuple[str, ...]:
 
 class _Choices:
     """The choices of a quantizer option, looked up (importing numpy and the quantizers) only when
-    argparse checks a value given for it or prints help: building the parser does not need them."""
+    argparse checks a value given for it or prints help: building the parser does not need them, and
+    nor does the usage line, which names the option's value by a word (argparse formats the usage
+    before parsing an intermixed command line; listing the choices there would load numpy before the
+    input's read starts on its helper thread)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -1138,25 +1141,9 @@ class _Choices:
     def __getitem__(self, i: int) -> str:
         return self._values()[i]
 
-    def metavar(self) -> "_ChoicesMetavar":
-        return _ChoicesMetavar(self)
 
-
-class _ChoicesMetavar:
-    """argparse's default metavar of a choices option, ``{a,b}``, made when printed (argparse
-    formats a metavar with ``%s``)."""
-
-    def __init__(self, choices: _Choices) -> None:
-        self._choices = choices
-
-    def __str__(self) -> str:
-        return "{" + ",".join(self._choices) + "}"
-
-
-def _choice_option(group: Any, flag: str, kind: str, help: str) -> None:
-    choices = _Choices(kind)
-    metavar: Any = choices.metavar()  # typeshed wants a str; argparse only formats it
-    group.add_argument(flag, choices=choices, metavar=metavar, help=help)
+def _choice_option(group: Any, flag: str, kind: str, metavar: str, help: str) -> None:
+    group.add_argument(flag, choices=_Choices(kind), metavar=metavar, help=help)
 
 
 def _add_quant_options(p: argparse.ArgumentParser) -> None:
@@ -1164,14 +1151,15 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
     q.add_argument("-k", "--colors", dest="k", type=_ranged(1, 256), metavar="K",
                    help="palette size, 1..256 (default: as Image.save without k: 256 colours, "
                         "or the exact palette of a palette/grey image)")
-    _choice_option(q, "--algo", "algo",
-                   help="clustering algorithm: kmeans (fast, mean colours) or kmedoids "
+    _choice_option(q, "--algo", "algo", "ALGO",
+                   help="clustering algorithm, one of %(choices)s: kmeans (fast, mean colours) or kmedoids "
                         "(palette colours are colours of the image; robust to noise) (default kmeans)")
-    _choice_option(q, "--metric", "METRICS",
-                   help="colour distance for clustering (K-medoids) and for mapping pixels to the palette "
-                        "(default euclidean)")
-    _choice_option(q, "--space", "SPACES",
-                   help="colour space the clustering works in: rgb, or oklab (perceptual) (default rgb)")
+    _choice_option(q, "--metric", "METRICS", "METRIC",
+                   help="colour distance for clustering (K-medoids) and for mapping pixels to the palette: "
+                        "%(choices)s (default euclidean)")
+    _choice_option(q, "--space", "SPACES", "SPACE",
+                   help="colour space the clustering works in, one of %(choices)s: rgb, or oklab (perceptual) "
+                        "(default rgb)")
     q.add_argument("--dither", action="store_true",
                    help="Floyd-Steinberg error diffusion when mapping pixels to the palette")
     q.add_argument("--seed", type=_ranged(0), metavar="N",

@@ -1193,6 +1193,16 @@ def test_import_loads_pillow_only_and_registers(tmp_path):
         pillow_gcp.nope  # noqa: B018
 
 
+def test_parsing_a_compress_command_line_loads_no_numpy():
+    """argparse formats the usage line before parsing an intermixed command line; the choice options
+    name their value by a word there, so numpy loads only after the input's read has started."""
+    code = ("import sys; from pillow_gcp import cli; p, cmds = cli._parsers('compress'); "
+            "a = cmds['compress'].parse_intermixed_args(['a.png', '-k', '16', '-o', 'b.gcp']); "
+            "assert a.k == 16 and 'numpy' not in sys.modules, sorted(sys.modules); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=120, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_plugin_signature_is_the_formats():
     from pillow_gcp import format as gcp_format
     from pillow_gcp import plugin
@@ -1222,10 +1232,10 @@ def test_help_and_choice_errors_list_the_registered_choices(capsys):
     from pillow_gcp import quantizers
 
     assert main(["compress", "--help"]) == 0
-    out = capsys.readouterr().out
-    assert "--algo {" + ",".join(quantizers.registered_quantizers()) + "}" in out
-    assert "--metric {" + ",".join(quantizers.METRICS) + "}" in out
-    assert "--space {rgb,oklab}" in out
+    out = " ".join(capsys.readouterr().out.split())  # argparse's line breaks
+    assert "--algo ALGO clustering algorithm, one of " + ", ".join(quantizers.registered_quantizers()) + ":" in out
+    assert "--metric METRIC" in out and "palette: " + ", ".join(quantizers.METRICS) + " (default" in out
+    assert "--space SPACE colour space the clustering works in, one of rgb, oklab:" in out
     assert main(["compress", "a.png", "--space", "lab"]) == 2
     assert "invalid choice: 'lab' (choose from 'rgb', 'oklab')" in capsys.readouterr().err
 
