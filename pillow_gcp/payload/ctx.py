@@ -17,12 +17,12 @@ scatters and decodes the bands already inflated (:func:`set_threads` caps this; 
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import zlib
 
 import numpy as np
 
+from .._threads import set_threads, threads  # noqa: F401 (the package's one thread cap)
 from ..errors import GCPFormatError
 from . import streams
 
@@ -489,34 +489,6 @@ def _band(ranks: np.ndarray, out: np.ndarray, table: np.ndarray, shift: int) -> 
 # ----------------------------------------------------------------------------- one helper thread
 
 THREAD_MIN = 1 << 19  # pixels: smaller maps decode on the calling thread alone (measured: no gain at 0.4 MP)
-_threads = None       # set_threads(); None: GCP_THREADS or the CPUs this process may use
-
-
-def set_threads(n) -> None:
-    """Cap the threads a CTX decode may use, the calling thread included: 1 = the calling thread
-    only; 2 = one helper thread that inflates the rank stream (the flag plane's rest stream, or the
-    plain ranks) while the caller decodes the bands already inflated; 3 or more = also a helper for
-    the flag plane. zlib inflates without the GIL; the helpers end before the decode returns.
-    ``None`` restores the default: the environment variable ``GCP_THREADS`` if it holds an integer
-    (0 counts as 1), else 3 when this process may use 2 or more CPUs and 1 otherwise."""
-    global _threads
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-        raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
-    _threads = None if n is None else int(n)
-
-
-def threads() -> int:
-    """The thread cap now in force (see :func:`set_threads`)."""
-    if _threads is not None:
-        return _threads
-    env = os.environ.get("GCP_THREADS", "").strip()
-    if env.isdigit():
-        return max(1, int(env))
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return 3 if cpus >= 2 else 1
 
 
 class _Inflater:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ._pcg import Pcg64
 from .histogram import bin_reduce
-from .nearest import nearest_two, sqnorm
+from .nearest import nearest_two, split_rows, sqnorm
 
 __all__ = ["kmeans_palette"]
 
@@ -359,6 +359,33 @@ def _dist_to(X, Q):
     return np.sqrt(sqnorm(D.reshape(-1, X.shape[1])).reshape(D.shape[:2]))
 
 
+def _nearest_moved(X, Q):
+    """Index, distance and second distance (inf for one row of Q) from every row of X (B, C) to
+    the nearest of the few rows of Q (q, C): ((B,) intp, (B,) float32, (B,) float32), row by row
+    (:func:`_dist_to`, argmin, gather), split over threads when large (:func:`.nearest.split_rows`)."""
+    B = X.shape[0]
+    q = Q.shape[0]
+    jmin = np.zeros(B, np.intp)
+    dmin = np.empty(B, np.float32)
+    dsec = np.full(B, np.inf, np.float32)
+
+    def part(lo, hi):
+        Dn = _dist_to(X[lo:hi], Q)
+        if q == 1:
+            dmin[lo:hi] = Dn[:, 0]
+            return
+        rows = np.arange(hi - lo)
+        j = np.argmin(Dn, axis=1)
+        jmin[lo:hi] = j
+        dmin[lo:hi] = Dn[rows, j]
+        Dn[rows, j] = np.inf
+        # argmin + gather: numpy's min along short rows is 2-4x slower than argmin
+        dsec[lo:hi] = Dn[rows, np.argmin(Dn, axis=1)]
+
+    split_rows(B, 1024, B * q * 4, part)
+    return jmin, dmin, dsec
+
+
 def _member(labels, ids, k):
     """``np.isin(labels, ids)`` for cluster labels < k, by a table instead of a sort."""
     table = np.zeros(k, bool)
@@ -419,18 +446,7 @@ def _swap_refine(X, w, state, nfix, rounds, frac, max_iter, tol, wX=None, Xc=Non
         u2 = up.astype(np.float32).copy()
         l2 = low.astype(np.float32).copy()
         lost = _member(a2, moved, k)
-        Dn = _dist_to(X, new[moved])
-        if moved.size == 1:
-            jmin = np.zeros(X.shape[0], np.intp)
-            dmin = Dn[:, 0]
-            dsec = np.full(X.shape[0], np.inf, np.float32)
-        else:
-            rows = np.arange(X.shape[0])
-            jmin = np.argmin(Dn, axis=1)
-            dmin = Dn[rows, jmin]
-            Dn[rows, jmin] = np.inf
-            # argmin + gather: numpy's min along short rows is 2-4x slower than argmin
-            dsec = Dn[rows, np.argmin(Dn, axis=1)]
+        jmin, dmin, dsec = _nearest_moved(X, new[moved])
         win = ~lost & (dmin < u2)
         l2[win] = np.minimum(np.minimum(u2[win], l2[win]), dsec[win])
         a2[win] = moved[jmin[win]]

@@ -4,11 +4,21 @@ All functions take ``X`` ``(U, C)`` and ``P`` ``(m, C)`` arrays (uint8 or float)
 in float32.  For uint8 inputs every intermediate of the squared-Euclidean computation is
 an integer below 2**24, so the float32 result is exact; ties go to the lowest index.
 Memory is bounded by ``chunk * m`` floats, never ``U * m``.
+
+Large searches are split into row ranges run on up to ``min(cap, CPUs)`` threads (the cap of
+:func:`pillow_gcp.set_decode_threads` / ``GCP_THREADS``; the calling thread is one of them).
+Every range starts at a multiple of the block size, so each row meets the same BLAS calls and
+reductions as on one thread: the results are the same bit for bit.  numpy's products, argmin
+and gathers release the GIL; the helpers are joined before the search returns.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+
+from .._threads import cpus, threads
 
 METRICS = ("euclidean", "manhattan", "chebyshev")
 
@@ -72,6 +82,96 @@ def matmul_small(A, B):
                 else:
                     o += t
     return out
+
+
+#: Distances per reduction block (:func:`_nearest_two_rows`, :func:`_nearest_rows`,
+#: :func:`_nearest_cols`): about 2 MiB of float32, several BLAS products written with ``out=``
+#: and then reduced at once.  As fast as 1 MiB on one thread; on two, fewer and longer GIL-free
+#: numpy calls, which is what pays (a contended GIL hand-over costs more than a 10 us call).
+_REDUCE_ELEMS = 1 << 19
+
+#: multiply-adds (rows x entries) from which a search is split over threads: below it the
+#: thread start-up (~0.1 ms) and the join cost about what the second core saves.
+PARALLEL_MIN = 1 << 20
+
+_local = threading.local()  # .busy: this thread is already one of a split's workers
+
+
+def workers(work: float) -> int:
+    """Threads (the calling one included) for a job of ``work`` multiply-adds: 1 below
+    :data:`PARALLEL_MIN`, inside a split's worker, or when the cap or the CPUs allow one."""
+    if work < PARALLEL_MIN or getattr(_local, "busy", False):
+        return 1
+    return max(1, min(threads(), cpus()))
+
+
+def run_tasks(tasks, nt: int) -> None:
+    """Call every function of ``tasks`` (no arguments) once, on ``nt`` threads at most.
+
+    The calling thread is one of them; the helpers take tasks from the same list in order and
+    are joined before this returns (also when a task raises: the first error is re-raised).  A
+    helper that cannot be started is not needed: the others take its share.  Inside a task,
+    :func:`workers` returns 1, so tasks do not split again.
+    """
+    tasks = list(tasks)
+    nt = min(int(nt), len(tasks))
+    if nt <= 1:
+        for t in tasks:
+            t()
+        return
+    lock = threading.Lock()
+    nxt = [0]
+    errors = []
+
+    def work():
+        busy = getattr(_local, "busy", False)
+        _local.busy = True
+        try:
+            while not errors:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] = i + 1
+                if i >= len(tasks):
+                    return
+                tasks[i]()
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            errors.append(e)
+        finally:
+            _local.busy = busy
+
+    helpers = []
+    for _ in range(nt - 1):
+        t = threading.Thread(target=work, name="pillow-gcp-nearest", daemon=True)
+        try:
+            t.start()
+        except RuntimeError:  # no thread to be had: the calling thread does the rest
+            break
+        helpers.append(t)
+    try:
+        work()
+    finally:
+        for t in helpers:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+def _ranges(n: int, unit: int, nt: int):
+    """``nt`` (or fewer) consecutive ranges ``(lo, hi)`` covering ``range(n)``, every ``lo`` a
+    multiple of ``unit``, of about equal size."""
+    blocks = -(-n // unit)
+    nt = max(1, min(nt, blocks))
+    cuts = [unit * (blocks * i // nt) for i in range(nt)] + [n]
+    return [(cuts[i], cuts[i + 1]) for i in range(nt) if cuts[i] < cuts[i + 1]]
+
+
+def split_rows(n: int, unit: int, work: float, fn) -> None:
+    """``fn(lo, hi)`` over :func:`_ranges` of ``range(n)``, on :func:`workers` threads."""
+    nt = workers(work)
+    if nt <= 1:
+        fn(0, n)
+        return
+    run_tasks([lambda lo=lo, hi=hi: fn(lo, hi) for lo, hi in _ranges(n, unit, nt)], nt)
 
 
 def _augment_p(Pf):
@@ -177,28 +277,113 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
         return (idx, dist) if return_dist else idx
     Pf = P.astype(np.float32)
     step = _chunk_rows(m, Pf.shape[1] + 1)
+    if metric != "euclidean":
+        step = max(64, step // 2)
+    if metric == "euclidean":
+        fn = _nearest_rows if m > _TRANSPOSE_MAX else _nearest_cols
+        split_rows(U, step, U * m, lambda lo, hi: fn(X, Pf, step, idx, dist, lo, hi))
+    else:
+        split_rows(U, step, U * m, lambda lo, hi: _nearest_range(X, Pf, metric, step, idx, dist, lo, hi))
+    return (idx, dist) if return_dist else idx
+
+
+def _products(X, Pa, step, Xa, D, s, n):
+    """``D[:n] = [X[s:s + n], 1] @ Pa`` as the BLAS calls of :func:`_euclid_blocks` ((rows, m)
+    layout, blocks of ``step`` rows from ``s``, a multiple of ``step``): the full blocks in one
+    batched matmul (numpy makes the same GEMM call for each) and the rest in one more call.
+    ``Xa`` (>= n, C + 1) float32 scratch whose last column holds ones."""
+    C1, m = Pa.shape
+    Xa[:n, :-1] = X[s:s + n]
+    nf = n // step * step
+    if nf:
+        np.matmul(Xa[:nf].reshape(-1, step, C1), Pa, out=D[:nf].reshape(-1, step, m))
+    if nf < n:
+        np.matmul(Xa[nf:n], Pa, out=D[nf:n])
+    return D[:n]
+
+
+def _nearest_cols(X, Pf, step, idx, dist, lo, hi):
+    """Euclidean :func:`nearest` in the (m, rows) layout (small m) for rows ``lo:hi`` (``lo`` a
+    multiple of ``step``): the BLAS calls of :func:`_euclid_blocks`, the full blocks of about
+    :data:`_REDUCE_ELEMS` distances in one batched matmul ((nb, m, step): numpy makes the same GEMM
+    call for each block) reduced at once as :func:`_first_min` reduces each block (its
+    comparison form: full blocks have >= 256 rows); a last partial block as before."""
+    m, C = Pf.shape
+    Pt = np.ascontiguousarray(_augment_p(Pf).T)  # (m, C + 1)
+    nb = max(1, min(hi - lo, _REDUCE_ELEMS // m) // step)
+    full = (hi - lo) // step * step
+    if full and step >= 256 and m <= 127:
+        Xa = np.ones((nb, C + 1, step), np.float32)
+        D = np.empty((nb, m, step), np.float32)
+        E = np.empty((nb, m, step), bool)
+        weights = np.arange(m, 0, -1, dtype=np.int8)[:, None]
+        for s in range(lo, lo + full, nb * step):
+            b = min(nb, (lo + full - s) // step)
+            n = b * step
+            Xb = Xa[:b]
+            Xb[:, :-1] = X[s:s + n].reshape(b, step, C).transpose(0, 2, 1)
+            Db = np.matmul(Pt, Xb, out=D[:b])
+            d = Db.min(axis=1)  # (b, step)
+            Eb = np.equal(Db, d[:, None, :], out=E[:b]).view(np.int8)
+            Eb *= weights
+            j = Eb.max(axis=1).astype(np.intp)
+            np.subtract(m, j, out=j)
+            idx[s:s + n] = j.reshape(-1)
+            if dist is not None:
+                dd = d.reshape(-1)
+                dd += sqnorm(X[s:s + n].astype(np.float32, copy=False))
+                np.maximum(dd, 0, out=dd)
+                dist[s:s + n] = dd
+        lo += full
+    if lo < hi:
+        _nearest_range(X, Pf, "euclidean", step, idx, dist, lo, hi)
+
+
+def _nearest_rows(X, Pf, step, idx, dist, lo, hi):
+    """Euclidean :func:`nearest` in the (rows, m) layout for rows ``lo:hi`` (``lo`` a multiple of
+    ``step``): the products of :func:`_products` for ~:data:`_REDUCE_ELEMS` distances at a time,
+    then one argmin per such block (the same values and the same first minimum as per product)."""
+    m, C = Pf.shape
+    Pa = _augment_p(Pf)
+    R = min(hi - lo, max(step, (_REDUCE_ELEMS // m) // step * step))
+    Xa = np.ones((R, C + 1), np.float32)
+    D = np.empty((R, m), np.float32)
+    for s in range(lo, hi, R):
+        n = min(R, hi - s)
+        Dn = _products(X, Pa, step, Xa, D, s, n)
+        j = Dn.argmin(axis=1)
+        idx[s:s + n] = j
+        if dist is not None:
+            d = Dn[np.arange(n), j]
+            d += sqnorm(X[s:s + n].astype(np.float32, copy=False))
+            np.maximum(d, 0, out=d)
+            dist[s:s + n] = d
+
+
+def _nearest_range(X, Pf, metric, step, idx, dist, lo, hi):
+    """:func:`nearest` for the rows ``lo:hi`` of X (``lo`` a multiple of ``step``), written into
+    ``idx`` and ``dist`` (None unless wanted)."""
+    Xr = X[lo:hi]
     if metric == "euclidean":
         # ||x||^2 - 2 x.p + ||p||^2 ; the argmin only needs -2x.p + ||p||^2.
-        for s, n, D, ax in _euclid_blocks(X, Pf, step):
+        for s, n, D, ax in _euclid_blocks(Xr, Pf, step):
             j, dmin = _first_min(D, ax)
-            idx[s:s + n] = j
-            if return_dist:
-                d = dmin + sqnorm(X[s:s + n].astype(np.float32, copy=False))
+            idx[lo + s:lo + s + n] = j
+            if dist is not None:
+                d = dmin + sqnorm(Xr[s:s + n].astype(np.float32, copy=False))
                 np.maximum(d, 0, out=d)
-                dist[s:s + n] = d
-    else:
-        red = np.add if metric == "manhattan" else np.maximum
-        step = max(64, step // 2)
-        for s in range(0, U, step):
-            Xc = X[s:s + step].astype(np.float32)
-            D = np.abs(Xc[:, None, 0] - Pf[None, :, 0])
-            for c in range(1, Xc.shape[1]):
-                red(D, np.abs(Xc[:, None, c] - Pf[None, :, c]), out=D)
-            j = np.argmin(D, axis=1)
-            idx[s:s + step] = j
-            if return_dist:
-                dist[s:s + step] = D[np.arange(len(j)), j]
-    return (idx, dist) if return_dist else idx
+                dist[lo + s:lo + s + n] = d
+        return
+    red = np.add if metric == "manhattan" else np.maximum
+    for s in range(0, Xr.shape[0], step):
+        Xc = Xr[s:s + step].astype(np.float32)
+        D = np.abs(Xc[:, None, 0] - Pf[None, :, 0])
+        for c in range(1, Xc.shape[1]):
+            red(D, np.abs(Xc[:, None, c] - Pf[None, :, c]), out=D)
+        j = np.argmin(D, axis=1)
+        idx[lo + s:lo + s + len(j)] = j
+        if dist is not None:
+            dist[lo + s:lo + s + len(j)] = D[np.arange(len(j)), j]
 
 
 def distance_to(X, P, idx, metric: str = "euclidean"):
@@ -225,30 +410,37 @@ def nearest_two(X, P):
     d1 = np.empty(U, np.float32)
     d2 = np.empty(U, np.float32)
     step = _chunk_rows(m, Pf.shape[1] + 1)
-    if m > _TRANSPOSE_MAX and U > 0:
-        _nearest_two_rows(X, Pf, step, idx, d1, d2)
+    if U == 0:
         return idx, d1, d2
-    for s, n, D, ax in _euclid_blocks(X, Pf, step):
-        xn = sqnorm(X[s:s + n].astype(np.float32, copy=False))
+    if m > _TRANSPOSE_MAX:
+        split_rows(U, step, U * m, lambda lo, hi: _nearest_two_rows(X, Pf, step, idx, d1, d2, lo, hi))
+    else:
+        # (m, rows) blocks: ~10 short numpy calls per block, which two threads only slow down
+        _nearest_two_cols(X, Pf, step, idx, d1, d2, 0, U)
+    return idx, d1, d2
+
+
+def _nearest_two_cols(X, Pf, step, idx, d1, d2, lo, hi):
+    """:func:`nearest_two` for rows ``lo:hi`` (``lo`` a multiple of ``step``), any layout of
+    :func:`_euclid_blocks`, results written into idx, d1, d2 (U,)."""
+    Xr = X[lo:hi]
+    for s, n, D, ax in _euclid_blocks(Xr, Pf, step):
+        xn = sqnorm(Xr[s:s + n].astype(np.float32, copy=False))
         r = np.arange(n)
         j, dmin = _first_min(D, ax)
-        idx[s:s + n] = j
+        idx[lo + s:lo + s + n] = j
         pos = (j, r) if ax == 0 else (r, j)
         a = dmin + xn
         D[pos] = np.inf
         # (rows, m) blocks: argmin along the rows is SIMD and 2-4x faster than min there
         b = (D.min(axis=0) if ax == 0 else D[r, np.argmin(D, axis=1)]) + xn
-        d1[s:s + n] = np.maximum(a, 0)
-        d2[s:s + n] = np.maximum(b, 0)
-    return idx, d1, d2
+        d1[lo + s:lo + s + n] = np.maximum(a, 0)
+        d2[lo + s:lo + s + n] = np.maximum(b, 0)
 
 
-#: Rows per reduction block of :func:`_nearest_two_rows`: about 1 MiB of float32 distances.
-_REDUCE_ELEMS = 1 << 18
-
-
-def _nearest_two_rows(X, Pf, step, idx, d1, d2):
-    """:func:`nearest_two` for the (rows, m) layout, results written into idx, d1, d2 (U,).
+def _nearest_two_rows(X, Pf, step, idx, d1, d2, lo=0, hi=None):
+    """:func:`nearest_two` for the (rows, m) layout, rows ``lo:hi`` of X (``lo`` a multiple of
+    ``step``; all rows by default), results written into idx, d1, d2 (U,).
 
     The distances are the same BLAS products as :func:`_euclid_blocks` (blocks of ``step``
     rows, each one call of at most :data:`BLAS_MACS` multiply-adds, so every value is bit for
@@ -259,7 +451,8 @@ def _nearest_two_rows(X, Pf, step, idx, d1, d2):
     unchanged, with ~12 fewer numpy calls per ``step`` rows (m = 256: per 256 rows, where one
     argmin pass costs ~10 us and a numpy call ~1-2 us).
     """
-    U = X.shape[0]
+    hi = X.shape[0] if hi is None else hi
+    U = hi - lo
     m, C = Pf.shape
     Pa = _augment_p(Pf)  # (C + 1, m)
     R = min(U, max(step, (_REDUCE_ELEMS // m) // step * step))
@@ -268,13 +461,9 @@ def _nearest_two_rows(X, Pf, step, idx, d1, d2):
     Df = D.reshape(-1)
     base = np.arange(0, R * m, m, dtype=np.intp)  # flat offset of each row
     flat = np.empty(R, np.intp)
-    for s in range(0, U, R):
-        n = min(R, U - s)
-        Xa[:n, :-1] = X[s:s + n]
-        for i in range(0, n, step):
-            e = min(n, i + step)
-            np.matmul(Xa[i:e], Pa, out=D[i:e])
-        Dn = D[:n]
+    for s in range(lo, hi, R):
+        n = min(R, hi - s)
+        Dn = _products(X, Pa, step, Xa, D, s, n)
         j = Dn.argmin(axis=1)
         idx[s:s + n] = j
         np.add(base[:n], j, out=flat[:n])
@@ -282,8 +471,10 @@ def _nearest_two_rows(X, Pf, step, idx, d1, d2):
         Df[flat[:n]] = np.inf
         np.add(base[:n], Dn.argmin(axis=1), out=flat[:n])
         np.take(Df, flat[:n], out=d2[s:s + n])
-    xn = sqnorm(X.astype(np.float32, copy=False))
-    d1 += xn
-    np.maximum(d1, 0, out=d1)
-    d2 += xn
-    np.maximum(d2, 0, out=d2)
+    xn = sqnorm(X[lo:hi].astype(np.float32, copy=False))
+    d = d1[lo:hi]
+    d += xn
+    np.maximum(d, 0, out=d)
+    d = d2[lo:hi]
+    d += xn
+    np.maximum(d, 0, out=d)

@@ -1,0 +1,174 @@
+"""The nearest-entry searches split over threads (quantizers.nearest.split_rows / run_tasks): the
+same indices and distances bit for bit as on one thread, no thread left behind, the package's one
+thread cap respected, and a helper that cannot start or a task that fails handled."""
+
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from pillow_gcp import _threads
+from pillow_gcp.quantizers import quantize_array
+
+Nm = sys.modules["pillow_gcp.quantizers.nearest"]
+Km = sys.modules["pillow_gcp.quantizers.kmeans"]
+
+
+class _Counted(threading.Thread):
+    started = 0
+
+    def start(self):
+        type(self).started += 1
+        super().start()
+
+
+@pytest.fixture
+def split(monkeypatch):
+    """Every search big enough for two ranges is split over two threads (also on a 1-CPU runner);
+    yields a function giving the number of helper threads started so far."""
+    monkeypatch.setattr(Nm, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(Nm, "cpus", lambda: 2)
+    monkeypatch.setattr(threading, "Thread", _Counted)
+    _Counted.started = 0
+    _threads.set_threads(2)
+    yield lambda: _Counted.started
+    _threads.set_threads(None)
+
+
+def _one_thread(fn):
+    _threads.set_threads(1)
+    try:
+        return fn()
+    finally:
+        _threads.set_threads(2)
+
+
+def _same(a, b):
+    a = a if isinstance(a, tuple) else (a,)
+    b = b if isinstance(b, tuple) else (b,)
+    return len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _data(U, m, C, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint8:
+        return (rng.integers(0, 256, (U, C), dtype=np.uint8), rng.integers(0, 256, (m, C), dtype=np.uint8))
+    return ((rng.random((U, C)) * 255).astype(np.float32), (rng.random((m, C)) * 255).astype(np.float32))
+
+
+@pytest.mark.parametrize("m", [1, 2, 16, 48, 49, 64, 256])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_threaded_nearest_equals_one_thread(split, m, dtype):
+    n_threads = threading.active_count()
+    step = Nm._chunk_rows(m, 4)
+    for C in (3, 4):
+        for U in (1, step - 1, 2 * step, 5 * step + 7, 40_000):
+            X, P = _data(U, m, C, dtype, U + m + C)
+            for metric in ("euclidean", "manhattan", "chebyshev"):
+                got = Nm.nearest(X, P, metric, return_dist=True)
+                assert _same(got, _one_thread(lambda: Nm.nearest(X, P, metric, return_dist=True)))
+                assert _same(Nm.nearest(X, P, metric), got[0])
+            got = Nm.nearest_two(X, P)
+            assert _same(got, _one_thread(lambda: Nm.nearest_two(X, P)))
+    assert split() > 0
+    assert threading.active_count() == n_threads
+
+
+@pytest.mark.parametrize("m", [2, 16, 48])
+def test_small_palette_nearest_matches_the_per_block_reduction(m):
+    # nearest() for m <= 48 reduces several (m, step) BLAS blocks at once (_nearest_cols); bit for
+    # bit against one block at a time through _first_min, on non-integer float32 input
+    rng = np.random.default_rng(m)
+    step = Nm._chunk_rows(m, 4)
+    nb = Nm._REDUCE_ELEMS // m // step
+    for U in (step - 1, step, nb * step, nb * step + 1, 3 * nb * step + step + 5):
+        X = (rng.random((U, 3)) * 255).astype(np.float32)
+        P = (rng.random((m, 3)) * 255).astype(np.float32)
+        P[m // 2] = P[0]  # an exact tie: the lowest index wins
+        idx, dist = Nm.nearest(X, P, return_dist=True)
+        rj, rd = [], []
+        for s, n, B, ax in Nm._euclid_blocks(X, P, step):
+            assert ax == 0
+            j, d = Nm._first_min(B, ax)
+            rj.append(j)
+            rd.append(np.maximum(d + Nm.sqnorm(X[s:s + n]), 0))
+        assert np.array_equal(idx, np.concatenate(rj))
+        assert np.array_equal(dist, np.concatenate(rd))
+
+
+def test_threaded_moved_centre_search_equals_one_thread(split):
+    rng = np.random.default_rng(5)
+    X = (rng.random((30_000, 3)) * 255).astype(np.float32)
+    for q in (1, 2, 25):
+        Q = (rng.random((q, 3)) * 255).astype(np.float32)
+        got = Km._nearest_moved(X, Q)
+        assert _same(got, _one_thread(lambda: Km._nearest_moved(X, Q)))
+    assert split() > 0
+
+
+def _photo_like(h, w, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w) + 64], axis=-1)
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("k", [16, 64, 256])
+def test_threaded_quantize_equals_one_thread_and_leaves_no_thread(split, k):
+    arr = _photo_like(160, 240, k)
+    n_threads = threading.active_count()
+    idx, pal = quantize_array(arr, k)
+    assert split() > 0
+    assert threading.active_count() == n_threads
+    idx1, pal1 = _one_thread(lambda: quantize_array(arr, k))
+    assert np.array_equal(pal, pal1) and np.array_equal(idx, idx1)
+
+
+def test_thread_cap_of_one_starts_no_thread(split, monkeypatch):
+    X, P = _data(50_000, 256, 3, np.uint8, 1)
+    _threads.set_threads(1)
+    Nm.nearest(X, P)
+    Nm.nearest_two(X, P)
+    assert split() == 0
+    _threads.set_threads(None)
+    monkeypatch.setenv("GCP_THREADS", "1")
+    Nm.nearest_two(X, P)
+    assert split() == 0
+    monkeypatch.setenv("GCP_THREADS", "2")
+    Nm.nearest_two(X, P)
+    assert split() == 1
+
+
+def test_search_falls_back_to_one_thread_when_no_thread_can_start(split, monkeypatch):
+    X, P = _data(50_000, 256, 3, np.float32, 2)
+    want = _one_thread(lambda: Nm.nearest_two(X, P))
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_Counted, "start", refuse)
+    n_threads = threading.active_count()
+    assert _same(Nm.nearest_two(X, P), want)
+    assert threading.active_count() == n_threads
+
+
+def test_a_failing_task_is_raised_after_every_helper_ended(split):
+    n_threads = threading.active_count()
+    ran = []
+
+    def ok(i):
+        ran.append(i)
+
+    def bad():
+        raise ValueError("task failed")
+
+    with pytest.raises(ValueError, match="task failed"):
+        Nm.run_tasks([lambda: ok(0), bad, lambda: ok(2), lambda: ok(3)], 2)
+    assert threading.active_count() == n_threads
+    # tasks do not split again: a search inside a task stays on its thread
+    seen = []
+    Nm.run_tasks([lambda: seen.append(Nm.workers(1 << 30)) for _ in range(4)], 2)
+    assert seen == [1, 1, 1, 1]
+    assert Nm.workers(1 << 30) == 2
+    assert Nm.workers(0) == 1
