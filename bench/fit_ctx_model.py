@@ -11,7 +11,14 @@ with and without LEFT, on ``[1, ln N, ln(B/N + 1e-4), ln k]`` with ``B`` the mod
 many maps the 4.0x cap lets through and the largest true ratio among them. (Upscaled images, whose rows
 repeat, are outside the model's reach: the policy's trial sends them to LZMA2; ``bench/bench_upscaled.py``.)
 
-    python bench/fit_ctx_model.py [--reps N]
+``--lowk`` fits ``payload._CTX_LOWK_BIG`` instead, the k <= ``LOW_K`` model that holds up to 4 MP: maps at
+k = 2, 4, 6, 8 of Kodak and photos-more at their own size, k = 4, 8 of the even-numbered Kodak photos
+upscaled x2 BICUBIC and of photos-more x4 BICUBIC, of every third Kodak photo at 1 MP and every fourth at
+4 MP (``bench_speed.at_size``: LANCZOS and sensor noise) and the graphics with k <= 8 (234 maps), on
+``[1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup, ln N]`` (``dup`` = ``estimate(...)["dup"]``). Validate it
+on other maps (other upscales, photos-more at 4 MP): ``bench/bench_upscaled.py`` and the policy's choice.
+
+    python bench/fit_ctx_model.py [--reps N] [--lowk]
 """
 
 from __future__ import annotations
@@ -48,12 +55,42 @@ def maps():
             yield f"{os.path.basename(f)}@{k}", idx, pal
 
 
+def lowk_maps():
+    """The maps of ``--lowk`` (see the module docstring)."""
+    from bench_speed import at_size
+    for f in B.files_of(os.path.join(B.CORPUS, "palette-graphics")):
+        got = B.exact_indexed(Image.open(f))
+        if got is not None and len(got[1]) <= P.LOW_K:
+            yield os.path.basename(f), got[0], got[1]
+    kodak = B.files_of(os.path.join(B.CORPUS, "photos"))
+    more = B.files_of(os.path.join(B.CORPUS, "photos-more"))
+    jobs = [(f, 1, (2, 4, 6, 8)) for f in kodak + more]
+    jobs += [(f, 2, (4, 8)) for f in kodak[::2]] + [(f, 4, (4, 8)) for f in more]
+    jobs += [(f, "1MP", (4, 8)) for f in kodak[::3]] + [(f, "4MP", (4, 8)) for f in kodak[::4]]
+    for f, size, ks in jobs:
+        rgb = Image.open(f).convert("RGB")
+        if isinstance(size, str):
+            rgb = at_size(f, size)
+        elif size != 1:
+            rgb = rgb.resize((rgb.width * size, rgb.height * size), Image.BICUBIC)
+        for k in ks:
+            idx, pal = B.quantized(rgb, k)
+            yield f"{os.path.basename(f)} {size}@{k}", idx, pal
+
+
+def lowk_features(n, k, b, dup) -> np.ndarray:
+    """The columns of the ``_CTX_LOWK_BIG`` model (arrays of N, k, B and dup in, (m, 6) out)."""
+    return np.c_[np.ones_like(n), np.log1p(1e5 / n), np.log(b / n + 1e-4), np.log(k), dup, np.log(n)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=11, help="timed decodes per file (the minimum is kept)")
-    reps = ap.parse_args().reps
+    ap.add_argument("--lowk", action="store_true", help="fit the k <= LOW_K model of maps up to 4 MP (_CTX_LOWK_BIG)")
+    args = ap.parse_args()
+    reps = args.reps
     rows = []
-    for name, idx, pal in maps():
+    for name, idx, pal in (lowk_maps() if args.lowk else maps()):
         k = len(pal)
         coding = P.ctx_coding(idx.size, k)
         g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
@@ -61,13 +98,23 @@ def main() -> None:
         tg = B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), reps)
         tp = B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), reps)
         e = P.estimate(idx, k)
-        rows.append((name, idx.size, k, e["bytes"], tg / tp, e["ctx"]))
+        rows.append((name, idx.size, k, e["bytes"], tg / tp, e["ctx"], e["dup"]))
         print(f"{name[:26]:<26} N {idx.size:>7} k {k:>3}  CTX/PNG-8 {tg / tp:5.2f}  model {e['ctx']:5.2f}", flush=True)
     n = np.array([r[1] for r in rows], float)
     k = np.array([r[2] for r in rows], float)
     b = np.array([r[3] for r in rows], float)
     true = np.array([r[4] for r in rows])
     model = np.array([r[5] for r in rows])
+    if args.lowk:
+        X = lowk_features(n, k, b, np.array([r[6] for r in rows]))
+        c, *_ = np.linalg.lstsq(X, np.log(true), rcond=None)
+        err = np.exp(X @ c) / true - 1
+        print(f"k <= {P.LOW_K}, up to 4 MP: c = ({', '.join(f'{v:.4f}' for v in c)}) before the margin; error median "
+              f"{np.median(abs(err)):.3f}, at most {-err.min():.3f} too low, {err.max():.3f} too high")
+        ok = model <= P.CTX_CAP
+        print(f"model in payload: {ok.sum()} of {len(rows)} maps within the {P.CTX_CAP}x cap, the largest true ratio "
+              f"among them {true[ok].max():.2f}x")
+        return
     left = np.array([P.uses_left(int(a), int(b)) for a, b in zip(n, k)])
     low = k <= P.LOW_K
     for label, m in ((f"k <= {P.LOW_K}", low), ("LEFT", left & ~low), ("U only", ~left & ~low)):

@@ -166,10 +166,13 @@ def test_estimate_by_hand_and_monotone():
     assert e["bytes"] == pytest.approx(4 * 1.402 / 8)
     png = 64.5e-6 + 2.36e-9 * 4 + 10.1e-9 * e["bytes"]
     assert e["lzma2"] == pytest.approx((82.8e-6 + 0.653e-9 * 4 + 62.2e-9 * e["bytes"]) / png)
-    assert 2 <= P.LOW_K  # small k: PNG-8 packs bits, the CTX model has its own constants
+    assert 2 <= P.LOW_K  # small k: PNG-8 packs bits, the CTX model has its own constants (two, the larger wins)
     c0, c1, c2, c3 = P._CTX_LOWK
-    assert e["ctx"] == pytest.approx(math.exp(c0 + c1 * math.log(4) + c2 * math.log(e["bytes"] / 4 + 1e-4)
-                                              + c3 * math.log(2)))
+    ln_bn = math.log(e["bytes"] / 4 + 1e-4)
+    small = math.exp(c0 + c1 * math.log(4) + c2 * ln_bn + c3 * math.log(2))
+    d0, d1, d2, d3, d4, d5 = P._CTX_LOWK_BIG
+    big = math.exp(d0 + d1 * math.log1p(1e5 / 4) + d2 * ln_bn + d3 * math.log(2) + d4 * e["dup"] + d5 * math.log(4))
+    assert e["dup"] == 0.0 and e["ctx"] == pytest.approx(max(small, big))
     # the CTX ratio falls with the map's size (fixed costs), for both context kinds
     for k in (16, 200):
         ratios = [P.estimate(blocky(s, s, k, seed=2, noise=0.3), k)["ctx"] for s in (40, 120, 400)]
@@ -177,6 +180,22 @@ def test_estimate_by_hand_and_monotone():
     assert P.estimate(np.zeros((50, 50), np.uint8), 1)["bytes"] == 0
     sizes = [P.estimate(blocky(200, 200, 64, seed=1, noise=x), 64)["bytes"] for x in (0.0, 0.1, 0.5, 1.0)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 2
+
+
+def test_small_k_ctx_ratio_does_not_vanish_on_big_maps():
+    # at k <= LOW_K both PNG-8 and CTX cost a fixed time per pixel on big maps: the same statistics over 4x
+    # the pixels (1 MP -> 4 MP) must not be predicted to decode faster relative to PNG-8 (the N^-0.3 fit of
+    # maps up to 0.26 MP said 0.66x and let 1-4 MP smooth maps at k = 4 through at 4.3x PNG-8's time)
+    a = blocky(512, 512, 4, seed=7, noise=0.02)
+    mid, big = np.tile(a, (2, 2)), np.tile(a, (4, 4))
+    e1, e4 = P.estimate(mid, 4), P.estimate(big, 4)
+    assert e4["bytes"] / big.size == pytest.approx(e1["bytes"] / mid.size, rel=0.05)
+    assert e4["ctx"] >= e1["ctx"]
+    e16 = e4
+    # and the big model is the one in force there, the small-map one below it
+    c0, c1, c2, c3 = P._CTX_LOWK
+    b = e16["bytes"]
+    assert e16["ctx"] > math.exp(c0 + c1 * math.log(big.size) + c2 * math.log(b / big.size + 1e-4) + c3 * math.log(4))
 
 
 def test_left_needs_pixels_per_context():
