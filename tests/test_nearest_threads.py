@@ -172,3 +172,25 @@ def test_a_failing_task_is_raised_after_every_helper_ended(split):
     assert seen == [1, 1, 1, 1]
     assert Nm.workers(1 << 30) == 2
     assert Nm.workers(0) == 1
+
+
+@pytest.mark.parametrize("q", [1, 2, 25, 127, 128])
+def test_moved_centre_search_matches_the_row_argmin(q):
+    # _nearest_moved reduces (q, B) columns for 1 < q <= 127 (three float32 channels): bit for bit
+    # the row-wise argmin / gather over _dist_to's (B, q) distances, ties to the lowest index
+    rng = np.random.default_rng(q)
+    for B in (1, 300, 70_000):
+        X = (rng.random((B, 3)) * 255).astype(np.float32)
+        X[::3] = np.round(X[::3])
+        Q = X[rng.integers(0, B, q)].copy() + (rng.random((q, 3)) < 0.5).astype(np.float32)
+        Q[q // 2] = Q[0]  # an exact tie
+        jmin, dmin, dsec = Km._nearest_moved(X, Q)
+        D = Km._dist_to(X, Q)
+        rows = np.arange(B)
+        j = D.argmin(1)
+        assert np.array_equal(jmin, j) and np.array_equal(dmin, D[rows, j])
+        if q > 1:
+            D[rows, j] = np.inf
+            assert np.array_equal(dsec, D.min(1))
+        else:
+            assert np.isinf(dsec).all()

@@ -90,9 +90,10 @@ def matmul_small(A, B):
 #: numpy calls, which is what pays (a contended GIL hand-over costs more than a 10 us call).
 _REDUCE_ELEMS = 1 << 19
 
-#: multiply-adds (rows x entries) from which a search is split over threads: below it the
-#: thread start-up (~0.1 ms) and the join cost about what the second core saves.
-PARALLEL_MIN = 1 << 20
+#: multiply-adds (rows x entries) from which a search is split over threads (m = 256: 8192
+#: rows, ~2 ms on one thread).  Below it the thread start-up (~0.1 ms), the join and the GIL
+#: hand-overs cost about what the second core saves, in wall-clock time, and add CPU time.
+PARALLEL_MIN = 1 << 21
 
 _local = threading.local()  # .busy: this thread is already one of a split's workers
 
@@ -165,13 +166,18 @@ def _ranges(n: int, unit: int, nt: int):
     return [(cuts[i], cuts[i + 1]) for i in range(nt) if cuts[i] < cuts[i + 1]]
 
 
+#: ranges per thread: a helper that starts late (or a core that is busy) leaves more to the others
+_PARTS = 2
+
+
 def split_rows(n: int, unit: int, work: float, fn) -> None:
-    """``fn(lo, hi)`` over :func:`_ranges` of ``range(n)``, on :func:`workers` threads."""
+    """``fn(lo, hi)`` over :func:`_ranges` of ``range(n)`` (``_PARTS`` per thread, each ``lo`` a
+    multiple of ``unit``), on :func:`workers` threads for a job of ``work`` multiply-adds."""
     nt = workers(work)
     if nt <= 1:
         fn(0, n)
         return
-    run_tasks([lambda lo=lo, hi=hi: fn(lo, hi) for lo, hi in _ranges(n, unit, nt)], nt)
+    run_tasks([lambda lo=lo, hi=hi: fn(lo, hi) for lo, hi in _ranges(n, unit, nt * _PARTS)], nt)
 
 
 def _augment_p(Pf):
