@@ -132,7 +132,8 @@ def run_main(files, ks, repeat, mp=None):
             cratio = statistics.median(r["ours"][2] / r["liq"][2] for r in rows)
             print(f"k={k}: median PSNR ours - libimagequant = {d:+.3f} dB ; "
                   f"median time ratio ours/libimagequant = {ratio:.2f}x wall, {cratio:.2f}x CPU "
-                  f"(targets: >= +0.5 dB, <= 1.0x; both single-threaded, CPU time is the steadier "
+                  f"(targets: >= +0.5 dB, <= 1.0x; libimagequant runs on one thread, ours splits large searches "
+                  f"over 2 (GCP_THREADS=1: one); CPU time is the steadier "
                   f"number on a shared machine)")
             summary[k] = (d, ratio, med)
     return summary
