@@ -151,8 +151,16 @@ def run_tasks(tasks, nt: int) -> None:
     try:
         work()
     finally:
+        interrupted = None
         for t in helpers:
-            t.join()
+            while t.is_alive():
+                try:
+                    t.join()
+                except BaseException as e:  # noqa: BLE001 - e.g. Ctrl-C during the join: join, then raise it
+                    interrupted = interrupted or e
+                    errors.append(e)  # the helpers take no further task
+        if interrupted is not None:
+            raise interrupted
     if errors:
         raise errors[0]
 
