@@ -67,10 +67,10 @@ def test_threaded_nearest_equals_one_thread(split, m, dtype):
             X, P = _data(U, m, C, dtype, U + m + C)
             for metric in ("euclidean", "manhattan", "chebyshev"):
                 got = Nm.nearest(X, P, metric, return_dist=True)
-                assert _same(got, _one_thread(lambda: Nm.nearest(X, P, metric, return_dist=True)))
+                assert _same(got, _one_thread(lambda X=X, P=P, metric=metric: Nm.nearest(X, P, metric, return_dist=True)))
                 assert _same(Nm.nearest(X, P, metric), got[0])
             got = Nm.nearest_two(X, P)
-            assert _same(got, _one_thread(lambda: Nm.nearest_two(X, P)))
+            assert _same(got, _one_thread(lambda X=X, P=P: Nm.nearest_two(X, P)))
     assert split() > 0
     assert threading.active_count() == n_threads
 
@@ -103,7 +103,7 @@ def test_threaded_moved_centre_search_equals_one_thread(split):
     for q in (1, 2, 25):
         Q = (rng.random((q, 3)) * 255).astype(np.float32)
         got = Km._nearest_moved(X, Q)
-        assert _same(got, _one_thread(lambda: Km._nearest_moved(X, Q)))
+        assert _same(got, _one_thread(lambda Q=Q: Km._nearest_moved(X, Q)))
     assert split() > 0
 
 
