@@ -194,3 +194,34 @@ def test_moved_centre_search_matches_the_row_argmin(q):
             assert np.array_equal(dsec, D.min(1))
         else:
             assert np.isinf(dsec).all()
+
+
+def test_lower_bound_update_in_blocks_equals_the_whole_array_form(split, monkeypatch):
+    # _drop_lower measures the distances to far-moved centres in row blocks (split over threads when
+    # large): bit for bit the former whole-array arithmetic
+    monkeypatch.setattr(Km, "_DROP_ROWS", 4096)
+    rng = np.random.default_rng(11)
+    B, k = 50_000, 16
+    X = (rng.random((B, 3)) * 255).astype(np.float32)
+    cen = (rng.random((k, 3)) * 255).astype(np.float32)
+    assign = rng.integers(0, k, B)
+    shift = (rng.random(k) * 0.5).astype(np.float32)
+    shift[[3, 7]] = (50, 40)
+    low0 = (rng.random(B) * 30).astype(np.float32)
+    want = low0 - shift[np.argsort(-shift, kind="stable")[2]]
+    for c in (3, 7):
+        d = X[:, 0] - cen[c, 0]
+        d *= d
+        for ch in (1, 2):
+            t = X[:, ch] - cen[c, ch]
+            t *= t
+            d += t
+        np.sqrt(d, out=d)
+        d[assign == c] = np.inf
+        np.minimum(want, d, out=want)
+    for threads in (1, 2):
+        _threads.set_threads(threads)
+        got = low0.copy()
+        Km._drop_lower(X, Km._columns(X), cen, assign, got, shift)
+        assert np.array_equal(got, want)
+    assert split() > 0

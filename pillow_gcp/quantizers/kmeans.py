@@ -220,6 +220,8 @@ def _dist_assigned(X, Xc, centres, assign, rows=None, squared=False):
 #: :func:`_drop_lower` instead of lowering every bound by their shift
 _BIG_SHIFTS = 4
 _BIG_RATIO = 2.0
+_DROP_ROWS = 1 << 17  # rows per block of those distances (1M rows: 8.4 ms on one thread, 6.2 on two;
+#                     blocks of 2^15 rows: 8.1 and 7.9, the GIL hand-overs eating the second core)
 
 
 def _drop_lower(X, Xc, centres, assign, lower, shift):
@@ -241,19 +243,32 @@ def _drop_lower(X, Xc, centres, assign, lower, shift):
     big = top[:nb][shift[top[:nb]] > _BIG_RATIO * shift[top[nb]]]
     lower -= shift[top[big.size]]
     Q = centres[big]
-    for j, c in enumerate(big):
-        if Xc is not None:
-            d = Xc[0] - Q[j, 0]
-            d *= d
-            for ch in (1, 2):
-                t = Xc[ch] - Q[j, ch]
-                t *= t
-                d += t
-        else:
+    if Xc is None:
+        for j, c in enumerate(big):
             d = sqnorm(X - Q[j])
-        np.sqrt(d, out=d)
-        d[assign == c] = np.inf
-        np.minimum(lower, d, out=lower)
+            np.sqrt(d, out=d)
+            d[assign == c] = np.inf
+            np.minimum(lower, d, out=lower)
+        return
+
+    def part(lo, hi):
+        # row by row the same arithmetic, in blocks that stay in cache
+        for s in range(lo, hi, _DROP_ROWS):
+            e = min(hi, s + _DROP_ROWS)
+            low = lower[s:e]
+            a = assign[s:e]
+            for j, c in enumerate(big):
+                d = Xc[0][s:e] - Q[j, 0]
+                d *= d
+                for ch in (1, 2):
+                    t = Xc[ch][s:e] - Q[j, ch]
+                    t *= t
+                    d += t
+                np.sqrt(d, out=d)
+                d[a == c] = np.inf
+                np.minimum(low, d, out=low)
+
+    split_rows(lower.size, _DROP_ROWS, lower.size * big.size * 8, part)
 
 
 def _weighted_cols(X, w):
