@@ -15,16 +15,23 @@ repeat, are outside the model's reach: the policy's trial sends them to LZMA2; `
 k = 2, 4, 6, 8 of Kodak and photos-more at their own size, k = 4, 8 of the even-numbered Kodak photos
 upscaled x2 BICUBIC and of photos-more x4 BICUBIC, of every third Kodak photo at 1 MP and every fourth at
 4 MP (``bench_speed.at_size``: LANCZOS and sensor noise) and the graphics with k <= 8 (234 maps), on
-``[1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup, ln N]`` (``dup`` = ``estimate(...)["dup"]``). Validate it
-on other maps (other upscales, photos-more at 4 MP): ``bench/bench_upscaled.py`` and the policy's choice.
+``[1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup, ln N]`` (``dup`` = ``estimate(...)["dup"]``).
 
-    python bench/fit_ctx_model.py [--reps N] [--lowk]
+``--check-lowk`` validates the policy at k <= ``LOW_K`` on 138 maps that neither fit used (odd-numbered Kodak
+photos x2 BICUBIC; x2 NEAREST, x2.5 BILINEAR, x3 LANCZOS, x3 BICUBIC, x1.5 BICUBIC upscales of Kodak photos;
+photos-more x2 BOX, x3 BILINEAR and at 4 MP with sensor noise; k = 2..8): per map the coding ``choose``
+picks, the decode of that file and, when CTX, of the CTX file against PNG-8's (process CPU time, min of
+``--reps``, interleaved), and the coding and size the small-map model ``_CTX_LOWK`` alone would give; then
+the largest decode ratio among the maps sent to CTX and the size cost on the maps whose coding changed.
+
+    python bench/fit_ctx_model.py [--reps N] [--lowk | --check-lowk]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import sys
 
@@ -78,6 +85,68 @@ def lowk_maps():
             yield f"{os.path.basename(f)} {size}@{k}", idx, pal
 
 
+def check_maps():
+    """The held-out maps of ``--check-lowk`` (see the module docstring)."""
+    from bench_speed import at_size
+    kodak = B.files_of(os.path.join(B.CORPUS, "photos"))
+    more = B.files_of(os.path.join(B.CORPUS, "photos-more"))
+    jobs = [(f, 2, Image.BICUBIC, (4, 8)) for f in kodak[1::2]]
+    jobs += [(f, 2, Image.NEAREST, (4, 8)) for f in kodak[::3]] + [(f, 2.5, Image.BILINEAR, (4, 8)) for f in kodak[::4]]
+    jobs += [(f, 3, Image.LANCZOS, (2, 4, 8)) for f in kodak[::6]] + [(f, 3, Image.BICUBIC, (4, 6)) for f in kodak[::7]]
+    jobs += [(f, 1.5, Image.BICUBIC, (2, 4, 6, 8)) for f in kodak[::5]]
+    jobs += [(f, 2, Image.BOX, (2, 4, 8)) for f in more[::2]] + [(f, 3, Image.BILINEAR, (3, 4, 5)) for f in more[::3]]
+    jobs += [(f, "4MP", None, (4, 8)) for f in more[::3]]
+    for f, size, resample, ks in jobs:
+        rgb = Image.open(f).convert("RGB")
+        if isinstance(size, str):
+            rgb = at_size(f, size)
+        else:
+            rgb = rgb.resize((int(rgb.width * size), int(rgb.height * size)), resample)
+        for k in ks:
+            idx, pal = B.quantized(rgb, k)
+            yield f"{os.path.basename(f)} {size}{'' if resample is None else f' r{int(resample)}'}@{k}", idx, pal
+
+
+def small_model_only(idx: np.ndarray, k: int) -> bytes:
+    """The payload the policy wrote before ``_CTX_LOWK_BIG`` (the small-map model alone)."""
+    keep = P._CTX_LOWK_BIG
+    P._CTX_LOWK_BIG = (-math.inf,) + keep[1:]
+    try:
+        return P.encode(idx, k)
+    finally:
+        P._CTX_LOWK_BIG = keep
+
+
+def check_lowk(reps: int) -> None:
+    def ratio(g, png):
+        tg = tp = math.inf
+        for _ in range(reps):
+            tg = min(tg, B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), 1))
+            tp = min(tp, B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 1))
+        return tg / tp
+    ctx_dec, changed = [], []
+    print(f"{'map':<30} {'N':>8} {'k':>2}  {'coding':<16} {'dec/PNG-8':>9} {'CTX dec':>7}  {'small-model coding':<18} {'size new/old':>12}")
+    for name, idx, pal in check_maps():
+        k = len(pal)
+        body, old = P.encode(idx, k), small_model_only(idx, k)
+        png = B.png8(B.p_image(idx, pal))
+        coding = P.coding_name(body[:2])
+        dec = ratio(gcp_file(idx, pal, body), png)
+        ctx = dec if coding.startswith("ctx") else ratio(
+            gcp_file(idx, pal, P.encode_as(idx, k, P.ctx_coding(idx.size, k))), png)
+        if coding.startswith("ctx"):
+            ctx_dec.append(dec)
+        if P.coding_name(old[:2]) != coding:
+            changed.append((len(body) / len(old), ctx))
+        print(f"{name[:30]:<30} {idx.size:>8} {k:>2}  {coding:<16} {dec:9.2f} {ctx:7.2f}  {P.coding_name(old[:2]):<18} "
+              f"{len(body) / len(old):12.3f}", flush=True)
+    sizes = np.array([c[0] for c in changed])
+    print(f"{len(ctx_dec)} maps sent to CTX: decode {min(ctx_dec):.2f}-{max(ctx_dec):.2f}x PNG-8; {len(changed)} coded "
+          f"otherwise than by the small-map model alone (their CTX decode {min(c[1] for c in changed):.2f}-"
+          f"{max(c[1] for c in changed):.2f}x, {sum(c[1] > 4 for c in changed)} over 4x), size new/old median "
+          f"{np.median(sizes):.3f} ({sizes.min():.3f}-{sizes.max():.3f})" if changed else "no map changed")
+
+
 def lowk_features(n, k, b, dup) -> np.ndarray:
     """The columns of the ``_CTX_LOWK_BIG`` model (arrays of N, k, B and dup in, (m, 6) out)."""
     return np.c_[np.ones_like(n), np.log1p(1e5 / n), np.log(b / n + 1e-4), np.log(k), dup, np.log(n)]
@@ -87,8 +156,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=11, help="timed decodes per file (the minimum is kept)")
     ap.add_argument("--lowk", action="store_true", help="fit the k <= LOW_K model of maps up to 4 MP (_CTX_LOWK_BIG)")
+    ap.add_argument("--check-lowk", action="store_true", help="validate the k <= LOW_K policy on held-out maps")
     args = ap.parse_args()
     reps = args.reps
+    if args.check_lowk:
+        check_lowk(reps)
+        return
     rows = []
     for name, idx, pal in (lowk_maps() if args.lowk else maps()):
         k = len(pal)
