@@ -623,9 +623,10 @@ def kmeans_palette(colors, weights, k, *, metric="euclidean", seed=0, fixed=None
         # parent of each fine point: colour -> coarse cell (prev_inv) vs colour -> fine (invn)
         parent = np.empty(Xn.shape[0], np.int64)
         parent[invn] = prev_inv
-        dm = Xn - prev_X[parent]
-        low = lower[parent] - np.sqrt(np.einsum("ij,ij->i", dm, dm))
-        cen, assign, lower, _, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol, assign=assign[parent],
+        # row gathers by np.take: the same rows, 3-4x faster than fancy indexing
+        dm = Xn - np.take(prev_X, parent, axis=0)
+        low = np.take(lower, parent) - np.sqrt(np.einsum("ij,ij->i", dm, dm))
+        cen, assign, lower, _, _ = _lloyd(Xn, wn, cen, nfix, n_it, tol, assign=np.take(assign, parent),
                                        lower=low, centres_only=t == len(targets) - 1)
         prev_X, prev_inv = Xn, invn
     if colors.dtype == np.uint8:

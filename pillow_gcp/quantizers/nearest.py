@@ -5,7 +5,8 @@ in float32.  For uint8 inputs every intermediate of the squared-Euclidean comput
 an integer below 2**24, so the float32 result is exact; ties go to the lowest index.
 Memory is bounded by ``chunk * m`` floats, never ``U * m``.
 
-Large searches are split into row ranges run on up to ``min(cap, CPUs)`` threads (the cap of
+Large Euclidean searches with more than 48 entries (the (rows, m) layout) are split into row
+ranges run on up to ``min(cap, CPUs)`` threads (the cap of
 :func:`pillow_gcp.set_decode_threads` / ``GCP_THREADS``; the calling thread is one of them).
 Every range starts at a multiple of the block size, so each row meets the same BLAS calls and
 reductions as on one thread: the results are the same bit for bit.  numpy's products, argmin
@@ -84,9 +85,8 @@ def matmul_small(A, B):
     return out
 
 
-#: Distances per reduction block (:func:`_nearest_two_rows`, :func:`_nearest_rows`,
-#: :func:`_nearest_cols`): about 2 MiB of float32, several BLAS products written with ``out=``
-#: and then reduced at once.  As fast as 1 MiB on one thread; on two, fewer and longer GIL-free
+#: Distances per reduction block (:func:`_nearest_two_rows`, :func:`_nearest_rows`): about 2 MiB
+#: of float32, several BLAS products written with ``out=`` and then reduced at once.  As fast as 1 MiB on one thread; on two, fewer and longer GIL-free
 #: numpy calls, which is what pays (a contended GIL hand-over costs more than a 10 us call).
 _REDUCE_ELEMS = 1 << 19
 
@@ -293,11 +293,15 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
     step = _chunk_rows(m, Pf.shape[1] + 1)
     if metric != "euclidean":
         step = max(64, step // 2)
-    if metric == "euclidean":
-        fn = _nearest_rows if m > _TRANSPOSE_MAX else _nearest_cols
-        split_rows(U, step, U * m, lambda lo, hi: fn(X, Pf, step, idx, dist, lo, hi))
-    else:
-        split_rows(U, step, U * m, lambda lo, hi: _nearest_range(X, Pf, metric, step, idx, dist, lo, hi))
+    if metric == "euclidean" and m > _TRANSPOSE_MAX:
+        split_rows(U, step, U * m, lambda lo, hi: _nearest_rows(X, Pf, step, idx, dist, lo, hi))
+    elif metric == "euclidean":
+        # (m, rows) blocks, one at a time on this thread: batching them (one matmul and 3-D
+        # reductions for ~2 MiB) to make two threads pay was as fast on photos' colours but up to
+        # 1.4x slower on uniformly spread ones (500k colours, m = 8-16), and per-block threads lose
+        _nearest_range(X, Pf, metric, step, idx, dist, 0, U)
+    else:  # manhattan / chebyshev: short per-block numpy calls, on this thread
+        _nearest_range(X, Pf, metric, step, idx, dist, 0, U)
     return (idx, dist) if return_dist else idx
 
 
@@ -314,43 +318,6 @@ def _products(X, Pa, step, Xa, D, s, n):
     if nf < n:
         np.matmul(Xa[nf:n], Pa, out=D[nf:n])
     return D[:n]
-
-
-def _nearest_cols(X, Pf, step, idx, dist, lo, hi):
-    """Euclidean :func:`nearest` in the (m, rows) layout (small m) for rows ``lo:hi`` (``lo`` a
-    multiple of ``step``): the BLAS calls of :func:`_euclid_blocks`, the full blocks of about
-    :data:`_REDUCE_ELEMS` distances in one batched matmul ((nb, m, step): numpy makes the same GEMM
-    call for each block) reduced at once as :func:`_first_min` reduces each block (its
-    comparison form: full blocks have >= 256 rows); a last partial block as before."""
-    m, C = Pf.shape
-    Pt = np.ascontiguousarray(_augment_p(Pf).T)  # (m, C + 1)
-    nb = max(1, min(hi - lo, _REDUCE_ELEMS // m) // step)
-    full = (hi - lo) // step * step
-    if full and step >= 256 and m <= 127:
-        Xa = np.ones((nb, C + 1, step), np.float32)
-        D = np.empty((nb, m, step), np.float32)
-        E = np.empty((nb, m, step), bool)
-        weights = np.arange(m, 0, -1, dtype=np.int8)[:, None]
-        for s in range(lo, lo + full, nb * step):
-            b = min(nb, (lo + full - s) // step)
-            n = b * step
-            Xb = Xa[:b]
-            Xb[:, :-1] = X[s:s + n].reshape(b, step, C).transpose(0, 2, 1)
-            Db = np.matmul(Pt, Xb, out=D[:b])
-            d = Db.min(axis=1)  # (b, step)
-            Eb = np.equal(Db, d[:, None, :], out=E[:b]).view(np.int8)
-            Eb *= weights
-            j = Eb.max(axis=1).astype(np.intp)
-            np.subtract(m, j, out=j)
-            idx[s:s + n] = j.reshape(-1)
-            if dist is not None:
-                dd = d.reshape(-1)
-                dd += sqnorm(X[s:s + n].astype(np.float32, copy=False))
-                np.maximum(dd, 0, out=dd)
-                dist[s:s + n] = dd
-        lo += full
-    if lo < hi:
-        _nearest_range(X, Pf, "euclidean", step, idx, dist, lo, hi)
 
 
 def _nearest_rows(X, Pf, step, idx, dist, lo, hi):
