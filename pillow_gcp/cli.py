@@ -505,6 +505,15 @@ def _workers(jobs: int, tasks: int) -> int:
     return min(n, _WINDOWS_MAX_WORKERS) if sys.platform == "win32" else n
 
 
+def _worker_threads(n: int) -> None:
+    """A ``-j`` worker process's start: the package's thread cap (quantize's searches, a .gcp's
+    decode) set to ``n``, the worker's share of the parent's threads, so that workers on every core
+    do not each start helpers on the same cores."""
+    from . import _threads
+
+    _threads.set_threads(n)
+
+
 def _report_line(r: Result) -> str:
     parts = [f"{_display(r.src)} -> {'<stdout>' if r.dst == '-' else r.dst}:"]
     parts.append(f"{r.in_bytes} -> {r.out_bytes} bytes" if r.in_bytes else f"{r.out_bytes} bytes")
@@ -546,7 +555,11 @@ def _run_batch(fn: Callable[..., Result], tasks: List[Tuple[Any, ...]], jobs: in
     else:
         import concurrent.futures
 
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as ex:
+        from . import _threads
+
+        share = max(1, min(_threads.threads(), _threads.cpus()) // workers)
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_threads,
+                                                    initargs=(share,)) as ex:
             futs = {ex.submit(fn, *t): i for i, t in enumerate(tasks)}
             for f in concurrent.futures.as_completed(futs):
                 i = futs[f]

@@ -306,6 +306,31 @@ def test_jobs_2_identical_to_jobs_1(tmp_path):
         assert (tmp_path / "j1" / f"p{n}.gcp").read_bytes() == (tmp_path / "j2" / f"p{n}.gcp").read_bytes()
 
 
+def test_jobs_workers_share_the_thread_cap(tmp_path, monkeypatch):
+    """-j N: each worker process's thread cap is its share of the parent's (at least 1), set by the
+    pool's initializer, so N workers do not each start quantize's helper threads on the same cores."""
+    import concurrent.futures
+
+    from pillow_gcp import _threads
+
+    seen = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("initializer"), kwargs.get("initargs")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", spy)
+    srcs = [save_png(tmp_path / f"p{n}.png", photo(20, 12, seed=n)) for n in range(2)]
+    assert main(["compress", *srcs, "-o", str(tmp_path / "out"), "-k", "5", "-j", "2"]) == 0
+    assert seen == [(cli._worker_threads, (max(1, min(_threads.threads(), _threads.cpus()) // 2),))]
+    try:
+        cli._worker_threads(1)
+        assert _threads.threads() == 1
+    finally:
+        _threads.set_threads(None)
+
+
 def test_progress_only_when_enabled(capsys):
     p = cli.Progress(3, enabled=True)
     p.step("a.png")
