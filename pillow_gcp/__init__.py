@@ -21,11 +21,12 @@ from .errors import GCPFormatError
 from .plugin import register
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
-    from .payload.ctx import set_threads as set_decode_threads
+    from ._threads import set_threads
+    from ._threads import set_threads as set_decode_threads
     from .quantizers import quantize, quantize_many, register_quantizer
 
-__all__ = ["GCPFormatError", "quantize", "quantize_many", "register", "register_quantizer", "set_decode_threads",
-           "__version__"]
+__all__ = ["GCPFormatError", "quantize", "quantize_many", "register", "register_quantizer", "set_threads",
+           "set_decode_threads", "__version__"]
 __version__ = "0.1.0"
 
 #: public name -> (submodule, attribute), imported on first access
@@ -33,7 +34,8 @@ _LAZY = {
     "quantize": ("quantizers", "quantize"),
     "quantize_many": ("quantizers", "quantize_many"),
     "register_quantizer": ("quantizers", "register_quantizer"),
-    "set_decode_threads": ("payload.ctx", "set_threads"),
+    "set_threads": ("_threads", "set_threads"),  # the one thread cap: quantize's searches and decoding
+    "set_decode_threads": ("_threads", "set_threads"),  # its earlier name
 }
 _SUBMODULES = ("adapter", "cli", "convert", "distributed", "errors", "format", "metrics", "payload", "plugin",
                "quantizers")

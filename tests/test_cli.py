@@ -1209,7 +1209,7 @@ def test_import_loads_pillow_only_and_registers(tmp_path):
             f"im = Image.open({str(tmp_path / 'a.gcp')!r}); im.load(); assert im.format == 'GCP'; "
             "from pillow_gcp import quantize, set_decode_threads; "
             "assert quantize is pillow_gcp.quantize is pillow_gcp.quantizers.quantize; "
-            "assert set_decode_threads is pillow_gcp.payload.ctx.set_threads; "
+            "assert set_decode_threads is pillow_gcp.set_threads is pillow_gcp.payload.ctx.set_threads; "
             "assert pillow_gcp.register_quantizer and pillow_gcp.quantize_many and pillow_gcp.adapter.pixels; "
             "assert set(pillow_gcp.__all__) <= set(dir(pillow_gcp)); print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=120, text=True)
