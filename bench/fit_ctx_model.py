@@ -3,7 +3,7 @@
 For the 40 palette graphics (``../shared/corpus/palette-graphics``, their own indices) and the 14 photos
 of ``photos-more`` quantized to k = 4, 8, 16, 64 and 256, the map is written as a whole .gcp file in CTX
 (LEFT and the flags as the default policy picks them: ``payload.uses_left``) and as PNG-8, and
-``Image.open(...).load()`` of each is timed (process CPU time, min of ``--reps``, default 11). The log of
+``Image.open(...).load()`` of each is timed (process CPU time, min of ``--reps``, default 11, interleaved). The log of
 the ratio CTX / PNG-8 is fitted by least squares, separately for k <= ``payload.LOW_K`` and, above it,
 with and without LEFT, on ``[1, ln N, ln(B/N + 1e-4), ln k]`` with ``B`` the model's predicted LZMA2 bytes
 (``payload.estimate(...)["bytes"]``). It prints the constants (to put in ``payload._CTX_LOWK`` /
@@ -117,12 +117,18 @@ def small_model_only(idx: np.ndarray, k: int) -> bytes:
         P._CTX_LOWK_BIG = keep
 
 
+def decode_times(g: bytes, png: bytes, reps: int) -> tuple:
+    """(.gcp, PNG) decode times of two whole files: process CPU time, min of ``reps``, interleaved."""
+    tg = tp = math.inf
+    for _ in range(reps):
+        tg = min(tg, B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), 1))
+        tp = min(tp, B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 1))
+    return tg, tp
+
+
 def check_lowk(reps: int) -> None:
     def ratio(g, png):
-        tg = tp = math.inf
-        for _ in range(reps):
-            tg = min(tg, B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), 1))
-            tp = min(tp, B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), 1))
+        tg, tp = decode_times(g, png, reps)
         return tg / tp
     ctx_dec, changed = [], []
     print(f"{'map':<30} {'N':>8} {'k':>2}  {'coding':<16} {'dec/PNG-8':>9} {'CTX dec':>7}  {'small-model coding':<18} {'size new/old':>12}")
@@ -168,8 +174,7 @@ def main() -> None:
         coding = P.ctx_coding(idx.size, k)
         g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
         png = B.png8(B.p_image(idx, pal))
-        tg = B.cpu_min(lambda: Image.open(io.BytesIO(g)).load(), reps)
-        tp = B.cpu_min(lambda: Image.open(io.BytesIO(png)).load(), reps)
+        tg, tp = decode_times(g, png, reps)
         e = P.estimate(idx, k)
         rows.append((name, idx.size, k, e["bytes"], tg / tp, e["ctx"], e["dup"]))
         print(f"{name[:26]:<26} N {idx.size:>7} k {k:>3}  CTX/PNG-8 {tg / tp:5.2f}  model {e['ctx']:5.2f}", flush=True)

@@ -71,10 +71,11 @@ _CTX_UP = (4.5219 + 0.2, -0.4522, -0.1597, 0.2688)
 # error 7 %, at most 15 % too low; margin e^0.2 = 1.22x), falls as N^-0.3, which is wrong beyond its data:
 # PNG-8 and CTX both cost a fixed time per pixel on big maps (k = 4: ~1.2-2.5 and ~5-8 ns), and it
 # under-predicted 1-4 MP maps by 15-50 % (a x2 BICUBIC upscale at k = 4 decoded at 4.3x). _CTX_LOWK_BIG, on
-# [1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup, ln N], is fitted (bench/fit_ctx_model.py --lowk) on 234 maps
-# of 12 K-4 MP at k = 2-8 (Kodak and photos-more at own size, Kodak x2 BICUBIC, photos-more x4 BICUBIC, 1 and
-# 4 MP photos with sensor noise, the graphics): median error 7 %, at most 22 % too low (30 % on the held-out
-# maps); margin 1.25x (+0.2231). It grows with N (the wavefront's scratch leaves the caches), rows that repeat
+# [1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup, ln N], is fitted on the 234 maps of bench/fit_ctx_model.py
+# --lowk, 12 K-4 MP at k = 2-8 (Kodak and photos-more at own size, Kodak x2 BICUBIC, photos-more x4 BICUBIC, 1
+# and 4 MP photos with sensor noise, the graphics; 1 Dec, min of 7 interleaved): median error 7 %, at most 22 %
+# too low (30 % on held-out maps; single timings of a 1.5 MP map vary by 15 % from run to run); margin 1.25x
+# (+0.2231). It grows with N (the wavefront's scratch leaves the caches), rows that repeat
 # (dup) make PNG-8 faster. On 138 held-out maps (fit_ctx_model.py --check-lowk: other upscales, photos-more at
 # 4 MP) the 43 sent to CTX decode at 1.6-3.2x; the small-map model alone sent 39 more, 10 of them over 4x.
 LOW_K = 8
