@@ -24,7 +24,15 @@ picks, the decode of that file and, when CTX, of the CTX file against PNG-8's (p
 ``--reps``, interleaved), and the coding and size the small-map model ``_CTX_LOWK`` alone would give; then
 the largest decode ratio among the maps sent to CTX and the size cost on the maps whose coding changed.
 
-    python bench/fit_ctx_model.py [--reps N] [--lowk | --check-lowk]
+``--bigk`` fits ``payload._CTX_BIG``, the k > ``LOW_K`` model that holds up to 4 MP (``_CTX_LEFT`` /
+``_CTX_UP`` are fits of maps up to 0.26 MP): the graphics with k > 8, Kodak and photos-more at their own
+size at k = 16, 64, 256, the odd-numbered Kodak photos x2 BICUBIC and photos-more x4 BICUBIC at k = 16, 32,
+64, 128, 256, every fourth Kodak photo x2.5 BILINEAR at k = 16, 64 and every third at 4 MP
+(``bench_speed.at_size``) at k = 16, 64, 256 (318 maps), on ``[1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup,
+ln N, LEFT]`` (LEFT = ``payload.uses_left``). It prints how many maps over the cap the small-map models let
+through and which the combined model holds back at margins 1.2-1.3x.
+
+    python bench/fit_ctx_model.py [--reps N] [--lowk | --check-lowk | --bigk]
 """
 
 from __future__ import annotations
@@ -83,6 +91,35 @@ def lowk_maps():
         for k in ks:
             idx, pal = B.quantized(rgb, k)
             yield f"{os.path.basename(f)} {size}@{k}", idx, pal
+
+
+def bigk_maps():
+    """The maps of ``--bigk`` (see the module docstring)."""
+    from bench_speed import at_size
+    for f in B.files_of(os.path.join(B.CORPUS, "palette-graphics")):
+        got = B.exact_indexed(Image.open(f))
+        if got is not None and len(got[1]) > P.LOW_K:
+            yield os.path.basename(f), got[0], got[1]
+    kodak = B.files_of(os.path.join(B.CORPUS, "photos"))
+    more = B.files_of(os.path.join(B.CORPUS, "photos-more"))
+    ks = (16, 32, 64, 128, 256)
+    jobs = [(f, 1, None, (16, 64, 256)) for f in kodak + more]
+    jobs += [(f, 2, Image.BICUBIC, ks) for f in kodak[1::2]] + [(f, 4, Image.BICUBIC, ks) for f in more]
+    jobs += [(f, 2.5, Image.BILINEAR, (16, 64)) for f in kodak[::4]] + [(f, "4MP", None, (16, 64, 256)) for f in kodak[::3]]
+    for f, size, resample, ks in jobs:
+        rgb = Image.open(f).convert("RGB")
+        if isinstance(size, str):
+            rgb = at_size(f, size)
+        elif size != 1:
+            rgb = rgb.resize((int(rgb.width * size), int(rgb.height * size)), resample)
+        for k in ks:
+            idx, pal = B.quantized(rgb, k)
+            yield f"{os.path.basename(f)} {size}@{k}", idx, pal
+
+
+def bigk_features(n, k, b, dup, left) -> np.ndarray:
+    """The columns of the ``_CTX_BIG`` model (arrays of N, k, B, dup and LEFT (0/1) in, (m, 7) out)."""
+    return np.c_[lowk_features(n, k, b, dup), left]
 
 
 def check_maps():
@@ -163,13 +200,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=11, help="timed decodes per file (the minimum is kept)")
     ap.add_argument("--lowk", action="store_true", help="fit the k <= LOW_K model of maps up to 4 MP (_CTX_LOWK_BIG)")
     ap.add_argument("--check-lowk", action="store_true", help="validate the k <= LOW_K policy on held-out maps")
+    ap.add_argument("--bigk", action="store_true", help="fit the k > LOW_K model of maps up to 4 MP (_CTX_BIG)")
     args = ap.parse_args()
     reps = args.reps
     if args.check_lowk:
         check_lowk(reps)
         return
     rows = []
-    for name, idx, pal in (lowk_maps() if args.lowk else maps()):
+    for name, idx, pal in (lowk_maps() if args.lowk else bigk_maps() if args.bigk else maps()):
         k = len(pal)
         coding = P.ctx_coding(idx.size, k)
         g = gcp_file(idx, pal, P.encode_as(idx, k, coding))
@@ -194,6 +232,28 @@ def main() -> None:
               f"among them {true[ok].max():.2f}x")
         return
     left = np.array([P.uses_left(int(a), int(b)) for a, b in zip(n, k)])
+    if args.bigk:
+        X = bigk_features(n, k, b, np.array([r[6] for r in rows]), left)
+        c, *_ = np.linalg.lstsq(X, np.log(true), rcond=None)
+        pred = np.exp(X @ c)
+        err = pred / true - 1
+        print(f"k > {P.LOW_K}, up to 4 MP: c = ({', '.join(f'{v:.4f}' for v in c)}) before the margin; error median "
+              f"{np.median(abs(err)):.3f}, at most {-err.min():.3f} too low, {err.max():.3f} too high")
+        small = np.array([math.exp(c0 + c1 * math.log(a) + c2 * math.log(bb / a + 1e-4) + c3 * math.log(kk))
+                          for a, kk, bb, (c0, c1, c2, c3) in
+                          zip(n, k, b, (P._CTX_LEFT if u else P._CTX_UP for u in left))])  # the small-map models
+        ok = small <= P.CTX_CAP
+        print(f"small-map models alone: {ok.sum()} of {len(rows)} maps within the cap, {(ok & (true > 4)).sum()} of "
+              f"them over 4x (largest {true[ok].max():.2f}x)")
+        for margin in (1.2, 1.25, 1.3):
+            both = ok & (pred * margin <= P.CTX_CAP)
+            print(f"with this fit at margin {margin}: {both.sum()} within the cap, the largest true ratio among them "
+                  f"{true[both].max():.2f}x; held back: " + ", ".join(f"{rows[i][0]} {true[i]:.2f}x"
+                                                                       for i in np.where(ok & ~both)[0]))
+        ok = model <= P.CTX_CAP
+        print(f"model in payload: {ok.sum()} of {len(rows)} maps within the cap, the largest true ratio among them "
+              f"{true[ok].max():.2f}x")
+        return
     low = k <= P.LOW_K
     for label, m in ((f"k <= {P.LOW_K}", low), ("LEFT", left & ~low), ("U only", ~left & ~low)):
         X = np.c_[np.ones(m.sum()), np.log(n[m]), np.log(b[m] / n[m] + 1e-4), np.log(k[m])]

@@ -198,6 +198,24 @@ def test_small_k_ctx_ratio_does_not_vanish_on_big_maps():
     assert e16["ctx"] > math.exp(c0 + c1 * math.log(big.size) + c2 * math.log(b / big.size + 1e-4) + c3 * math.log(4))
 
 
+def test_big_k_ctx_ratio_does_not_vanish_on_big_maps():
+    # k > LOW_K: the small-map fits _CTX_LEFT / _CTX_UP (maps up to 0.26 MP) fall as N^-0.3 / N^-0.45 and let
+    # 1-4 MP smooth upscales through at 4.0-4.5x PNG-8's time (predicted 1.7-2.6x); the same statistics over 4x
+    # the pixels (1 MP -> 4 MP) must not be predicted to decode faster relative to PNG-8, LEFT or not
+    for k in (64, 256):
+        a = blocky(512, 512, k, seed=11, noise=0.02)
+        mid, big = np.tile(a, (2, 2)), np.tile(a, (4, 4))
+        e1, e4 = P.estimate(mid, k), P.estimate(big, k)
+        assert e4["bytes"] / big.size == pytest.approx(e1["bytes"] / mid.size, rel=0.05)
+        assert e4["ctx"] >= e1["ctx"], (k, e1["ctx"], e4["ctx"])
+        # the big-map model is the one in force at 4 MP, above the small-map one
+        c = P._CTX_LEFT if P.uses_left(big.size, k) else P._CTX_UP
+        b = e4["bytes"]
+        assert e4["ctx"] > math.exp(c[0] + c[1] * math.log(big.size) + c[2] * math.log(b / big.size + 1e-4)
+                                    + c[3] * math.log(k))
+    assert P.uses_left(4 << 20, 64) and not P.uses_left(4 << 20, 256)
+
+
 def test_left_needs_pixels_per_context():
     # LEFT has k*k contexts: the model uses it from LEFT_MIN pixels per context on, and never for k > 64
     assert P.uses_left(P.LEFT_MIN * 16 * 16, 16) and not P.uses_left(P.LEFT_MIN * 16 * 16 - 1, 16)
@@ -207,10 +225,14 @@ def test_left_needs_pixels_per_context():
     assert 24 > P.LOW_K
     for a in (big, small):
         est = P.estimate(a, 24)
-        c = P._CTX_LEFT if P.uses_left(a.size, 24) else P._CTX_UP
-        b = est["bytes"]
-        assert est["ctx"] == pytest.approx(math.exp(c[0] + c[1] * math.log(a.size) + c[2] * math.log(b / a.size + 1e-4)
-                                                    + c[3] * math.log(24)))
+        left = P.uses_left(a.size, 24)
+        c = P._CTX_LEFT if left else P._CTX_UP
+        b, ln_bn = est["bytes"], math.log(est["bytes"] / a.size + 1e-4)
+        small = math.exp(c[0] + c[1] * math.log(a.size) + c[2] * ln_bn + c[3] * math.log(24))
+        d = P._CTX_BIG  # the model of maps up to 4 MP, with its LEFT term; the larger prediction wins
+        big = math.exp(d[0] + d[1] * math.log1p(1e5 / a.size) + d[2] * ln_bn + d[3] * math.log(24) + d[4] * est["dup"]
+                       + d[5] * math.log(a.size) + d[6] * left)
+        assert est["ctx"] == pytest.approx(max(small, big))
         (coding,) = P.choose(a, 24)
         if coding.startswith("ctx"):
             assert coding.startswith("ctx-left") == P.uses_left(a.size, 24)

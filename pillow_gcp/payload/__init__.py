@@ -81,6 +81,15 @@ _CTX_UP = (4.5219 + 0.2, -0.4522, -0.1597, 0.2688)
 LOW_K = 8
 _CTX_LOWK = (4.7722 + 0.2, -0.2964, -0.2805, -0.4450)
 _CTX_LOWK_BIG = (-0.0944 + 0.2231, 0.6246, -0.1679, -0.4480, 0.1028, 0.0913)
+# k > LOW_K: _CTX_LEFT and _CTX_UP, fitted on maps of at most 0.26 MP, fall as N^-0.3 / N^-0.45 and
+# under-predicted 1-4 MP smooth upscales by 1.2-2.4x (photos-more x4 BICUBIC at k = 32 / 64 decoded at 4.0-4.5x
+# PNG-8, predicted 1.7-2.6x). CTX must also pass _CTX_BIG, on [1, ln(1 + 1e5/N), ln(B/N + 1e-4), ln k, dup,
+# ln N, LEFT] (LEFT = uses_left()), fitted (bench/fit_ctx_model.py --bigk) on 318 maps of 9 K-4 MP at
+# k = 16-256 (Kodak and photos-more at own size, odd-numbered Kodak x2 BICUBIC, photos-more x4 BICUBIC, 4 MP
+# photos with sensor noise, the graphics; process CPU time, min of 7 interleaved): median error 8 %, at most
+# 44 % too low (a 37 K pixel graphic; on maps over 0.5 MP 28 %); margin 1.3x (+0.2624). In the fit data the
+# 5 maps over 4x that the small-map models let through are all held back; the largest passed measured 3.99x.
+_CTX_BIG = (-1.7612 + 0.2624, 0.6638, -0.2347, 0.2319, 0.1614, 0.0447, 0.5952)
 
 
 def estimate(a: np.ndarray, k: int) -> dict:
@@ -100,7 +109,10 @@ def estimate(a: np.ndarray, k: int) -> dict:
       same maps, LEFT as :func:`uses_left` picks it, median error 9 % with LEFT and 11 % without, at most
       55 % / 93 % too low), then scaled by the margin of the cap (1.11 with LEFT, 1.22 without):
       ``exp(c0 + c1 ln N + c2 ln(B/N + 1e-4) + c3 ln k)`` with ``(c0, c1, c2, c3)`` = ``_CTX_LOWK`` when
-      k <= ``LOW_K`` (PNG-8 packs bits there), else ``_CTX_LEFT`` or ``_CTX_UP``
+      k <= ``LOW_K`` (PNG-8 packs bits there), else ``_CTX_LEFT`` or ``_CTX_UP``; these are fits of maps
+      up to 0.26 MP, so the larger of that and a model of maps up to 4 MP is used, ``exp(d0 + d1 ln(1 + 1e5/N)
+      + d2 ln(B/N + 1e-4) + d3 ln k + d4 dup + d5 ln N [+ d6 LEFT])``: ``_CTX_LOWK_BIG`` at k <= ``LOW_K``,
+      ``_CTX_BIG`` (with the LEFT term) above
 
     Returns ``{"bytes": B, "lzma2": ratio, "ctx": ratio, "dup": share}`` (ratios = predicted time / PNG-8's;
     ``dup`` the share of the 64-pixel row segments, aligned, equal to the segment above). Costs two
@@ -137,6 +149,10 @@ def estimate(a: np.ndarray, k: int) -> dict:
         d0, d1, d2, d3, d4, d5 = _CTX_LOWK_BIG
         ctx_ratio = max(ctx_ratio, math.exp(d0 + d1 * math.log1p(1e5 / n) + d2 * ln_bn + d3 * math.log(k)
                                             + d4 * dup + d5 * math.log(n)))
+    else:
+        d0, d1, d2, d3, d4, d5, d6 = _CTX_BIG
+        ctx_ratio = max(ctx_ratio, math.exp(d0 + d1 * math.log1p(1e5 / n) + d2 * ln_bn + d3 * math.log(k)
+                                            + d4 * dup + d5 * math.log(n) + d6 * uses_left(n, k)))
     return {"bytes": b, "lzma2": _lzma2_ratio(n, b), "ctx": ctx_ratio, "dup": dup}
 
 
