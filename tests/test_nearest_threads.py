@@ -226,3 +226,25 @@ def test_lower_bound_update_in_blocks_equals_the_whole_array_form(split, monkeyp
         Km._drop_lower(X, Km._columns(X), cen, assign, got, shift)
         assert np.array_equal(got, want)
     assert split() > 0
+
+
+def test_ctrl_c_in_the_calling_thread_outranks_a_helpers_earlier_error(split):
+    # the helper's task fails first; the caller's task is then interrupted: after every helper has
+    # ended, the KeyboardInterrupt is what the caller sees, not the helper's error
+    n_threads = threading.active_count()
+    main = threading.get_ident()
+    caller_in, helper_failed = threading.Event(), threading.Event()
+
+    def task():
+        if threading.get_ident() != main:
+            assert caller_in.wait(10)
+            helper_failed.set()
+            raise ValueError("helper failed")
+        caller_in.set()
+        assert helper_failed.wait(10)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Nm.run_tasks([task, task], 2)
+    assert threading.active_count() == n_threads
+    assert not getattr(Nm._local, "busy", False)

@@ -110,9 +110,10 @@ def run_tasks(tasks, nt: int) -> None:
     """Call every function of ``tasks`` (no arguments) once, on ``nt`` threads at most.
 
     The calling thread is one of them; the helpers take tasks from the same list in order and
-    are joined before this returns (also when a task raises: the first error is re-raised).  A
-    helper that cannot be started is not needed: the others take its share.  Inside a task,
-    :func:`workers` returns 1, so tasks do not split again.
+    are joined before this returns (also when a task raises: the first error is re-raised, a
+    KeyboardInterrupt or SystemExit before any other).  A helper that cannot be started is not
+    needed: the others take its share.  Inside a task, :func:`workers` returns 1, so tasks do not
+    split again.
     """
     tasks = list(tasks)
     nt = min(int(nt), len(tasks))
@@ -162,7 +163,8 @@ def run_tasks(tasks, nt: int) -> None:
         if interrupted is not None:
             raise interrupted
     if errors:
-        raise errors[0]
+        # a Ctrl-C or exit of the calling thread outranks a task's error that came first
+        raise next((e for e in errors if not isinstance(e, Exception)), errors[0])
 
 
 def _ranges(n: int, unit: int, nt: int):
