@@ -6,11 +6,12 @@ an integer below 2**24, so the float32 result is exact; ties go to the lowest in
 Memory is bounded by ``chunk * m`` floats, never ``U * m``.
 
 Large Euclidean searches with more than 48 entries (the (rows, m) layout) are split into row
-ranges run on up to ``min(cap, CPUs)`` threads (the cap of
-:func:`pillow_gcp.set_decode_threads` / ``GCP_THREADS``; the calling thread is one of them).
-Every range starts at a multiple of the block size, so each row meets the same BLAS calls and
-reductions as on one thread: the results are the same bit for bit.  numpy's products, argmin
-and gathers release the GIL; the helpers are joined before the search returns.
+ranges run on up to ``min(cap, CPUs)`` threads (the cap of :func:`pillow_gcp.set_threads` /
+``GCP_THREADS``; the calling thread is one of them) by :func:`split_rows`, which K-means' own
+large searches use too.  Every range starts at a multiple of the block size, so each row meets
+the same BLAS calls and reductions as on one thread: the results are the same bit for bit.
+numpy's products, argmin and gathers release the GIL; the helpers are joined before the search
+returns.
 """
 
 from __future__ import annotations
@@ -297,13 +298,12 @@ def nearest(X, P, metric: str = "euclidean", *, return_dist: bool = False):
         step = max(64, step // 2)
     if metric == "euclidean" and m > _TRANSPOSE_MAX:
         split_rows(U, step, U * m, lambda lo, hi: _nearest_rows(X, Pf, step, idx, dist, lo, hi))
-    elif metric == "euclidean":
-        # (m, rows) blocks, one at a time on this thread: batching them (one matmul and 3-D
-        # reductions for ~2 MiB) to make two threads pay was as fast on photos' colours but up to
-        # 1.4x slower on uniformly spread ones (500k colours, m = 8-16), and per-block threads lose
-        _nearest_range(X, Pf, metric, step, idx, dist, 0, U)
-    else:  # manhattan / chebyshev: short per-block numpy calls, on this thread
-        _nearest_range(X, Pf, metric, step, idx, dist, 0, U)
+    else:
+        # (m, rows) blocks (Euclidean, m <= 48) and manhattan / chebyshev: short per-block numpy
+        # calls, one block at a time on this thread.  Batching the (m, rows) blocks (one matmul and
+        # 3-D reductions for ~2 MiB) to make two threads pay was as fast on photos' colours but up
+        # to 1.4x slower on uniformly spread ones (500k colours, m = 8-16); per-block threads lose
+        _nearest_blocks(X, Pf, metric, step, idx, dist)
     return (idx, dist) if return_dist else idx
 
 
@@ -343,30 +343,29 @@ def _nearest_rows(X, Pf, step, idx, dist, lo, hi):
             dist[s:s + n] = d
 
 
-def _nearest_range(X, Pf, metric, step, idx, dist, lo, hi):
-    """:func:`nearest` for the rows ``lo:hi`` of X (``lo`` a multiple of ``step``), written into
+def _nearest_blocks(X, Pf, metric, step, idx, dist):
+    """:func:`nearest` one block of ``step`` rows at a time on the calling thread, written into
     ``idx`` and ``dist`` (None unless wanted)."""
-    Xr = X[lo:hi]
     if metric == "euclidean":
         # ||x||^2 - 2 x.p + ||p||^2 ; the argmin only needs -2x.p + ||p||^2.
-        for s, n, D, ax in _euclid_blocks(Xr, Pf, step):
+        for s, n, D, ax in _euclid_blocks(X, Pf, step):
             j, dmin = _first_min(D, ax)
-            idx[lo + s:lo + s + n] = j
+            idx[s:s + n] = j
             if dist is not None:
-                d = dmin + sqnorm(Xr[s:s + n].astype(np.float32, copy=False))
+                d = dmin + sqnorm(X[s:s + n].astype(np.float32, copy=False))
                 np.maximum(d, 0, out=d)
-                dist[lo + s:lo + s + n] = d
+                dist[s:s + n] = d
         return
     red = np.add if metric == "manhattan" else np.maximum
-    for s in range(0, Xr.shape[0], step):
-        Xc = Xr[s:s + step].astype(np.float32)
+    for s in range(0, X.shape[0], step):
+        Xc = X[s:s + step].astype(np.float32)
         D = np.abs(Xc[:, None, 0] - Pf[None, :, 0])
         for c in range(1, Xc.shape[1]):
             red(D, np.abs(Xc[:, None, c] - Pf[None, :, c]), out=D)
         j = np.argmin(D, axis=1)
-        idx[lo + s:lo + s + len(j)] = j
+        idx[s:s + len(j)] = j
         if dist is not None:
-            dist[lo + s:lo + s + len(j)] = D[np.arange(len(j)), j]
+            dist[s:s + len(j)] = D[np.arange(len(j)), j]
 
 
 def distance_to(X, P, idx, metric: str = "euclidean"):
@@ -399,31 +398,30 @@ def nearest_two(X, P):
         split_rows(U, step, U * m, lambda lo, hi: _nearest_two_rows(X, Pf, step, idx, d1, d2, lo, hi))
     else:
         # (m, rows) blocks: ~10 short numpy calls per block, which two threads only slow down
-        _nearest_two_cols(X, Pf, step, idx, d1, d2, 0, U)
+        _nearest_two_cols(X, Pf, step, idx, d1, d2)
     return idx, d1, d2
 
 
-def _nearest_two_cols(X, Pf, step, idx, d1, d2, lo, hi):
-    """:func:`nearest_two` for rows ``lo:hi`` (``lo`` a multiple of ``step``), any layout of
-    :func:`_euclid_blocks`, results written into idx, d1, d2 (U,)."""
-    Xr = X[lo:hi]
-    for s, n, D, ax in _euclid_blocks(Xr, Pf, step):
-        xn = sqnorm(Xr[s:s + n].astype(np.float32, copy=False))
+def _nearest_two_cols(X, Pf, step, idx, d1, d2):
+    """:func:`nearest_two` one block of :func:`_euclid_blocks` at a time on the calling thread
+    (either layout), results written into idx, d1, d2 (U,)."""
+    for s, n, D, ax in _euclid_blocks(X, Pf, step):
+        xn = sqnorm(X[s:s + n].astype(np.float32, copy=False))
         r = np.arange(n)
         j, dmin = _first_min(D, ax)
-        idx[lo + s:lo + s + n] = j
+        idx[s:s + n] = j
         pos = (j, r) if ax == 0 else (r, j)
         a = dmin + xn
         D[pos] = np.inf
         # (rows, m) blocks: argmin along the rows is SIMD and 2-4x faster than min there
         b = (D.min(axis=0) if ax == 0 else D[r, np.argmin(D, axis=1)]) + xn
-        d1[lo + s:lo + s + n] = np.maximum(a, 0)
-        d2[lo + s:lo + s + n] = np.maximum(b, 0)
+        d1[s:s + n] = np.maximum(a, 0)
+        d2[s:s + n] = np.maximum(b, 0)
 
 
-def _nearest_two_rows(X, Pf, step, idx, d1, d2, lo=0, hi=None):
+def _nearest_two_rows(X, Pf, step, idx, d1, d2, lo, hi):
     """:func:`nearest_two` for the (rows, m) layout, rows ``lo:hi`` of X (``lo`` a multiple of
-    ``step``; all rows by default), results written into idx, d1, d2 (U,).
+    ``step``), results written into idx, d1, d2 (U,).
 
     The distances are the same BLAS products as :func:`_euclid_blocks` (blocks of ``step``
     rows, each one call of at most :data:`BLAS_MACS` multiply-adds, so every value is bit for
@@ -434,7 +432,6 @@ def _nearest_two_rows(X, Pf, step, idx, d1, d2, lo=0, hi=None):
     unchanged, with ~12 fewer numpy calls per ``step`` rows (m = 256: per 256 rows, where one
     argmin pass costs ~10 us and a numpy call ~1-2 us).
     """
-    hi = X.shape[0] if hi is None else hi
     U = hi - lo
     m, C = Pf.shape
     Pa = _augment_p(Pf)  # (C + 1, m)
