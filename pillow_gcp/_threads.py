@@ -18,8 +18,9 @@ def set_threads(n) -> None:
     A CTX decode with 2 uses one helper thread that inflates the rank stream (the flag plane's rest
     stream, or the plain ranks) while the caller decodes the bands already inflated; with 3 or more
     also a helper for the flag plane.  zlib inflates without the GIL.  The quantizers split their
-    large nearest-entry searches (and K-means restarts) over ``min(cap, CPUs)`` threads; the
-    results are the same bit for bit.  Helpers end before the call returns.
+    large nearest-entry searches (and K-means' distances to moved centres) over
+    ``min(cap, CPUs)`` threads; the results are the same bit for bit.  Helpers end before the
+    call returns.  The cap is per call: calls made at once from several threads each get it.
     ``None`` restores the default: the environment variable ``GCP_THREADS`` if it holds an integer
     (0 counts as 1), else 3 when this process may use 2 or more CPUs and 1 otherwise."""
     global _threads
