@@ -1,4 +1,4 @@
-"""The nearest-entry searches split over threads (quantizers.nearest.split_rows / run_tasks): the
+"""The nearest-entry searches split over threads (pillow_gcp._threads.split_rows / run_tasks): the
 same indices and distances bit for bit as on one thread, no thread left behind, the package's one
 thread cap respected, and a helper that cannot start or a task that fails handled."""
 
@@ -27,8 +27,8 @@ class _Counted(threading.Thread):
 def split(monkeypatch):
     """Every search big enough for two ranges is split over two threads (also on a 1-CPU runner);
     yields a function giving the number of helper threads started so far."""
-    monkeypatch.setattr(Nm, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(Nm, "cpus", lambda: 2)
+    monkeypatch.setattr(_threads, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(_threads, "cpus", lambda: 2)
     monkeypatch.setattr(threading, "Thread", _Counted)
     _Counted.started = 0
     _threads.set_threads(2)
@@ -165,14 +165,14 @@ def test_a_failing_task_is_raised_after_every_helper_ended(split):
         raise ValueError("task failed")
 
     with pytest.raises(ValueError, match="task failed"):
-        Nm.run_tasks([lambda: ok(0), bad, lambda: ok(2), lambda: ok(3)], 2)
+        _threads.run_tasks([lambda: ok(0), bad, lambda: ok(2), lambda: ok(3)], 2)
     assert threading.active_count() == n_threads
     # tasks do not split again: a search inside a task stays on its thread
     seen = []
-    Nm.run_tasks([lambda: seen.append(Nm.workers(1 << 30)) for _ in range(4)], 2)
+    _threads.run_tasks([lambda: seen.append(_threads.workers(1 << 30)) for _ in range(4)], 2)
     assert seen == [1, 1, 1, 1]
-    assert Nm.workers(1 << 30) == 2
-    assert Nm.workers(0) == 1
+    assert _threads.workers(1 << 30) == 2
+    assert _threads.workers(0) == 1
 
 
 @pytest.mark.parametrize("q", [1, 2, 25, 127, 128])
@@ -245,6 +245,6 @@ def test_ctrl_c_in_the_calling_thread_outranks_a_helpers_earlier_error(split):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Nm.run_tasks([task, task], 2)
+        _threads.run_tasks([task, task], 2)
     assert threading.active_count() == n_threads
-    assert not getattr(Nm._local, "busy", False)
+    assert not getattr(_threads._local, "busy", False)

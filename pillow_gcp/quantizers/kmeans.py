@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._threads import split_rows
 from ._pcg import Pcg64
 from .histogram import bin_reduce
-from .nearest import nearest_two, split_rows, sqnorm
+from .nearest import nearest_two, sqnorm
 
 __all__ = ["kmeans_palette"]
 
@@ -387,7 +388,7 @@ def _nearest_moved(X, Q):
     across the q rows element-wise: the minimum, its lowest row by the int8 mask of
     :func:`.nearest._first_min`, then the minimum with that entry set to inf (numpy's argmin over
     rows of ~25 values costs ~50 ns a row).  Otherwise (B, q) rows and argmin.  Split over threads
-    when large (:func:`.nearest.split_rows`).
+    when large (:func:`pillow_gcp._threads.split_rows`).
     """
     B = X.shape[0]
     q = Q.shape[0]
