@@ -101,15 +101,19 @@ def run_tasks(tasks, nt: int) -> None:
             _local.busy = busy
 
     helpers = []
-    for _ in range(nt - 1):
-        t = threading.Thread(target=work, name="pillow-gcp-split", daemon=True)
-        try:
-            t.start()
-        except RuntimeError:  # no thread to be had: the calling thread does the rest
-            break
-        helpers.append(t)
     try:
+        for _ in range(nt - 1):
+            t = threading.Thread(target=work, name="pillow-gcp-split", daemon=True)
+            helpers.append(t)  # before start(): a Ctrl-C inside start() still joins it below
+            try:
+                t.start()
+            except RuntimeError:  # no thread to be had: the calling thread does the rest
+                helpers.pop()
+                break
         work()
+    except BaseException as e:  # raised while starting the helpers: they take no further task
+        errors.append(e)
+        raise
     finally:
         interrupted = None
         for t in helpers:

@@ -4,6 +4,7 @@ thread cap respected, and a helper that cannot start or a task that fails handle
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -248,3 +249,24 @@ def test_ctrl_c_in_the_calling_thread_outranks_a_helpers_earlier_error(split):
         _threads.run_tasks([task, task], 2)
     assert threading.active_count() == n_threads
     assert not getattr(_threads._local, "busy", False)
+
+
+def test_ctrl_c_while_starting_a_helper_still_joins_it(split, monkeypatch):
+    # the helper is running when the interrupt reaches start(): run_tasks joins it before raising,
+    # and it takes no task after the one it is on
+    n_threads = threading.active_count()
+    ran = []
+
+    def start_then_interrupt(self):
+        super(_Counted, self).start()
+        raise KeyboardInterrupt
+
+    def task(i):
+        time.sleep(0.05)
+        ran.append(i)
+
+    monkeypatch.setattr(_Counted, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _threads.run_tasks([lambda i=i: task(i) for i in range(8)], 2)
+    assert threading.active_count() == n_threads
+    assert len(ran) <= 1
