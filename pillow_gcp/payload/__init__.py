@@ -149,14 +149,10 @@ def estimate(a: np.ndarray, k: int) -> dict:
     c0, c1, c2, c3 = _CTX_LOWK if k <= LOW_K else _CTX_LEFT if uses_left(n, k) else _CTX_UP
     ln_bn = math.log(b / n + 1e-4)
     ctx_ratio = math.exp(c0 + c1 * math.log(n) + c2 * ln_bn + c3 * math.log(k))
-    if k <= LOW_K:
-        d0, d1, d2, d3, d4, d5 = _CTX_LOWK_BIG
-        ctx_ratio = max(ctx_ratio, math.exp(d0 + d1 * math.log1p(1e5 / n) + d2 * ln_bn + d3 * math.log(k)
-                                            + d4 * dup + d5 * math.log(n)))
-    else:
-        d0, d1, d2, d3, d4, d5, d6 = _CTX_BIG
-        ctx_ratio = max(ctx_ratio, math.exp(d0 + d1 * math.log1p(1e5 / n) + d2 * ln_bn + d3 * math.log(k)
-                                            + d4 * dup + d5 * math.log(n) + d6 * uses_left(n, k)))
+    # the model of maps up to 4 MP; _CTX_LOWK_BIG has no LEFT term (zip stops at its six)
+    big = (1.0, math.log1p(1e5 / n), ln_bn, math.log(k), dup, math.log(n), float(uses_left(n, k)))
+    d = _CTX_LOWK_BIG if k <= LOW_K else _CTX_BIG
+    ctx_ratio = max(ctx_ratio, math.exp(sum(di * x for di, x in zip(d, big))))
     return {"bytes": b, "lzma2": _lzma2_ratio(n, b), "ctx": ctx_ratio, "dup": dup}
 
 
