@@ -37,7 +37,7 @@ import numpy as np
 from .._threads import split_rows
 from ._pcg import Pcg64
 from .histogram import bin_reduce
-from .nearest import nearest_two, sqnorm
+from .nearest import lowest_rows, nearest_two, sqnorm
 
 __all__ = ["kmeans_palette"]
 
@@ -385,9 +385,8 @@ def _nearest_moved(X, Q):
 
     For three float32 channels and q <= 127 the distances are laid out (q, B), the same values
     (the same subtraction, squares and sums in channel order, then the square root), and reduced
-    across the q rows element-wise: the minimum, its lowest row by the int8 mask of
-    :func:`.nearest._first_min`, then the minimum with that entry set to inf (numpy's argmin over
-    rows of ~25 values costs ~50 ns a row).  Otherwise (B, q) rows and argmin.  Split over threads
+    across the q rows element-wise: the minimum, its lowest row (:func:`.nearest.lowest_rows`), then
+    the minimum with that entry set to inf (numpy's argmin over rows of ~25 values costs ~50 ns a row).  Otherwise (B, q) rows and argmin.  Split over threads
     when large (:func:`pillow_gcp._threads.split_rows`).
     """
     B = X.shape[0]
@@ -418,10 +417,7 @@ def _nearest_moved(X, Q):
                     Dn += tn
                 np.sqrt(Dn, out=Dn)
                 d = Dn.min(axis=0)
-                Ei = np.equal(Dn, d, out=En).view(np.int8)
-                Ei *= weights
-                j = Ei.max(axis=0).astype(np.intp)
-                np.subtract(q, j, out=j)
+                j = lowest_rows(Dn, d, En, weights)
                 jmin[s:s + n] = j
                 dmin[s:s + n] = d
                 Dn[j, np.arange(n)] = np.inf

@@ -135,10 +135,19 @@ def _first_min(D, ax):
         j = np.argmin(D, axis=ax)
         return j, (D[np.arange(m), j] if ax == 1 else D[j, np.arange(D.shape[1])])
     d = D.min(axis=0)
-    E = (D == d).view(np.int8)
-    E *= np.arange(m, 0, -1, dtype=np.int8)[:, None]
-    j = m - E.max(axis=0).astype(np.intp)
-    return j, d
+    return lowest_rows(D, d), d
+
+
+def lowest_rows(D, d, mask=None, weights=None):
+    """The lowest row of each column of the (m, n) block ``D`` (m <= 127) holding that column's value
+    in ``d`` (n,), its minimum: (n,) intp. The rows equal to ``d`` (as int8) times ``m - row`` have their
+    largest value at the lowest such row. ``mask``: an optional (m, n) bool buffer for the comparison;
+    ``weights``: ``np.arange(m, 0, -1, dtype=np.int8)[:, None]`` when the caller keeps one."""
+    m = D.shape[0]
+    E = np.equal(D, d, out=mask).view(np.int8)
+    E *= np.arange(m, 0, -1, dtype=np.int8)[:, None] if weights is None else weights
+    j = E.max(axis=0).astype(np.intp)
+    return np.subtract(m, j, out=j)
 
 
 def _euclid_blocks(X, Pf, step):
