@@ -584,11 +584,30 @@ def test_trial_on_a_small_map_codes_it_once_per_coding(monkeypatch):
     # a map of at most a few tile rows is its own sample: the trial's winner is the payload written
     up = np.repeat(blocky(40, 1500, 8, seed=2, noise=0.2), 3, axis=0)   # 120 rows: 2 tile rows
     calls = []
-    real_ctx, real_lz = P.ctx.encode, P.plain.encode_lzma2
+    real_ctx, real_lz, real_z = P.ctx.encode, P.plain.encode_lzma2, P.plain.encode_zlib
     monkeypatch.setattr(P.ctx, "encode", lambda *a, **kw: calls.append("ctx") or real_ctx(*a, **kw))
     monkeypatch.setattr(P.plain, "encode_lzma2", lambda *a, **kw: calls.append("lzma2") or real_lz(*a, **kw))
+    monkeypatch.setattr(P.plain, "encode_zlib", lambda *a, **kw: calls.append("zlib") or real_z(*a, **kw))
     if P.estimate(up, 8)["ctx"] > P.CTX_CAP:
         pytest.skip("the model does not allow CTX on this map")
     payload = P.encode(up, 8)
-    assert sorted(calls) == ["ctx", "lzma2"]
+    assert sorted(calls) == ["ctx", "lzma2", "zlib"]
     roundtrip(up, 8, payload)
+
+
+def test_trial_takes_zlib_when_lzma2_is_too_slow_to_decode_and_ctx_is_larger():
+    # a x2 NEAREST upscale of a busy k = 256 map: LZMA2 codes it smallest but, at its real size, is predicted
+    # to decode over LZMA2_CAP x PNG-8's time; CTX cannot use the repeated rows and is 1.2x ZLIB's size (as
+    # sipi-4.2.03 x2 NEAREST at k = 256: CTX 1.27x PNG-8's size, ZLIB 1.00x). The trial keeps ZLIB.
+    rng = np.random.default_rng(3)
+    src = (np.cumsum(rng.integers(-40, 41, (150, 200)), axis=1) % 256).astype(np.uint8)
+    up = np.repeat(np.repeat(src, 2, axis=0), 2, axis=1)
+    est = P.estimate(up, 256)
+    assert est["dup"] >= P.TRIAL_DUP and est["ctx"] <= P.CTX_CAP
+    lz = P.encode_as(up, 256, "lzma2")
+    assert P._lzma2_ratio(up.size, len(lz)) > P.LZMA2_CAP
+    assert P.choose(up, 256) == ("zlib",)
+    payload = P.encode(up, 256)
+    assert payload == P.encode_as(up, 256, "zlib")
+    assert len(payload) < len(P.encode_as(up, 256, P.ctx_coding(up.size, 256))) / 1.1
+    roundtrip(up, 256, payload)

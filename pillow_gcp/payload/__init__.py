@@ -56,7 +56,7 @@ LEFT_MIN = 32  # pixels per LEFT context (N >= LEFT_MIN * k^2) for the model to 
 # cannot (CTX measured 1.1-2.3x LZMA2's size there, up to 1.4x PNG-8's, and 5-10x PNG-8's decode time). When
 # at least TRIAL_DUP of a map's 64-pixel row segments equal the segment above (estimate()'s "dup": an upscale
 # by 2 or more that repeats rows has >= 0.5; natural photos measured 0.00-0.17 at k >= 16, up to 0.6 at k = 4)
-# and CTX is allowed, a sample of the map is coded both ways and the smaller coding kept.
+# and CTX is allowed, a sample of the map is coded with CTX, ZLIB and LZMA2 and the smallest coding kept.
 TRIAL_DUP = 0.45
 TRIAL_BANDS = 4        # the sample: at least this many tile rows (64 whole rows each), evenly spaced, and
 TRIAL_SHARE = 8        # at least 1/TRIAL_SHARE of the map (the whole map when that is most of it)
@@ -218,8 +218,8 @@ def choose(indices: np.ndarray, k: int, level: int = DEFAULT_LEVEL) -> tuple:
       CTX when it is predicted to decode within ``CTX_CAP`` x PNG-8's time (maps of about 0.1 MP and
       more: its ~127 numpy steps cost ~1 ms), unless LZMA2 is predicted within its cap and below
       ``LZ_FRIENDLY`` bytes per pixel (long exact repeats: maze maps), or ``TRIAL_DUP`` of its row
-      segments repeat the row above and LZMA2 codes :func:`trial_sample` smaller than CTX (upscaled
-      images); else LZMA2 when it is predicted
+      segments repeat the row above and ZLIB or LZMA2 codes :func:`trial_sample` smaller than CTX
+      (upscaled images, :func:`_trial`); else LZMA2 when it is predicted
       within ``LZMA2_CAP`` (sprites, tiles, icons with repeats: ~7 % smaller than ZLIB there); else ZLIB
       at ``level`` (small noisy sprites: ZLIB decodes faster than PNG, LZMA2 at 60 ns per byte does not).
       CTX flags: LEFT (context (L, U)) when k <= 64 and the map has ``LEFT_MIN`` pixels per (L, U)
@@ -241,7 +241,7 @@ def _plan(a: np.ndarray, k: int, level: int) -> tuple:
     if est["ctx"] <= CTX_CAP and not (lz_ok and est["bytes"] < LZ_FRIENDLY * n):
         coding = ctx_coding(n, k)
         if est["dup"] >= TRIAL_DUP:
-            return _trial(a, k, coding)
+            return _trial(a, k, coding, level)
         return (coding,), None
     return (("lzma2",) if lz_ok else ("zlib",)), None
 
@@ -258,11 +258,11 @@ def trial_sample(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[t * ctx.TILE:(t + 1) * ctx.TILE] for t in tiles])
 
 
-def _trial(a: np.ndarray, k: int, coding: str) -> tuple:
-    """:func:`_plan` for a map with repeats: ``coding`` or LZMA2, whichever codes :func:`trial_sample` of
-    ``a`` smaller (CTX's table left out when the sample is part of the map: on the whole map it is shared
-    by many more pixels), LZMA2 only if its decode time, predicted from its real size, is within
-    ``LZMA2_CAP``; when the sample is the whole map, with its payload."""
+def _trial(a: np.ndarray, k: int, coding: str, level: int) -> tuple:
+    """:func:`_plan` for a map with repeats: ``coding``, LZMA2 or ZLIB at ``level``, whichever codes
+    :func:`trial_sample` of ``a`` smallest (CTX's table left out when the sample is part of the map: on the
+    whole map it is shared by many more pixels), LZMA2 only if its decode time, predicted from its real size,
+    is within ``LZMA2_CAP``; when the sample is the whole map, with its payload."""
     s = np.ascontiguousarray(trial_sample(a))
     f = _CTX_FLAGS[coding]
     c = ctx.encode(s, k, left=bool(f & FLAG_LEFT), zflags=bool(f & FLAG_ZFLAGS))
@@ -270,7 +270,9 @@ def _trial(a: np.ndarray, k: int, coding: str) -> tuple:
     whole = s.size == a.size
     table = 0 if whole else streams.U32.unpack_from(c, 2)[0]
     fast = _lzma2_ratio(a.size, len(z) * a.size / s.size) <= LZMA2_CAP  # (LZMA2's bytes scaled from the sample)
-    best, payload = ("lzma2", z) if fast and len(z) < len(c) - table else (coding, c)
+    d = plain.encode_zlib(s, level)
+    trials = [(len(c) - table, coding, c), (len(d), "zlib", d)] + ([(len(z), "lzma2", z)] if fast else [])
+    _, best, payload = min(trials, key=lambda t: t[0])
     return (best,), (payload if whole else None)
 
 
