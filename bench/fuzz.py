@@ -491,12 +491,24 @@ def m_splice_data(rnd, data, corpus):
 
 
 def m_plte(rnd, data, corpus):
-    """Mutate PLTE (values or length), CRC fixed."""
+    """Mutate the palette chunk, CRC fixed: PLTE's values or length; PLTZ's stream bytes, or a valid zlib stream
+    of mutated planes (another length); now and then one kind of palette chunk turned into the other."""
     sig, chunks, tail = split_chunks(data)
     i = _find(chunks, b"PLTE")
+    i = _find(chunks, b"PLTZ") if i is None else i
     if i is None:
         return m_raw(rnd, data, corpus)
-    chunks[i][1] = _bytes_mutation(rnd, chunks[i][1], [])
+    ctype, body = chunks[i][0], chunks[i][1]
+    if rnd.random() < 0.1:
+        chunks[i][0] = b"PLTZ" if ctype == b"PLTE" else b"PLTE"
+    elif ctype == b"PLTZ" and rnd.random() < 0.5:
+        try:
+            planes = zlib.decompress(body)
+        except zlib.error:
+            planes = b""
+        chunks[i][1] = zlib.compress(_bytes_mutation(rnd, planes, []), rnd.choice((0, 1, 9)))
+    else:
+        chunks[i][1] = _bytes_mutation(rnd, body, [])
     return join_chunks(sig, chunks, tail)
 
 
@@ -514,7 +526,7 @@ def m_chunks(rnd, data, corpus):
         a, b = rnd.randrange(n), rnd.randrange(n)
         chunks[a], chunks[b] = chunks[b], chunks[a]
     elif op == 3:
-        ctype = rnd.choice([b"abCd", b"ABCD", b"iccp", b"exif", b"xmpd", b"cmnt", b"HEAD", b"DONE", b"PLTE",
+        ctype = rnd.choice([b"abCd", b"ABCD", b"iccp", b"exif", b"xmpd", b"cmnt", b"HEAD", b"DONE", b"PLTE", b"PLTZ",
                             b"DATA", b"a1cd", b"\x00\x00\x00\x00", b"dATA", b"Done", b"anim", b"fram"])
         body = rnd.randbytes(rnd.choice((0, 1, 12, 100)))
         chunks.insert(rnd.randrange(n + 1), [ctype, body])

@@ -9,8 +9,9 @@ Layout (container integers little-endian)::
     signature  8 bytes  89 47 43 50 0D 0A 1A 0A
     chunk*     length u32 | type 4 ASCII letters | data (length bytes) | crc32 u32 over type+data
 
-Chunk order: ``HEAD`` first (version 3), ``PLTE`` once, ``DATA`` once (after
-``PLTE``), ``DONE`` last and empty. Ancillary chunks (first letter lower-case)
+Chunk order: ``HEAD`` first (version 3), one palette chunk (``PLTE``: the entries
+as they are; ``PLTZ``: a zlib stream of their channel planes, each plane as
+differences), ``DATA`` once (after the palette), ``DONE`` last and empty. Ancillary chunks (first letter lower-case)
 may stand anywhere between ``HEAD`` and ``DONE``; unknown ones are skipped
 (their CRC checked in pieces, never held whole), known metadata chunks count
 only before ``DATA`` and only the first of each type. Chunk types compare
@@ -29,6 +30,7 @@ import numpy as np
 
 from . import payload
 from .errors import GCPFormatError
+from .payload import streams
 
 __all__ = [
     "MAGIC",
@@ -171,8 +173,37 @@ def check_crc(ctype: bytes, data: bytes | bytearray | memoryview | None, crc_byt
         )
 
 
+def palette_planes(palette: np.ndarray) -> bytes:
+    """What ``PLTZ`` deflates (SPEC.md 3.2): the (n, C) palette as C planes of n bytes (all R, then all G, ...),
+    each byte the difference from the one before it in its plane, modulo 256 (the first from 0)."""
+    planes = np.ascontiguousarray(palette.T)
+    return np.diff(planes, axis=1, prepend=np.zeros((planes.shape[0], 1), np.uint8)).tobytes()
+
+
+def palette_chunk(palette: np.ndarray) -> bytes:
+    """The palette chunk the encoder writes: ``PLTZ`` when its zlib stream is shorter than the entries, else
+    ``PLTE``."""
+    raw = palette.tobytes()
+    packed = streams.deflate(palette_planes(palette), 9)
+    return _chunk(b"PLTZ", packed) if len(packed) < len(raw) else _chunk(b"PLTE", raw)
+
+
+def _unpack_pltz(data: bytes, size: int, channels: int, at: int) -> np.ndarray:
+    """The (size, channels) palette of a ``PLTZ`` chunk whose data (CRC checked) starts at file offset ``at``."""
+    n = size * channels
+    try:
+        got = streams.inflate("zlib", memoryview(data), 0, len(data), n, "PLTZ stream")
+    except GCPFormatError as e:
+        raise GCPFormatError(f"bad PLTZ palette: {e.reason}", at) from None
+    if len(got.data) < n or not got.complete:
+        raise GCPFormatError(f"bad PLTZ palette: the stream {'ends' if got.complete else 'stops, unfinished,'} "
+                             f"after {len(got.data)} of {size}*{channels}={n} bytes", at)
+    planes = np.frombuffer(got.data, np.uint8).reshape(channels, size)
+    return np.cumsum(planes, axis=1, dtype=np.uint8).T.copy()
+
+
 def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
-    """Parse signature, HEAD, PLTE and ancillary chunks up to the DATA chunk.
+    """Parse signature, HEAD, the palette chunk (PLTE or PLTZ) and ancillary chunks up to the DATA chunk.
 
     ``fp`` is positioned at the signature (file offset ``offset``); on return it
     is positioned at the first payload byte. Raises :class:`GCPFormatError`
@@ -209,9 +240,12 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
     metadata: Dict[str, Any] = {}
     while True:
         ctype, length, start = r.chunk()
-        if ctype == b"PLTE":
+        if ctype in (b"PLTE", b"PLTZ"):
             if palette is not None:
-                raise GCPFormatError("second PLTE chunk", start + 4)
+                raise GCPFormatError(f"second palette chunk ({ctype.decode()})", start + 4)
+            if ctype == b"PLTZ":
+                palette = _unpack_pltz(r.body(ctype, length), size, channels, start + 8)
+                continue
             if length != size * channels:
                 raise GCPFormatError(
                     f"PLTE chunk length must be {size}*{channels}={size * channels}, found {length}", start
@@ -219,7 +253,7 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
             palette = np.frombuffer(r.body(ctype, length), np.uint8).reshape(size, channels).copy()
         elif ctype == b"DATA":
             if palette is None:
-                raise GCPFormatError("DATA chunk before PLTE chunk", start + 4)
+                raise GCPFormatError("DATA chunk before the palette chunk (PLTE or PLTZ)", start + 4)
             return Header(width, height, palette, r.offset, length, metadata, version)
         elif ctype in (b"HEAD", b"DONE") or ctype[0] < 97:
             raise GCPFormatError(f"unexpected critical chunk {ctype.decode()} before DATA", start + 4)
@@ -343,7 +377,7 @@ def encode(indices: np.ndarray, palette: np.ndarray, metadata: Dict[str, Any] | 
             raise ValueError(f"metadata {key!r} is too large ({len(value)} bytes)")
         meta.append(_chunk(META_KEYS[key], bytes(value)))
     body = payload.encode(indices, n, level=level)
-    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(VERSION, channels, n, w, h)), _chunk(b"PLTE", palette.tobytes())]
+    parts = [MAGIC, _chunk(b"HEAD", _HEAD.pack(VERSION, channels, n, w, h)), palette_chunk(palette)]
     parts += meta
     parts.append(_chunk(b"DATA", body))
     parts.append(_chunk(b"DONE", b""))

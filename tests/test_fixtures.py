@@ -54,8 +54,11 @@ def test_manifest_lists_every_file_and_covers_the_spec():
     assert sum(f["error_class"] == "payload" for f in INVALID) >= 30  # one file per payload check (SPEC.md 6.5)
     # every error class of SPEC.md 5 has a file, every file a known class
     assert {f["error_class"] for f in INVALID} == set(MANIFEST["error_classes"])
-    assert set(MANIFEST["error_classes"]) == {"signature", "truncated", "chunk", "crc", "head", "layout", "payload"}
+    assert set(MANIFEST["error_classes"]) == {"signature", "truncated", "chunk", "crc", "head", "layout", "palette",
+                                               "payload"}
     assert {f["channels"] for f in VALID} == {3, 4}
+    palette_chunks = {(f["channels"], F.chunk_table((FIXTURES / f["name"]).read_bytes())[1][1]) for f in VALID}
+    assert palette_chunks == {(3, b"PLTE"), (4, b"PLTE"), (3, b"PLTZ"), (4, b"PLTZ")}
     assert {1, 256} <= {f["palette_size"] for f in VALID}
     assert any(f["after_data"] for f in INVALID)
     assert all(("offset" in f) == (f["error_class"] != "payload") for f in INVALID)  # SPEC.md 5.1 defines them
@@ -134,6 +137,25 @@ class SpecError(Exception):
         self.error_class, self.offset = error_class, offset
 
 
+def pltz_palette(content: bytes, k: int, channels: int, at: int) -> bytes:
+    """SPEC.md 3.2 from the text: inflate exactly k x channels bytes, then undo each plane's differences."""
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(content, k * channels + 1)
+    except zlib.error:
+        raise SpecError("palette", at) from None
+    if len(raw) != k * channels or not d.eof or d.unused_data:
+        raise SpecError("palette", at)
+    planes = []
+    for c in range(channels):
+        v, plane = 0, []
+        for delta in raw[c * k:(c + 1) * k]:
+            v = (v + delta) % 256
+            plane.append(v)
+        planes.append(plane)
+    return bytes(planes[c][i] for i in range(k) for c in range(channels))
+
+
 def spec_container(data: bytes):
     """SPEC.md section 4 written again from the text alone (not from pillow_gcp.format): returns
     (version, channels, k, width, height, palette bytes, metadata, payload) or raises SpecError with the
@@ -188,6 +210,8 @@ def spec_container(data: bytes):
             if length != k * channels:
                 raise SpecError("layout", start)
             palette = body(ctype, length, start)
+        elif ctype == b"PLTZ" and palette is None:
+            palette = pltz_palette(body(ctype, length, start), k, channels, start + 8)
         elif ctype == b"DATA" and palette is not None:
             payload = body(ctype, length, start)
             break

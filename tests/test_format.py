@@ -271,3 +271,82 @@ def test_payload_errors_are_rebased_to_file_offsets_by_number():
     # a reason that itself contains "(at byte" must survive unchanged: nothing parses the message
     fake = GCPFormatError("odd text (at byte 99) inside", 3)
     assert fake.rebased(start, "bad payload").reason == "bad payload: odd text (at byte 99) inside"
+
+
+# ----------------------------------------------------------------------------- PLTZ (SPEC.md 3.2)
+
+
+def _ramp(n, channels=3):
+    i = np.arange(n)
+    cols = [i * 255 // max(1, n - 1), (i * 7) % 256, 255 - i * 255 // max(1, n - 1), (i * 3 + 100) % 256]
+    return np.stack(cols[:channels], axis=1).astype(np.uint8)
+
+
+def test_spec_example_of_pltz_differences():
+    pal = np.array([[10, 20, 30], [12, 20, 250]], np.uint8)
+    assert F.palette_planes(pal) == bytes([10, 2, 20, 0, 30, 220])
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_pltz_is_written_when_smaller_and_decodes_to_the_palette(channels):
+    indices = (np.arange(40 * 30).reshape(40, 30) % 256).astype(np.uint8)
+    pal = _ramp(256, channels)
+    data = F.encode(indices, pal)
+    off, ctype, length = F.chunk_table(data)[1]
+    assert ctype == b"PLTZ" and length < pal.size
+    assert zlib.decompress(data[off + 8 : off + 8 + length]) == F.palette_planes(pal)
+    got, got_pal, _ = F.decode(data)
+    assert np.array_equal(got_pal, pal) and np.array_equal(got, indices)
+    # a palette the stream does not shrink stays PLTE (random entries; 2 entries: zlib's 6 bytes of framing)
+    for pal in (np.random.default_rng(3).integers(0, 256, (256, channels), dtype=np.uint8), _ramp(2, channels)):
+        data = F.encode(indices if len(pal) == 256 else indices % len(pal), pal)
+        assert F.chunk_table(data)[1][1] == b"PLTE"
+        assert np.array_equal(F.decode(data)[1], pal)
+
+
+def test_pltz_roundtrips_every_size_and_any_values():
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 3, 17, 255, 256):
+        for channels in (3, 4):
+            for pal in (rng.integers(0, 256, (n, channels), dtype=np.uint8), _ramp(n, channels),
+                        np.full((n, channels), 255, np.uint8)):
+                body = zlib.compress(F.palette_planes(pal), 9)
+                data = (F.MAGIC + _chunk(b"HEAD", struct.pack("<BBHII", 3, channels, n, 2, 1))
+                        + _chunk(b"PLTZ", body) + _chunk(b"DATA", b"\x00" + zlib.compress(bytes(2)))
+                        + _chunk(b"DONE", b""))
+                assert np.array_equal(F.decode(data)[1], pal)
+
+
+@pytest.mark.parametrize("stream,reason", [
+    (lambda p: zlib.compress(p[:-1]), "ends after 47 of 16*3=48 bytes"),
+    (lambda p: zlib.compress(p + b"\x01"), "more than the 48 bytes"),
+    (lambda p: zlib.compress(p) + b"\x00", "unexpected bytes after the end"),
+    (lambda p: zlib.compress(p)[:-2], "unfinished"),
+    (lambda p: zlib.compress(p)[:-1] + b"\x00", "incorrect data check"),
+    (lambda p: b"\x78\x9c\xff\xff\xff", "corrupt"),
+    (lambda p: b"", "unfinished, after 0 of"),
+    (lambda p: zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=b"ab").compress(p), "corrupt"),
+])
+def test_bad_pltz_is_a_palette_error_at_its_data(stream, reason):
+    pal = _ramp(16)
+    head = F.MAGIC + _chunk(b"HEAD", struct.pack("<BBHII", 3, 3, 16, 4, 2))
+    data = head + _chunk(b"PLTZ", stream(F.palette_planes(pal))) + _chunk(b"DATA", b"\x00" + zlib.compress(bytes(8)))
+    data += _chunk(b"DONE", b"")
+    with pytest.raises(GCPFormatError, match="bad PLTZ palette") as e:
+        F.decode(data)
+    assert reason in e.value.reason
+    assert e.value.offset == len(head) + 8
+
+
+def test_two_palette_chunks_are_a_layout_error():
+    indices = np.zeros((2, 3), np.uint8)
+    pal = _ramp(64)
+    data = F.encode(indices, pal)
+    off, ctype, length = F.chunk_table(data)[1]
+    assert ctype == b"PLTZ"
+    end = off + 12 + length
+    for extra in (_chunk(b"PLTE", pal.tobytes()), data[off:end]):
+        bad = data[:end] + extra + data[end:]
+        with pytest.raises(GCPFormatError, match=r"second palette chunk \(PLT[EZ]\)") as e:
+            F.decode(bad)
+        assert e.value.offset == end + 4

@@ -573,12 +573,14 @@ def test_parser_rejects_truncated_and_corrupted_streams():
 # ----------------------------------------------------------------------------- integrity
 
 
-@pytest.mark.parametrize("ctype,load_truncated", [(b"HEAD", False), (b"PLTE", False), (b"DATA", False),
-                                                  (b"DATA", True)])
+@pytest.mark.parametrize("ctype,load_truncated", [(b"HEAD", False), (b"PLTE", False), (b"PLTZ", False),
+                                                  (b"DATA", False), (b"DATA", True)])
 def test_every_bit_flip_in_a_chunk_is_caught_by_its_crc(monkeypatch, ctype, load_truncated):
     # LOAD_TRUNCATED_IMAGES is about short files: it must not turn a CRC error into another error.
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
     indices, palette = _image(6, 9, n=4, channels=4, seed=9)
+    if ctype == b"PLTZ":  # a grey ramp of 32 entries: its planes deflate to less than the entries
+        palette = np.repeat(np.arange(0, 256, 8, dtype=np.uint8)[:, None], 4, axis=1)
     data = F.encode(indices, palette)
     off, length = _chunk_at(data, ctype)
     crc_at = off + 8 + length
