@@ -1477,3 +1477,39 @@ def test_opaque_palette_on_transparent_image_warns(tmp_path, capsys):
     opaque = save_png(tmp_path / "o.png", Image.new("RGB", (6, 5), (9, 9, 9)))
     assert main(["compress", opaque, "--palette", "ff0000,00ff00", "-o", str(tmp_path / "c.gcp")]) == 0
     assert "no transparent entry" not in capsys.readouterr().err
+
+
+def test_program_runs_blas_on_one_thread_and_puts_the_environment_back(tmp_path, monkeypatch):
+    """run() sets OPENBLAS_NUM_THREADS=1 for the command (numpy not imported yet, no BLAS thread count set)
+    and removes it at the end; main() and a process that imported numpy are left alone."""
+    code = (
+        "import os, sys\n"
+        "from pillow_gcp import cli\n"
+        "seen = []\n"
+        "cli.main = lambda argv=None: seen.append((os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)) or 0\n"
+        "cli.run()\n"
+        "print(seen, os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    env = {k: v for k, v in _env().items() if k not in cli._BLAS_THREAD_VARS}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120, text=True)
+    assert r.stdout.strip() == "[('1', False)] None", r.stderr
+    for var in cli._BLAS_THREAD_VARS:  # the user's own setting wins, and stays
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, env={**env, var: "2"}, timeout=120,
+                           text=True)
+        mine = "'2'" if var == "OPENBLAS_NUM_THREADS" else "None"
+        assert r.stdout.strip() == f"[({mine}, False)] {mine.strip(chr(39))}", (var, r.stderr)
+    before = dict(os.environ)
+    assert "numpy" in sys.modules
+    cli._one_blas_thread()()
+    assert dict(os.environ) == before
+
+
+def test_program_writes_the_bytes_of_the_library_at_k_256(tmp_path):
+    """The command (one BLAS thread, searches split over threads) and compress_bytes in this process write the
+    same file for an image of 16384 colours at k = 256 (searches of more than 2^21 multiply-adds)."""
+    rng = np.random.default_rng(4)
+    src = tmp_path / "noise.png"
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(src)
+    r = run(["compress", str(src), "-k", "256", "-o", "-"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == pillow_gcp.convert.compress_bytes(src.read_bytes(), k=256)
