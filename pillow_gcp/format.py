@@ -199,7 +199,8 @@ def _unpack_pltz(data: bytes, size: int, channels: int, at: int) -> np.ndarray:
         raise GCPFormatError(f"bad PLTZ palette: the stream {'ends' if got.complete else 'stops, unfinished,'} "
                              f"after {len(got.data)} of {size}*{channels}={n} bytes", at)
     planes = np.frombuffer(got.data, np.uint8).reshape(channels, size)
-    return np.cumsum(planes, axis=1, dtype=np.uint8).T.copy()
+    # running sums modulo 256 down each plane, written as (size, channels) rows
+    return np.add.accumulate(planes.T, axis=0, out=np.empty((size, channels), np.uint8))
 
 
 def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
