@@ -318,8 +318,10 @@ def seed_corpus(seed: int = 0) -> list[bytes]:
 def _seed_corpus(seed: int) -> tuple:
     rng = np.random.default_rng(seed)
     out = []
-    for h, w, n, c, kind, meta in SEED_SPECS:
+    for i, (h, w, n, c, kind, meta) in enumerate(SEED_SPECS):
         palette = rng.integers(0, 256, (n, c), dtype=np.uint8)
+        if n >= 12 and i % 2 == 0:  # ramps: the encoder writes PLTZ (SPEC.md 3.2)
+            palette = (np.arange(n)[:, None] * np.array([1, 3, 7, 2][:c]) % 256).astype(np.uint8)
         if c == 4:
             palette[0, 3] = 0
         metadata = {"comment": "fuzz seed", "icc_profile": bytes(range(40)), "exif": b"Exif\0\0MM"} if meta else None
@@ -456,11 +458,24 @@ def m_head(rnd, data, corpus):
                 h = v
     chunks[i][1] = _HEAD.pack(version & 0xFF, channels & 0xFF, size & 0xFFFF, w & 0xFFFFFFFF, h & 0xFFFFFFFF)
     j = _find(chunks, b"PLTE")
+    z = _find(chunks, b"PLTZ") if j is None else None
+    j = z if j is None else j
     if j is not None and rnd.random() < 0.5 and 0 < size * channels <= 65536 * 4:
         body = chunks[j][1]
+        if z is not None:
+            body = _inflated(body)
         need = size * channels
-        chunks[j][1] = (body * (need // max(1, len(body)) + 1))[:need] if body else bytes(need)
+        body = (body * (need // max(1, len(body)) + 1))[:need] if body else bytes(need)
+        chunks[j][1] = zlib.compress(body) if z is not None else body
     return join_chunks(sig, chunks, tail)
+
+
+def _inflated(body: bytes) -> bytes:
+    """What a PLTZ body inflates to (b"" when it is not a zlib stream)."""
+    try:
+        return zlib.decompress(body)
+    except zlib.error:
+        return b""
 
 
 def m_data(rnd, data, corpus):
@@ -499,14 +514,10 @@ def m_plte(rnd, data, corpus):
     if i is None:
         return m_raw(rnd, data, corpus)
     ctype, body = chunks[i][0], chunks[i][1]
-    if rnd.random() < 0.1:
-        chunks[i][0] = b"PLTZ" if ctype == b"PLTE" else b"PLTE"
-    elif ctype == b"PLTZ" and rnd.random() < 0.5:
-        try:
-            planes = zlib.decompress(body)
-        except zlib.error:
-            planes = b""
-        chunks[i][1] = zlib.compress(_bytes_mutation(rnd, planes, []), rnd.choice((0, 1, 9)))
+    if rnd.random() < 0.15:  # the other kind of palette chunk, holding the same bytes
+        chunks[i] = [b"PLTZ", zlib.compress(body)] if ctype == b"PLTE" else [b"PLTE", _inflated(body)]
+    elif ctype == b"PLTZ" and rnd.random() < 0.6:  # a valid stream of other planes (other values or length)
+        chunks[i][1] = zlib.compress(_bytes_mutation(rnd, _inflated(body), []), rnd.choice((0, 1, 9)))
     else:
         chunks[i][1] = _bytes_mutation(rnd, body, [])
     return join_chunks(sig, chunks, tail)

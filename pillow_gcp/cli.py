@@ -1430,7 +1430,8 @@ def _one_blas_thread() -> Callable[[], None]:
     so its thread pool is never used; started at numpy's import, it spins on the other core while the command
     decodes its input there: ``gcp compress kodim05.png -k 256`` (hyperfine, 2 x 20 runs) 0.38 -> 0.29 s of CPU
     time (user + system; -k 16: 0.30 -> 0.20 s), wall-clock the same within its noise (0.25 s). The ``-j``
-    workers inherit it. The files are the same bit for bit."""
+    workers inherit it. The files are the same bit for bit. (A Python program that calls :func:`run` before
+    importing numpy gets numpy's OpenBLAS on one thread for the rest of its life; :func:`main` never sets it.)"""
     if "numpy" in sys.modules or any(v in os.environ for v in _BLAS_THREAD_VARS):
         return lambda: None
     os.environ["OPENBLAS_NUM_THREADS"] = "1"

@@ -188,17 +188,43 @@ def palette_chunk(palette: np.ndarray) -> bytes:
     return _chunk(b"PLTZ", packed) if len(packed) < len(raw) else _chunk(b"PLTE", raw)
 
 
-def _unpack_pltz(data: bytes, size: int, channels: int, at: int) -> np.ndarray:
-    """The (size, channels) palette of a ``PLTZ`` chunk whose data (CRC checked) starts at file offset ``at``."""
-    n = size * channels
-    try:
-        got = streams.inflate("zlib", memoryview(data), 0, len(data), n, "PLTZ stream")
-    except GCPFormatError as e:
-        raise GCPFormatError(f"bad PLTZ palette: {e.reason}", at) from None
-    if len(got.data) < n or not got.complete:
-        raise GCPFormatError(f"bad PLTZ palette: the stream {'ends' if got.complete else 'stops, unfinished,'} "
-                             f"after {len(got.data)} of {size}*{channels}={n} bytes", at)
-    planes = np.frombuffer(got.data, np.uint8).reshape(channels, size)
+def _pltz(r: "_Reader", length: int, size: int, channels: int) -> np.ndarray:
+    """The (size, channels) palette of a ``PLTZ`` chunk whose ``length`` data bytes ``r`` is at (SPEC.md 3.2).
+
+    The data is read in pieces and inflated as it comes, keeping at most ``size * channels + 1`` bytes of output
+    whatever the chunk's length (a valid stream may be padded with empty blocks); the CRC is checked before any
+    fault of the stream is reported (class ``palette``, at the chunk's data)."""
+    at, n = r.offset, size * channels
+    crc = zlib.crc32(b"PLTZ")
+    d = zlib.decompressobj()
+    out = b""
+    problem = None
+    left = length
+    while left:
+        piece = r.read(min(left, _READ_PIECE), "PLTZ chunk data")
+        crc = zlib.crc32(piece, crc)
+        left -= len(piece)
+        if problem is not None:
+            continue
+        if d.eof:
+            problem = "unexpected bytes after the end of the PLTZ stream"
+            continue
+        try:
+            out += d.decompress(piece, n + 1 - len(out))
+        except zlib.error as e:
+            problem = f"corrupt PLTZ stream: {e}"
+            continue
+        if len(out) > n:
+            problem = f"PLTZ stream decodes to more than the {n} bytes it must give"
+        elif d.unused_data:
+            problem = "unexpected bytes after the end of the PLTZ stream"
+    check_crc(b"PLTZ", None, r.read(4, "PLTZ chunk CRC"), r.offset - 4, crc=crc)
+    if problem is None and (len(out) < n or not d.eof):
+        problem = (f"the stream {'ends' if d.eof else 'stops, unfinished,'} after {len(out)} of "
+                   f"{size}*{channels}={n} bytes")
+    if problem is not None:
+        raise GCPFormatError(f"bad PLTZ palette: {problem}", at)
+    planes = np.frombuffer(out, np.uint8).reshape(channels, size)
     # running sums modulo 256 down each plane, written as (size, channels) rows
     return np.add.accumulate(planes.T, axis=0, out=np.empty((size, channels), np.uint8))
 
@@ -245,7 +271,7 @@ def read_header(fp: IO[bytes], *, offset: int = 0) -> Header:
             if palette is not None:
                 raise GCPFormatError(f"second palette chunk ({ctype.decode()})", start + 4)
             if ctype == b"PLTZ":
-                palette = _unpack_pltz(r.body(ctype, length), size, channels, start + 8)
+                palette = _pltz(r, length, size, channels)
                 continue
             if length != size * channels:
                 raise GCPFormatError(

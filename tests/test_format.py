@@ -350,3 +350,35 @@ def test_two_palette_chunks_are_a_layout_error():
         with pytest.raises(GCPFormatError, match=r"second palette chunk \(PLT[EZ]\)") as e:
             F.decode(bad)
         assert e.value.offset == end + 4
+
+
+def test_long_pltz_is_read_in_pieces():
+    # a valid PLTZ padded with 8 MB of empty stored blocks: decoded, holding ~1 MiB pieces, not the chunk
+    import tracemalloc
+
+    pal = _ramp(256)
+    planes = F.palette_planes(pal)
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw = co.compress(planes) + co.flush(zlib.Z_FULL_FLUSH) + b"\x00\x00\x00\xff\xff" * 1_600_000 + b"\x03\x00"
+    stream = b"\x78\xda" + raw + struct.pack(">I", zlib.adler32(planes))
+    data = (F.MAGIC + _chunk(b"HEAD", struct.pack("<BBHII", 3, 3, 256, 2, 1)) + _chunk(b"PLTZ", stream)
+            + _chunk(b"DATA", b"\x00" + zlib.compress(bytes(2))) + _chunk(b"DONE", b""))
+    tracemalloc.start()
+    try:
+        got = F.read_header(io.BytesIO(data)).palette
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, pal)
+    assert peak < 4 << 20, peak
+    # a damaged CRC is reported before the stream is looked at, bytes after the stream's end after it
+    bad = bytearray(data)
+    crc_at = 8 + 24 + 8 + len(stream)
+    bad[crc_at] ^= 1
+    with pytest.raises(GCPFormatError, match="CRC mismatch in PLTZ") as e:
+        F.decode(bytes(bad))
+    assert e.value.offset == crc_at
+    data2 = data.replace(_chunk(b"PLTZ", stream), _chunk(b"PLTZ", stream + b"\x00" * (3 << 20)))
+    with pytest.raises(GCPFormatError, match="unexpected bytes after the end of the PLTZ stream") as e:
+        F.decode(data2)
+    assert e.value.offset == 8 + 24 + 8
