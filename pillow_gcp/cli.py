@@ -1363,6 +1363,24 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _parse_intermixed(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """``parser.parse_intermixed_args(argv)``, with ``--`` ending the options as usual: argparse's intermixed
+    parsing (Python 3.9-3.13) drops the arguments after ``--`` that start with ``-`` (``gcp compress -- -a.png``:
+    "the following arguments are required"), so those are parsed as stand-ins and put back."""
+    if "--" not in argv:
+        return parser.parse_intermixed_args(argv)
+    cut = argv.index("--")
+    names = argv[cut + 1:]
+    stand_in = {f"\0gcp-argument-{i}": name for i, name in enumerate(names)}
+    args = parser.parse_intermixed_args(argv[:cut] + ["--"] + list(stand_in))
+    for key, value in vars(args).items():
+        if isinstance(value, list):
+            setattr(args, key, [stand_in.get(v, v) if isinstance(v, str) else v for v in value])
+        elif isinstance(value, str) and value in stand_in:
+            setattr(args, key, stand_in[value])
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``gcp`` command line; returns the exit status (see EXIT_STATUS). ``argv``: the
     arguments after the program name (None: ``sys.argv[1:]``)."""
@@ -1378,7 +1396,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if command is None:
                 args = parser.parse_args(argv)
             else:  # options may come between the inputs: gcp compress a.png -k 4 b.png -o out/
-                args = commands[command].parse_intermixed_args(argv[1:])
+                args = _parse_intermixed(commands[command], argv[1:])
                 args.command = command
         except SystemExit as e:  # --help / --version
             return int(e.code or 0)

@@ -1513,3 +1513,19 @@ def test_program_writes_the_bytes_of_the_library_at_k_256(tmp_path):
     r = run(["compress", str(src), "-k", "256", "-o", "-"])
     assert r.returncode == 0, r.stderr
     assert r.stdout == pillow_gcp.convert.compress_bytes(src.read_bytes(), k=256)
+
+
+def test_double_dash_ends_the_options_also_for_names_starting_with_a_dash(tmp_path, monkeypatch):
+    # argparse's intermixed parsing drops such names after "--" ("the following arguments are required")
+    monkeypatch.chdir(tmp_path)
+    save_png(tmp_path / "-a.png")
+    save_png(tmp_path / "b.png")
+    assert main(["compress", "-k", "4", "--", "-a.png"]) == 0
+    assert (tmp_path / "-a.gcp").read_bytes() == pillow_gcp.convert.compress_bytes((tmp_path / "-a.png").read_bytes(), k=4)
+    os.mkdir(tmp_path / "out")
+    assert main(["compress", "-k", "4", "-o", "out", "--", "-a.png", "b.png", "-k"]) == 1  # "-k" is a file name here
+    assert sorted(os.listdir(tmp_path / "out")) == ["-a.gcp", "b.gcp"]
+    assert main(["decompress", "-f", "--output=-x.png", "--", "-a.gcp"]) == 0
+    assert Image.open(tmp_path / "-x.png").size == photo().size
+    assert main(["info", "--", "-a.gcp"]) == 0
+    assert main(["info", "--", "-a.gcp", "--"]) != 0  # a second "--" is a file name, which does not exist
