@@ -206,6 +206,27 @@ def _gif_ready(p: Image.Image) -> Image.Image:
     return out
 
 
+def _as_written(fmt: str, arrays: Tuple[Any, Any]) -> Tuple[Any, Any]:
+    """(indices, palette) as a ``fmt`` file holds them: for GIF, the rule of :func:`_gif_ready` (every entry with
+    alpha below GIF_ALPHA_THRESHOLD becomes the one transparent index, the others opaque), so that a quality
+    target is measured on what is written; other formats unchanged."""
+    indices, pal = arrays
+    if fmt != "GIF" or pal.shape[1] == 3:
+        return arrays
+    import numpy as np
+
+    clear = np.flatnonzero(pal[:, 3] < GIF_ALPHA_THRESHOLD)
+    out = pal.copy()
+    out[:, 3] = 255
+    if clear.size:
+        t = min(clear.tolist(), key=lambda i: (int(pal[i, 3]), i))
+        out[t, 3] = 0
+        lut = np.arange(len(pal), dtype=np.uint8)
+        lut[clear] = t
+        indices = lut[indices]
+    return indices, out
+
+
 def _flatten(rgba: Image.Image) -> Image.Image:
     """RGBA over opaque white -> RGB (for formats without alpha)."""
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -471,7 +492,7 @@ def compress_image(im: Image.Image, *, format: str = "GCP", strip: bool = False,
 
     check_params(**params)
     k, (arrays,), value, warning, tried = _search(
-        [original], lambda k: [adapter.prepare(im, k=k, **params)], params, target_psnr, target_de)
+        [original], lambda k: [_as_written(fmt, adapter.prepare(im, k=k, **params))], params, target_psnr, target_de)
     data = encode_image(adapter.to_image(*arrays), fmt, meta, options)
     return _measured(Compressed(data, k, None, None, value, warning, tried), original, min_psnr, measure)
 
@@ -498,7 +519,7 @@ def compress_shared(images: Sequence[Image.Image], *, format: str = "GCP", strip
         for q in quantize_many(list(images), **p):
             arrays = adapter.indexed(q)
             assert arrays is not None  # a P image always has its exact indexed form
-            out.append(arrays)
+            out.append(_as_written(fmt, arrays))
         return out
 
     warning: Optional[str] = None

@@ -1529,3 +1529,25 @@ def test_double_dash_ends_the_options_also_for_names_starting_with_a_dash(tmp_pa
     assert Image.open(tmp_path / "-x.png").size == photo().size
     assert main(["info", "--", "-a.gcp"]) == 0
     assert main(["info", "--", "-a.gcp", "--"]) != 0  # a second "--" is a file name, which does not exist
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_gif_quality_target_is_measured_on_the_gif_as_written(tmp_path, capsys, shared):
+    # GIF keeps one transparent index: semi-transparent pixels become opaque or clear, so a target measured on
+    # the palette image (37 dB here) was met on paper while the GIF written had 16 dB, without a warning
+    y, x = np.mgrid[0:64, 0:64]
+    rgba = Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2, (x * 4) % 256], -1).astype(np.uint8), "RGBA")
+    if shared:
+        c = pillow_gcp.convert.compress_shared([rgba], format="GIF", target_psnr=30, measure=True)[0]
+    else:
+        c = pillow_gcp.convert.compress_image(rgba, format="GIF", target_psnr=30, measure=True)
+    assert c.quality == pytest.approx(c.psnr, abs=1e-6)
+    assert c.psnr < 30 and c.k == 256 and "not reached" in c.warning
+    # an image GIF can hold: the target is met on the written file, at the k the .gcp search finds
+    opaque = rgba.convert("RGB")
+    g = pillow_gcp.convert.compress_image(opaque, format="GIF", target_psnr=35, measure=True)
+    p = pillow_gcp.convert.compress_image(opaque, format="GCP", target_psnr=35, measure=True)
+    assert g.k == p.k and g.psnr >= 35 and g.warning is None
+    src = save_png(tmp_path / "a.png", rgba)
+    assert main(["compress", src, "--target-psnr", "30", "-o", str(tmp_path / "a.gif")]) == 0
+    assert "target PSNR 30 dB not reached" in capsys.readouterr().err
