@@ -1429,13 +1429,25 @@ def run() -> int:
     if os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0] == "pillow-gcp":
         _PROG = "pillow-gcp"
     restore = _one_blas_thread()
+    import warnings
+
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return main()
     finally:
+        warnings.showwarning = shown
         restore()
         import gc
 
         gc.freeze()
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    """Python warnings (Pillow's DecompressionBombWarning, ...) as the command's own one-line warnings, not with
+    a source path and line of library code."""
+    _warn(f"{_PROG}: warning: {message}")
 
 
 _BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")

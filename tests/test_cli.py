@@ -1551,3 +1551,26 @@ def test_gif_quality_target_is_measured_on_the_gif_as_written(tmp_path, capsys, 
     src = save_png(tmp_path / "a.png", rgba)
     assert main(["compress", src, "--target-psnr", "30", "-o", str(tmp_path / "a.gif")]) == 0
     assert "target PSNR 30 dB not reached" in capsys.readouterr().err
+
+
+def test_program_prints_python_warnings_as_its_own_lines(tmp_path):
+    # a header between Pillow's warning and error limits (10000 x 10000): DecompressionBombWarning as a
+    # "gcp: warning:" line, not with the path and source line of Pillow's code
+    import struct
+    import zlib
+
+    from pillow_gcp import format as F
+
+    small = F.encode(np.zeros((2, 2), np.uint8), np.zeros((1, 3), np.uint8))
+    head = struct.pack("<BBHII", 3, 3, 1, 10000, 10000)
+    big = tmp_path / "big.gcp"
+    big.write_bytes(small[:8] + struct.pack("<I4s", 12, b"HEAD") + head + struct.pack("<I", zlib.crc32(b"HEAD" + head))
+                    + small[32:])
+    r = run(["info", str(big)])
+    err = r.stderr.decode()
+    assert r.returncode == 1
+    assert re.search(r"^gcp: warning: Image size \(100000000 pixels\) exceeds limit", err, re.M), err
+    assert "warnings.warn" not in err and "Image.py" not in err
+    import warnings
+
+    assert warnings.showwarning is not cli._show_warning  # main() in this process left it alone
