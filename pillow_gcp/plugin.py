@@ -144,6 +144,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
     info = im.encoderinfo
     adapter.check_save_options(info)
+    if im.width < 1 or im.height < 1:
+        msg = f"cannot save an empty image ({im.width}x{im.height}) as GCP: it needs at least one pixel"
+        raise ValueError(msg)
     if info.get("append_images"):  # Pillow before 12 sends append_images without save_all here
         _save_all(im, fp, filename)
     level = payload_level(info)

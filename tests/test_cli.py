@@ -1486,7 +1486,8 @@ def test_program_runs_blas_on_one_thread_and_puts_the_environment_back(tmp_path,
         "import os, sys\n"
         "from pillow_gcp import cli\n"
         "seen = []\n"
-        "cli.main = lambda argv=None: seen.append((os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)) or 0\n"
+        "cli.main = lambda argv=None: seen.append((os.environ.get('OPENBLAS_NUM_THREADS'),\n"
+        "                                          'numpy' in sys.modules)) or 0\n"
         "cli.run()\n"
         "print(seen, os.environ.get('OPENBLAS_NUM_THREADS'))\n"
     )
@@ -1521,7 +1522,8 @@ def test_double_dash_ends_the_options_also_for_names_starting_with_a_dash(tmp_pa
     save_png(tmp_path / "-a.png")
     save_png(tmp_path / "b.png")
     assert main(["compress", "-k", "4", "--", "-a.png"]) == 0
-    assert (tmp_path / "-a.gcp").read_bytes() == pillow_gcp.convert.compress_bytes((tmp_path / "-a.png").read_bytes(), k=4)
+    want = pillow_gcp.convert.compress_bytes((tmp_path / "-a.png").read_bytes(), k=4)
+    assert (tmp_path / "-a.gcp").read_bytes() == want
     os.mkdir(tmp_path / "out")
     assert main(["compress", "-k", "4", "-o", "out", "--", "-a.png", "b.png", "-k"]) == 1  # "-k" is a file name here
     assert sorted(os.listdir(tmp_path / "out")) == ["-a.gcp", "b.gcp"]

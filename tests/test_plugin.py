@@ -417,3 +417,9 @@ def test_compress_bytes_rejects_unknown_arguments():
     Image.new("RGB", (4, 4)).save(b, "PNG")
     with pytest.raises(TypeError, match=r"unexpected arguments: \['bogus'\]"):
         compress_bytes(b.getvalue(), bogus=1)
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 5), (7, 0)])
+def test_saving_an_empty_image_says_so(size):
+    with pytest.raises(ValueError, match=r"cannot save an empty image \(\d+x\d+\) as GCP"):
+        Image.new("RGB", size).save(io.BytesIO(), "GCP")

@@ -857,3 +857,12 @@ def test_colors_is_a_synonym_of_k():
         [m.tobytes() for m in quantize_many([im, im], 8)]
     with pytest.raises(ValueError, match="give k or colors"):
         quantize(im, 16, colors=16)
+
+
+def test_a_palette_step_that_returns_nothing_is_named_in_the_error():
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"palette step returned no entries for 400 colours; it must return 1\.\.4"):
+        quantize(im, k=4, algo=lambda c, w, k, *, metric, seed, fixed: c[:0])
+    # with a fixed colour the palette is not empty: the front door completes it to k entries
+    q = quantize(im, k=4, algo=lambda c, w, k, *, metric, seed, fixed: c[:0], fixed_colors=[(1, 2, 3)])
+    assert len(q.getcolors()) == 4
