@@ -63,6 +63,12 @@ ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+def reduced_to_8_bits(im: Image.Image) -> bool:
+    """Whether :func:`pixels` reduces ``im``'s samples to 8 bits (16-bit, 32-bit integer and float modes), so that
+    "lossless" can only mean: of the 8-bit image."""
+    return im.mode in _HIGH_DEPTH or im.mode in ("I", "F")
+
+
 def check_image(im: Any, name: str = "im") -> Image.Image:
     """``im`` itself if it is a Pillow image, else TypeError naming ``name``."""
     if not isinstance(im, Image.Image):

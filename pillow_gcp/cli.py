@@ -415,6 +415,7 @@ class Result:
     in_bytes: int = 0
     out_bytes: int = 0
     pixels: int = 0
+    eight_bit: bool = False  # the input's samples were reduced to 8 bits (16-bit, I, F): PSNR is of that image
     k: Optional[int] = None
     colors: Optional[int] = None
     psnr: Optional[float] = None
@@ -460,6 +461,7 @@ def compress_one(src: str, dst: str, opts: Options, all_inputs: Tuple[str, ...],
         check_output(dst, all_inputs, opts.force)
         im = read() if read is not None else read_image(src, stdin_data)
         r.pixels = im.size[0] * im.size[1]
+        r.eight_bit = _reduced(im)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             r.warnings.append(f"{frames} frames, only the first was compressed")
@@ -514,6 +516,12 @@ def _worker_threads(n: int) -> None:
     _threads.set_threads(n)
 
 
+def _reduced(im: "Image.Image") -> bool:
+    from . import adapter
+
+    return adapter.reduced_to_8_bits(im)
+
+
 def _report_line(r: Result) -> str:
     parts = [f"{_display(r.src)} -> {'<stdout>' if r.dst == '-' else r.dst}:"]
     parts.append(f"{r.in_bytes} -> {r.out_bytes} bytes" if r.in_bytes else f"{r.out_bytes} bytes")
@@ -525,6 +533,8 @@ def _report_line(r: Result) -> str:
         parts.append(f"k={r.k}")
     if r.psnr is not None:
         parts.append("lossless" if r.psnr == float("inf") else f"PSNR {r.psnr:.2f} dB")
+        if r.eight_bit:
+            parts.append("(of the image reduced to 8 bits per sample)")
     if r.quality is not None:
         parts.append(f"(target measure: {r.quality})")
     return " ".join(parts)

@@ -1576,3 +1576,14 @@ def test_program_prints_python_warnings_as_its_own_lines(tmp_path):
     import warnings
 
     assert warnings.showwarning is not cli._show_warning  # main() in this process left it alone
+
+
+def test_verbose_line_says_when_lossless_is_of_the_8_bit_image(tmp_path, capsys):
+    deep = tmp_path / "deep.png"
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 13 % 65536).astype(np.uint16)).save(deep)
+    assert Image.open(deep).mode == "I;16"
+    flat = save_png(tmp_path / "flat.png", Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 200).astype(np.uint8)))
+    assert main(["compress", str(deep), flat, "-k", "256", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"deep\.png -> .* lossless \(of the image reduced to 8 bits per sample\)", err), err
+    assert re.search(r"flat\.png -> .* lossless$", err, re.M), err
