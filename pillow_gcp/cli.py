@@ -570,14 +570,29 @@ def _run_batch(fn: Callable[..., Result], tasks: List[Tuple[Any, ...]], jobs: in
         share = max(1, min(_threads.threads(), _threads.cpus()) // workers)
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_threads,
                                                     initargs=(share,)) as ex:
-            futs = {ex.submit(fn, *t): i for i, t in enumerate(tasks)}
-            for f in concurrent.futures.as_completed(futs):
-                i = futs[f]
-                try:
-                    r = f.result()
-                except Exception as e:  # a worker died (e.g. killed for memory)
-                    r = Result(tasks[i][0], tasks[i][1], "failed", f"worker failed: {describe(e)}")
-                report(i, r)
+            # One task per worker in flight, the next submitted as one ends: on Ctrl-C, or a SIGINT to this
+            # process alone, the files begun are finished (whole) and no other starts (the executor queues
+            # submitted tasks where cancelling cannot reach them).
+            todo = iter(enumerate(tasks))
+            running: Dict[Any, int] = {}
+
+            def submit() -> None:
+                for i, t in todo:
+                    running[ex.submit(fn, *t)] = i
+                    return
+
+            for _ in range(workers):
+                submit()
+            while running:
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for f in done:
+                    i = running.pop(f)
+                    try:
+                        r = f.result()
+                    except Exception as e:  # a worker died (e.g. killed for memory)
+                        r = Result(tasks[i][0], tasks[i][1], "failed", f"worker failed: {describe(e)}")
+                    submit()
+                    report(i, r)
     progress.close()
     return [r for r in results if r is not None]
 

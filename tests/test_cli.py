@@ -1587,3 +1587,33 @@ def test_verbose_line_says_when_lossless_is_of_the_8_bit_image(tmp_path, capsys)
     err = capsys.readouterr().err
     assert re.search(r"deep\.png -> .* lossless \(of the image reduced to 8 bits per sample\)", err), err
     assert re.search(r"flat\.png -> .* lossless$", err, re.M), err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to one process")
+def test_interrupting_the_parent_alone_starts_no_further_file(tmp_path):
+    # kill -INT of gcp's own process (timeout -s INT does this): the -j workers finish the files they have
+    # begun (whole files) and no queued file starts; before, every queued file was still compressed
+    import signal
+    import time
+
+    rng = np.random.default_rng(8)
+    names = []
+    for i in range(12):
+        p = tmp_path / f"n{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (384, 384, 3), dtype=np.uint8)).save(p)
+        names.append(str(p))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "pillow_gcp", "compress", "-j", "2", "-k", "256", *names,
+                             "-o", str(out)], stderr=subprocess.PIPE, env=_env())
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.gcp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
+    written = sorted(p.name for p in out.iterdir())
+    assert all(n.endswith(".gcp") for n in written), written  # no temporary file left
+    assert 1 <= len(written) <= 4, written
+    for n in written:
+        Image.open(out / n).load()  # each one whole
