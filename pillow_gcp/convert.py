@@ -7,8 +7,8 @@ and are picklable. They hold no image maths of their own: pixels come from
 :mod:`pillow_gcp.metrics`.
 
 ``compress_bytes(data, format="GCP", **params)``
-    ``format="GCP"`` writes exactly what ``Image.open(f).save(out, "GCP", **params)`` writes, plus
-    the metadata of the input (``adapter.all_metadata``: ICC profile, EXIF, XMP, comment) passed to
+    ``format="GCP"`` writes exactly what ``Image.open(f).save(out, "GCP", **params)`` writes (the effort is
+    ``level`` here, the save's ``compress_level``), plus the metadata of the input (``adapter.all_metadata``: ICC profile, EXIF, XMP, comment) passed to
     the save explicitly, unless ``strip=True``. ``"PNG"`` (an optimized PNG-8), ``"GIF"`` and
     ``"WEBP"`` (lossless) store the palette image :func:`pillow_gcp.adapter.palette_image` gives for
     the same ``params``: the same palette and indices as the .gcp.
