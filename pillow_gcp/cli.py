@@ -578,7 +578,11 @@ def _run_batch(fn: Callable[..., Result], tasks: List[Tuple[Any, ...]], jobs: in
 
             def submit() -> None:
                 for i, t in todo:
-                    running[ex.submit(fn, *t)] = i
+                    try:
+                        running[ex.submit(fn, *t)] = i
+                    except concurrent.futures.BrokenExecutor as e:  # a worker died: the pool takes no more
+                        report(i, Result(t[0], t[1], "failed", f"worker failed: {describe(e)}"))
+                        continue
                     return
 
             for _ in range(workers):

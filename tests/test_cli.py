@@ -1617,3 +1617,23 @@ def test_interrupting_the_parent_alone_starts_no_further_file(tmp_path):
     assert 1 <= len(written) <= 4, written
     for n in written:
         Image.open(out / n).load()  # each one whole
+
+
+def _dies_on(src: str, dst: str, die: bool) -> "cli.Result":
+    if die:
+        os._exit(3)  # a worker killed (out of memory, a signal): the pool is broken
+    return cli.Result(src, dst)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork start method")
+def test_a_dead_worker_fails_the_remaining_files_without_a_traceback():
+    import multiprocessing
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the task function lives in this test module")
+    tasks = [(f"t{i}", f"t{i}.gcp", i == 1) for i in range(6)]
+    results = cli._run_batch(_dies_on, tasks, 2)  # before, submitting to the broken pool raised out of here
+    assert [r.src for r in results] == [t[0] for t in tasks]
+    assert results[1].status == "failed" and "worker failed" in results[1].message
+    # the others ran before the pool broke, or are reported as not done
+    assert all(r.ok or (r.status == "failed" and "worker failed" in r.message) for r in results)
