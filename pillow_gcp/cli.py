@@ -454,6 +454,7 @@ def compress_one(src: str, dst: str, opts: Options, all_inputs: Tuple[str, ...],
 
     ``read``: gives the image of ``src`` (as :func:`read_image` does) when it has been read already.
     """
+    from . import adapter
     from .convert import QualityError, compress_image
 
     r = Result(src, dst, in_bytes=_input_size(src, stdin_data))
@@ -461,7 +462,7 @@ def compress_one(src: str, dst: str, opts: Options, all_inputs: Tuple[str, ...],
         check_output(dst, all_inputs, opts.force)
         im = read() if read is not None else read_image(src, stdin_data)
         r.pixels = im.size[0] * im.size[1]
-        r.eight_bit = _reduced(im)
+        r.eight_bit = adapter.reduced_to_8_bits(im)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             r.warnings.append(f"{frames} frames, only the first was compressed")
@@ -514,12 +515,6 @@ def _worker_threads(n: int) -> None:
     from . import _threads
 
     _threads.set_threads(n)
-
-
-def _reduced(im: "Image.Image") -> bool:
-    from . import adapter
-
-    return adapter.reduced_to_8_bits(im)
 
 
 def _report_line(r: Result) -> str:

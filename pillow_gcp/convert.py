@@ -8,8 +8,8 @@ and are picklable. They hold no image maths of their own: pixels come from
 
 ``compress_bytes(data, format="GCP", **params)``
     ``format="GCP"`` writes exactly what ``Image.open(f).save(out, "GCP", **params)`` writes (the effort is
-    ``level`` here, the save's ``compress_level``), plus the metadata of the input (``adapter.all_metadata``: ICC profile, EXIF, XMP, comment) passed to
-    the save explicitly, unless ``strip=True``. ``"PNG"`` (an optimized PNG-8), ``"GIF"`` and
+    ``level`` here, the save's ``compress_level``), plus the metadata of the input (``adapter.all_metadata``:
+    ICC profile, EXIF, XMP, comment) passed to the save explicitly, unless ``strip=True``. ``"PNG"`` (an optimized PNG-8), ``"GIF"`` and
     ``"WEBP"`` (lossless) store the palette image :func:`pillow_gcp.adapter.palette_image` gives for
     the same ``params``: the same palette and indices as the .gcp.
 ``decompress_bytes(data, format="PNG")``
@@ -191,10 +191,9 @@ def _gif_ready(p: Image.Image) -> Image.Image:
     rgb = pal[:, :3].tobytes()
     if pal.shape[1] == 3:
         return p
-    clear = [i for i in range(len(pal)) if pal[i, 3] < GIF_ALPHA_THRESHOLD]
+    clear, t = _gif_clear(pal)
     out = p
     if clear:
-        t = min(clear, key=lambda i: (int(pal[i, 3]), i))
         lut = [t if i in clear else i for i in range(256)]
         out = p.point(lut) if len(clear) > 1 else p.copy()
     else:
@@ -206,6 +205,13 @@ def _gif_ready(p: Image.Image) -> Image.Image:
     return out
 
 
+def _gif_clear(pal: Any) -> Tuple[List[int], int]:
+    """GIF's one transparent index for an (n, 4) palette: the entries with alpha below GIF_ALPHA_THRESHOLD, and
+    the one they all become (the lowest alpha, then the lowest index; -1 when there are none)."""
+    clear = [i for i in range(len(pal)) if pal[i, 3] < GIF_ALPHA_THRESHOLD]
+    return clear, (min(clear, key=lambda i: (int(pal[i, 3]), i)) if clear else -1)
+
+
 def _as_written(fmt: str, arrays: Tuple[Any, Any]) -> Tuple[Any, Any]:
     """(indices, palette) as a ``fmt`` file holds them: for GIF, the rule of :func:`_gif_ready` (every entry with
     alpha below GIF_ALPHA_THRESHOLD becomes the one transparent index, the others opaque), so that a quality
@@ -215,11 +221,10 @@ def _as_written(fmt: str, arrays: Tuple[Any, Any]) -> Tuple[Any, Any]:
         return arrays
     import numpy as np
 
-    clear = np.flatnonzero(pal[:, 3] < GIF_ALPHA_THRESHOLD)
+    clear, t = _gif_clear(pal)
     out = pal.copy()
     out[:, 3] = 255
-    if clear.size:
-        t = min(clear.tolist(), key=lambda i: (int(pal[i, 3]), i))
+    if clear:
         out[t, 3] = 0
         lut = np.arange(len(pal), dtype=np.uint8)
         lut[clear] = t

@@ -11,8 +11,8 @@ Layout (container integers little-endian)::
 
 Chunk order: ``HEAD`` first (version 3), one palette chunk (``PLTE``: the entries
 as they are; ``PLTZ``: a zlib stream of their channel planes, each plane as
-differences), ``DATA`` once (after the palette), ``DONE`` last and empty. Ancillary chunks (first letter lower-case)
-may stand anywhere between ``HEAD`` and ``DONE``; unknown ones are skipped
+differences), ``DATA`` once (after the palette), ``DONE`` last and empty.
+Ancillary chunks (first letter lower-case) may stand anywhere between ``HEAD`` and ``DONE``; unknown ones are skipped
 (their CRC checked in pieces, never held whole), known metadata chunks count
 only before ``DATA`` and only the first of each type. Chunk types compare
 byte for byte.

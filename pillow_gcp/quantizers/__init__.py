@@ -447,7 +447,8 @@ def _fit_group(colors8, weights, n, fixed8, step, metric, space, seed):
     out = step(X, weights, n, metric=metric, seed=seed, fixed=fixed_sp)
     P8 = _from_step(out, X, colors8, space, C)
     if P8.shape[0] + F == 0:
-        raise ValueError(f"palette step returned no entries for {colors8.shape[0]} colours; it must return 1..{n} rows")
+        raise ValueError(f"palette step returned no entries for {colors8.shape[0]} colours; "
+                         f"it must return 1..{n} rows")
     if F:
         # fixed colours first and exact, whatever the step did with them
         P8 = np.concatenate([fixed8, P8])

@@ -386,8 +386,8 @@ def _nearest_moved(X, Q):
     For three float32 channels and q <= 127 the distances are laid out (q, B), the same values
     (the same subtraction, squares and sums in channel order, then the square root), and reduced
     across the q rows element-wise: the minimum, its lowest row (:func:`.nearest.lowest_rows`), then
-    the minimum with that entry set to inf (numpy's argmin over rows of ~25 values costs ~50 ns a row).  Otherwise (B, q) rows and argmin.  Split over threads
-    when large (:func:`pillow_gcp._threads.split_rows`).
+    the minimum with that entry set to inf (numpy's argmin over rows of ~25 values costs ~50 ns a row).
+    Otherwise (B, q) rows and argmin.  Split over threads when large (:func:`pillow_gcp._threads.split_rows`).
     """
     B = X.shape[0]
     q = Q.shape[0]
